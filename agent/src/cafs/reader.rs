@@ -1,0 +1,83 @@
+//! Reads files out of the blob bucket, checking every root object and every leaf.
+
+use bytes::Bytes;
+
+use super::hasher::leaf_key;
+use super::key::Key;
+use super::leaf::{Leaf, LeafSize};
+use super::root;
+use crate::error::{Error, Result};
+use crate::store::Bucket;
+
+/// Reads and verifies objects of one bundle (one leaf size).
+#[derive(Clone, Debug)]
+pub struct BlobReader {
+    bucket: Bucket,
+    leaf_size: LeafSize,
+}
+
+impl BlobReader {
+    /// A reader of `bucket` for a bundle with leaves of `leaf_size`.
+    pub fn new(bucket: Bucket, leaf_size: LeafSize) -> Self {
+        Self { bucket, leaf_size }
+    }
+
+    /// The bundle's leaf size.
+    pub fn leaf_size(&self) -> LeafSize {
+        self.leaf_size
+    }
+
+    /// The leaf keys of `file` (root key `root`, `size` bytes), from its checked root object.
+    pub async fn leaf_keys(&self, root: &Key, size: u64, file: &str) -> Result<Vec<Key>> {
+        let bytes = self
+            .bucket
+            .get(&root.to_hex())
+            .await?
+            .ok_or_else(|| Error::MissingBlob {
+                what: "root object",
+                key: *root,
+                file: file.to_string(),
+                bucket: self.bucket.url().to_string(),
+            })?;
+        root::decode(root, &bytes, size, self.leaf_size).map_err(|source| Error::Root {
+            file: file.to_string(),
+            source,
+        })
+    }
+
+    /// One leaf of `file`, whose bytes are checked against `key` before they are returned.
+    pub async fn leaf(&self, key: &Key, leaf: &Leaf, file: &str) -> Result<Bytes> {
+        let bytes = self
+            .bucket
+            .get(&key.to_hex())
+            .await?
+            .ok_or_else(|| Error::MissingBlob {
+                what: "leaf",
+                key: *key,
+                file: file.to_string(),
+                bucket: self.bucket.url().to_string(),
+            })?;
+        if bytes.len() as u64 != leaf.len {
+            return Err(Error::LeafLength {
+                key: *key,
+                file: file.to_string(),
+                len: bytes.len(),
+                expected: leaf.len,
+            });
+        }
+        let (ls, leaf_copy) = (self.leaf_size, *leaf);
+        let (bytes, computed) = tokio::task::spawn_blocking(move || {
+            let k = leaf_key(&bytes, &leaf_copy, ls);
+            (bytes, k)
+        })
+        .await?;
+        if computed != *key {
+            return Err(Error::LeafMismatch {
+                key: *key,
+                computed,
+                file: file.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,151 @@
+//! Writes files into the blob bucket: cut into leaves, hashed on all cores, stored unless
+//! an object with the same key and size is already there (the dedup), then the root object.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use super::hasher::{leaf_key, root_key};
+use super::key::Key;
+use super::leaf::{LeafLayout, LeafSize};
+use super::root;
+use crate::error::{Error, Result};
+use crate::store::Bucket;
+use crate::tuning::MemoryBudget;
+
+/// Counters of what a writer did.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Leaf and root objects written.
+    pub objects_written: AtomicU64,
+    /// Leaf and root objects found already stored and skipped.
+    pub objects_deduplicated: AtomicU64,
+    /// Bytes of file content hashed.
+    pub bytes_hashed: AtomicU64,
+    /// Bytes of objects written.
+    pub bytes_written: AtomicU64,
+}
+
+/// Writes files into a blob bucket.
+#[derive(Clone, Debug)]
+pub struct BlobWriter {
+    bucket: Bucket,
+    leaf_size: LeafSize,
+    budget: MemoryBudget,
+    stats: Arc<WriteStats>,
+}
+
+impl BlobWriter {
+    /// A writer into `bucket` with leaves of `leaf_size`.
+    pub fn new(bucket: Bucket, leaf_size: LeafSize, budget: MemoryBudget) -> Self {
+        Self {
+            bucket,
+            leaf_size,
+            budget,
+            stats: Arc::default(),
+        }
+    }
+
+    /// What this writer has done so far.
+    pub fn stats(&self) -> &Arc<WriteStats> {
+        &self.stats
+    }
+
+    /// Stores the file at `path`, expected to be `size` bytes, and returns its root key.
+    /// `on_bytes` is told about every leaf hashed (for progress).
+    pub async fn write_file(
+        &self,
+        path: &Path,
+        size: u64,
+        on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Key> {
+        let open_path = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || File::open(&open_path))
+            .await?
+            .map_err(Error::io("read", path))?;
+        let file = Arc::new(file);
+        let layout = LeafLayout::new(size, self.leaf_size);
+        let mut tasks = JoinSet::new();
+        for leaf in layout.leaves() {
+            let permit = self.budget.reserve(leaf.len).await?;
+            let (file, writer, path, on_bytes) = (
+                file.clone(),
+                self.clone(),
+                path.to_path_buf(),
+                on_bytes.clone(),
+            );
+            tasks.spawn(async move {
+                let ls = writer.leaf_size;
+                let read_path = path.clone();
+                let (data, key) = tokio::task::spawn_blocking(move || -> Result<(Bytes, Key)> {
+                    let mut buf = vec![0u8; leaf.len as usize];
+                    file.read_exact_at(&mut buf, leaf.offset)
+                        .map_err(|e| changed_while_reading(&read_path, e))?;
+                    let key = leaf_key(&buf, &leaf, ls);
+                    Ok((Bytes::from(buf), key))
+                })
+                .await??;
+                writer
+                    .stats
+                    .bytes_hashed
+                    .fetch_add(leaf.len, Ordering::Relaxed);
+                on_bytes(leaf.len);
+                writer.store(&key, data).await?;
+                drop(permit);
+                Ok::<_, Error>((leaf.index, key))
+            });
+        }
+        let mut keys = vec![None; layout.count() as usize];
+        while let Some(joined) = tasks.join_next().await {
+            let (index, key) = joined??;
+            keys[index as usize] = Some(key);
+        }
+        // Invariant: every leaf index in 0..count was spawned and joined without error.
+        let keys: Vec<Key> = keys.into_iter().flatten().collect();
+        let root = root_key(&keys, self.leaf_size);
+        self.store(&root, Bytes::from(root::encode(&keys, &root)))
+            .await?;
+        // A file that grew while being read would be stored truncated: refuse it.
+        let now = tokio::fs::metadata(path)
+            .await
+            .map_err(Error::io("read", path))?;
+        if now.len() != size {
+            return Err(changed_while_reading(
+                path,
+                std::io::Error::other("its size changed"),
+            ));
+        }
+        Ok(root)
+    }
+
+    /// Stores one object unless an object of the same key and size is already there.
+    async fn store(&self, key: &Key, data: Bytes) -> Result<()> {
+        let name = key.to_hex();
+        let len = data.len() as u64;
+        if self.bucket.size(&name).await? == Some(len) {
+            self.stats
+                .objects_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Content-addressed: an object of another size under this key is damaged, and
+        // writing the right bytes over it repairs it.
+        self.bucket.put(&name, data).await?;
+        self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn changed_while_reading(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        op: "upload (the file changed while it was being read; upload again once it is stable)",
+        path: PathBuf::from(path),
+        source: e,
+    }
+}

@@ -1,0 +1,460 @@
+//! The `datamon-agent` command line: datamon's command and flag names, global settings
+//! merged by [`crate::config`], output as text (datamon's formats) or `--output json`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::bundle::download::{download, DownloadRequest};
+use crate::bundle::upload::{upload, UploadRequest};
+use crate::bundle::BundleRef;
+use crate::config::{self, LogFormat, Settings};
+use crate::error::Error;
+use crate::model::context::BucketNames;
+use crate::stores::{self, Stores};
+
+/// Exit code for a usage or configuration error (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// datamon-compatible bundle store agent.
+#[derive(Debug, Parser)]
+#[command(name = "datamon-agent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub globals: Globals,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Global flags; each overrides the config file and the environment.
+#[derive(Debug, Args, Serialize)]
+pub struct Globals {
+    /// Config bucket: gs://bucket, s3://bucket, file:///dir (env DATAMON_GLOBAL_CONFIG).
+    #[arg(long, global = true, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Context name [default: dev] (env DATAMON_CONTEXT).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Settings file [default: ~/.datamon2/datamon.yaml if present].
+    #[arg(long, global = true, env = "DATAMON_CONFIG_FILE", value_name = "FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// Endpoint of an S3-compatible server, e.g. http://127.0.0.1:9000 (env DATAMON_S3_ENDPOINT).
+    #[arg(long, global = true, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// Files transferred at once (env DATAMON_CONCURRENCY).
+    #[arg(long = "concurrency-factor", global = true)]
+    #[serde(rename = "concurrency", skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Memory for data in flight, in MiB (env DATAMON_MEMORY_MIB).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<usize>,
+    /// Log filter: error, warn, info, debug (env DATAMON_LOGLEVEL).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglevel: Option<String>,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Contexts: named sets of buckets.
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Bundles: versions of a repo's files.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Labels: names for bundles.
+    #[command(subcommand)]
+    Label(LabelCommand),
+}
+
+/// Output format of listings.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Output {
+    /// datamon's text format.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `context` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Create a context in the config bucket (on file://, also its bucket directories).
+    Create {
+        /// Blob bucket [default: <context>-blob].
+        #[arg(long)]
+        blob: Option<String>,
+        /// Metadata bucket [default: <context>-metadata].
+        #[arg(long)]
+        meta: Option<String>,
+        /// Versioned metadata bucket [default: <context>-v-metadata].
+        #[arg(long)]
+        vmeta: Option<String>,
+        /// WAL bucket [default: <context>-wal].
+        #[arg(long)]
+        wal: Option<String>,
+        /// Read log bucket [default: <context>-read-log].
+        #[arg(long)]
+        read_log: Option<String>,
+    },
+}
+
+/// `repo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repo.
+    Create {
+        /// Repo name (letters, digits, hyphens).
+        #[arg(long)]
+        repo: String,
+        /// What the repo holds.
+        #[arg(long)]
+        description: String,
+    },
+    /// List repos.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Upload a directory as a new bundle.
+    Upload {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Directory to upload.
+        #[arg(long)]
+        path: PathBuf,
+        /// Commit message.
+        #[arg(long)]
+        message: String,
+        /// Label to set on the new bundle.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Download a bundle into a directory.
+    Download {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Destination directory (must be empty unless --force-dest).
+        #[arg(long)]
+        destination: PathBuf,
+        /// Bundle id [default: latest].
+        #[arg(long, conflicts_with = "label")]
+        bundle: Option<String>,
+        /// Label of the bundle.
+        #[arg(long)]
+        label: Option<String>,
+        /// Only entries whose names match this regular expression (RE2 syntax).
+        #[arg(long)]
+        name_filter: Option<String>,
+        /// Download into a non-empty destination.
+        #[arg(long)]
+        force_dest: bool,
+    },
+    /// List a repo's bundles, oldest first.
+    List {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `label` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// Point a label at a bundle.
+    Set {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Label name.
+        #[arg(long)]
+        label: String,
+        /// Bundle id.
+        #[arg(long)]
+        bundle: String,
+    },
+    /// Show a label.
+    Get {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Label name.
+        #[arg(long)]
+        label: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List a repo's labels.
+    List {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Only labels starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// Runs the CLI with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::config_file(cli.globals.config_file.as_deref())
+        .and_then(|f| config::load(f.as_deref(), &cli.globals))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, &settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::debug!(error = ?e, "command failed");
+            eprintln!("error: {}", chain(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The error and its sources on one line, each said once.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::InvalidName { .. }
+        | Error::NoConfigBucket
+        | Error::StoreUrl { .. }
+        | Error::NameFilter { .. }
+        | Error::LeafSize(_) => EXIT_USAGE,
+        _ => 1,
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.loglevel)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match settings.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+}
+
+async fn open(settings: &Settings) -> crate::Result<Stores> {
+    Stores::open(
+        &settings.config_bucket()?,
+        &settings.context,
+        &settings.store_options(),
+    )
+    .await
+}
+
+/// Runs one command.
+pub async fn run(command: Command, settings: &Settings) -> crate::Result<()> {
+    let contributor = &settings.contributor;
+    match command {
+        Command::Context(ContextCommand::Create {
+            blob,
+            meta,
+            vmeta,
+            wal,
+            read_log,
+        }) => {
+            let names = BucketNames {
+                blob,
+                meta,
+                vmeta,
+                wal,
+                read_log,
+            };
+            let doc = stores::create(
+                &settings.config_bucket()?,
+                &settings.context,
+                &names,
+                &settings.store_options(),
+            )
+            .await?;
+            println!("created context {}", doc.name);
+        }
+        Command::Repo(RepoCommand::Create { repo, description }) => {
+            let stores = open(settings).await?;
+            crate::repo::create(&stores, &repo, &description, contributor).await?;
+            println!("created repo {repo}");
+        }
+        Command::Repo(RepoCommand::List { output }) => {
+            let repos = crate::repo::list(&open(settings).await?).await?;
+            print_list(output, &repos, |r| {
+                format!(
+                    "{} , {} , {} , {} , {}",
+                    r.name,
+                    r.description,
+                    r.contributor.name,
+                    r.contributor.email,
+                    r.timestamp.to_rfc3339()
+                )
+            })?;
+        }
+        Command::Bundle(BundleCommand::Upload {
+            repo,
+            path,
+            message,
+            label,
+        }) => {
+            let stores = open(settings).await?;
+            let req = UploadRequest {
+                repo,
+                source: path,
+                message,
+                label,
+                contributor: contributor.clone(),
+                leaf_size: settings.leaf_size()?,
+            };
+            let report = upload(&stores, &req, &settings.tuning()).await?;
+            tracing::info!(
+                bundle = %report.bundle.id,
+                files = report.files,
+                bytes = report.bytes,
+                objects_written = report.objects_written,
+                objects_deduplicated = report.objects_deduplicated,
+                "uploaded"
+            );
+            println!("Uploaded bundle id:{}", report.bundle.id);
+        }
+        Command::Bundle(BundleCommand::Download {
+            repo,
+            destination,
+            bundle,
+            label,
+            name_filter,
+            force_dest,
+        }) => {
+            let stores = open(settings).await?;
+            let req = DownloadRequest {
+                repo,
+                bundle: BundleRef::from_flags(bundle, label),
+                destination,
+                name_filter,
+                force_dest,
+            };
+            let report = download(&stores, &req, &settings.tuning()).await?;
+            println!(
+                "Downloaded bundle id:{} ({} files, {} bytes)",
+                report.bundle.id, report.files, report.bytes
+            );
+        }
+        Command::Bundle(BundleCommand::List { repo, output }) => {
+            let bundles = crate::bundle::list(&open(settings).await?, &repo).await?;
+            print_list(output, &bundles, |b| {
+                format!("{} , {} , {}", b.id, b.timestamp.to_rfc3339(), b.message)
+            })?;
+        }
+        Command::Label(LabelCommand::Set {
+            repo,
+            label,
+            bundle,
+        }) => {
+            let stores = open(settings).await?;
+            crate::label::set(&stores, &repo, &label, &bundle, contributor).await?;
+            println!("set label {label} to bundle {bundle}");
+        }
+        Command::Label(LabelCommand::Get {
+            repo,
+            label,
+            output,
+        }) => {
+            let doc = crate::label::get(&open(settings).await?, &repo, &label).await?;
+            print_list(output, std::slice::from_ref(&doc), label_line)?;
+        }
+        Command::Label(LabelCommand::List {
+            repo,
+            prefix,
+            output,
+        }) => {
+            let labels = crate::label::list(&open(settings).await?, &repo, &prefix).await?;
+            print_list(output, &labels, label_line)?;
+        }
+    }
+    Ok(())
+}
+
+fn label_line(l: &crate::model::label::LabelDoc) -> String {
+    format!("{} , {} , {}", l.name, l.id, l.timestamp.to_rfc3339())
+}
+
+/// Prints items one per line in datamon's text format, or as a JSON array.
+fn print_list<T: Serialize>(
+    output: Output,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> crate::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let res = match output {
+        Output::Text => items.iter().try_for_each(|i| writeln!(out, "{}", line(i))),
+        Output::Json => serde_json::to_string_pretty(items)
+            .map_err(std::io::Error::other)
+            .and_then(|s| writeln!(out, "{s}")),
+    };
+    res.map_err(Error::io("write to", "standard output"))
+}

@@ -1,0 +1,285 @@
+//! 12-factor settings: defaults < config file < environment < flags, merged by figment
+//! into one validated [`Settings`].
+//!
+//! - file: `--config-file`, `DATAMON_CONFIG_FILE`, else `$HOME/.datamon2/datamon.yaml` if
+//!   it exists (datamon's location);
+//! - environment: `DATAMON_GLOBAL_CONFIG` (config bucket) and `DATAMON_CONTEXT` as in
+//!   datamon, and `DATAMON_<FIELD>` for every other field (`DATAMON_CONTRIBUTOR__EMAIL`
+//!   for nested ones);
+//! - flags: the CLI's global flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::cafs::LeafSize;
+use crate::model::Contributor;
+use crate::store::{BucketUrl, StoreOptions};
+use crate::tuning::Tuning;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON inside Kubernetes (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
+    #[default]
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the agent's bundle commands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Config bucket URL (`gs://b`, `s3://b`, `file:///dir`, or a bare GCS bucket name).
+    pub config: Option<String>,
+    /// Context name.
+    pub context: String,
+    /// Endpoint of an S3-compatible server.
+    pub s3_endpoint: Option<String>,
+    /// Who is recorded as contributor of repos, bundles and labels.
+    pub contributor: Contributor,
+    /// Files transferred at once (datamon's `--concurrency-factor`).
+    pub concurrency: usize,
+    /// Memory for leaf buffers in flight, in MiB.
+    pub memory_mib: usize,
+    /// Leaf size of new bundles, in bytes.
+    pub leaf_size: u64,
+    /// Retries of a failed store request.
+    pub retries: usize,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
+    /// Deadline for connecting to a store, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Deadline for one store request, in seconds.
+    pub request_timeout_secs: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `datamon_agent=debug`, ...).
+    pub loglevel: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let store = StoreOptions::default();
+        let tuning = Tuning::default();
+        let user = std::env::var("USER").unwrap_or_else(|_| "datamon".into());
+        Self {
+            config: None,
+            context: "dev".into(),
+            s3_endpoint: None,
+            contributor: Contributor {
+                name: user.clone(),
+                email: format!("{user}@localhost"),
+            },
+            concurrency: tuning.files,
+            memory_mib: tuning.memory_budget >> 20,
+            leaf_size: LeafSize::default().bytes(),
+            retries: store.retries,
+            retry_timeout_secs: store.retry_timeout.as_secs(),
+            connect_timeout_secs: store.connect_timeout.as_secs(),
+            request_timeout_secs: store.request_timeout.as_secs(),
+            log_format: LogFormat::Auto,
+            loglevel: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Sources that do not merge into [`Settings`].
+    #[error("invalid configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    /// An explicitly named config file that does not exist.
+    #[error("config file {0} does not exist: fix --config-file / DATAMON_CONFIG_FILE")]
+    MissingFile(PathBuf),
+    /// A value out of range.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where the config file is: explicit, else datamon's default location if it exists.
+pub fn config_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(Some(p.to_path_buf()))
+        } else {
+            Err(ConfigError::MissingFile(p.to_path_buf()))
+        };
+    }
+    let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".datamon2/datamon.yaml"));
+    Ok(default.filter(|p| p.is_file()))
+}
+
+/// The environment provider: datamon's two variables plus `DATAMON_<FIELD>`.
+pub fn env_provider() -> Env {
+    Env::prefixed("DATAMON_")
+        .ignore(&["config_file"])
+        .map(|k| {
+            if k == "global_config" {
+                "config".into()
+            } else {
+                k.into()
+            }
+        })
+        .split("__")
+}
+
+/// Merges defaults < `file` < environment < `flags` (a serializable struct whose `None`
+/// fields are skipped).
+pub fn load<F: Serialize>(file: Option<&Path>, flags: &F) -> Result<Settings, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(f) = file {
+        fig = fig.merge(Yaml::file(f));
+    }
+    let settings: Settings = fig
+        .merge(env_provider())
+        .merge(Serialized::defaults(flags))
+        .extract()
+        .map_err(Box::new)?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+impl Settings {
+    /// Checks ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| ConfigError::Invalid {
+            name,
+            reason: reason.to_string(),
+        };
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            return Err(invalid("concurrency", "must be between 1 and 4096"));
+        }
+        if self.memory_mib < 4 || self.memory_mib > 4095 {
+            return Err(invalid("memory_mib", "must be between 4 and 4095 (MiB)"));
+        }
+        LeafSize::new(self.leaf_size).map_err(|e| invalid("leaf_size", &e.to_string()))?;
+        if let Some(c) = &self.config {
+            BucketUrl::parse(c).map_err(|e| invalid("config", &e.to_string()))?;
+        }
+        if let Some(ep) = &self.s3_endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(invalid("s3_endpoint", "must be an http:// or https:// URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config bucket URL.
+    pub fn config_bucket(&self) -> crate::Result<BucketUrl> {
+        BucketUrl::parse(self.config.as_deref().ok_or(crate::Error::NoConfigBucket)?)
+    }
+
+    /// Store options from these settings.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            retries: self.retries,
+            retry_timeout: Duration::from_secs(self.retry_timeout_secs),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+
+    /// Transfer limits from these settings.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            files: self.concurrency,
+            memory_budget: self.memory_mib << 20,
+        }
+    }
+
+    /// The validated leaf size.
+    pub fn leaf_size(&self) -> crate::Result<LeafSize> {
+        Ok(LeafSize::new(self.leaf_size)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", "config: gs://from-file\ncontext: filectx\nconcurrency: 7\ncontributor:\n  email: a@b.c\n")?;
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert_eq!(s.config.as_deref(), Some("gs://from-file"));
+            assert_eq!(s.context, "filectx");
+            assert_eq!(s.concurrency, 7);
+            assert_eq!(s.contributor.email, "a@b.c");
+            assert_eq!(s.memory_mib, 64);
+
+            jail.set_env("DATAMON_GLOBAL_CONFIG", "s3://from-env");
+            jail.set_env("DATAMON_CONTEXT", "envctx");
+            jail.set_env("DATAMON_CONTRIBUTOR__NAME", "Env Name");
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert_eq!(s.config.as_deref(), Some("s3://from-env"));
+            assert_eq!(s.context, "envctx");
+            assert_eq!(s.contributor.name, "Env Name");
+
+            let flags = Flags {
+                context: Some("flagctx".into()),
+            };
+            let s = load(Some(Path::new("c.yaml")), &flags).unwrap();
+            assert_eq!(s.context, "flagctx");
+            assert_eq!(s.config.as_deref(), Some("s3://from-env"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_bad_values_with_their_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", "concurrency: 0\n")?;
+            let e = load(Some(Path::new("c.yaml")), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("concurrency"), "{e}");
+            jail.create_file("d.yaml", "leaf_size: 0\n")?;
+            let e = load(Some(Path::new("d.yaml")), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("leaf_size") && e.contains("out of range"), "{e}");
+            jail.create_file("e.yaml", "no_such_setting: 1\n")?;
+            let e = load(Some(Path::new("e.yaml")), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no_such_setting"), "{e}");
+            jail.create_file("f.yaml", "config: ftp://x\n")?;
+            let e = load(Some(Path::new("f.yaml")), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ftp://x"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = config_file(Some(Path::new("/nonexistent/x.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.yaml"), "{e}");
+    }
+}
