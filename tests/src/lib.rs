@@ -1,1 +1,289 @@
-//! x
+//! Helpers for the end-to-end tests: the `datamon-agent` binary run as a user would run
+//! it, a store (local directory or the in-process S3 server), and the independent Python
+//! implementation of the datamon format in `tests/interop/`.
+
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of a workspace binary built next to the running test (`cargo test --workspace`
+/// builds every binary of the workspace first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("target/debug"));
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace` before the end-to-end tests (the justfile's `test` recipe does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The Python reference implementation of the datamon format.
+pub fn python_reference() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/datamon_ref.py")
+}
+
+/// Where a test's repositories live.
+pub enum Backend {
+    /// `file://` buckets under a directory.
+    Local,
+    /// The in-process S3 server.
+    S3(s3::S3Server),
+}
+
+/// A store with a `dev` context, and the agent configured for it.
+pub struct World {
+    /// Scratch directory of the test (removed on drop).
+    pub tmp: tempfile::TempDir,
+    /// Directory holding one directory per bucket (the S3 server's root, too).
+    pub buckets: PathBuf,
+    /// The backend.
+    pub backend: Backend,
+    env: Vec<(String, String)>,
+}
+
+impl World {
+    /// A local-directory store with context `dev` created.
+    pub fn local() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let buckets = tmp.path().join("store");
+        let config = format!("file://{}/config", buckets.display());
+        let w = Self {
+            env: base_env(&config, &tmp),
+            tmp,
+            buckets,
+            backend: Backend::Local,
+        };
+        w.ok(&["context", "create"]);
+        w
+    }
+
+    /// An S3 store (in-process server) with context `dev` and its buckets created.
+    pub fn s3() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let buckets = tmp.path().join("s3");
+        let server = s3::S3Server::start(&buckets, 0).expect("start S3 server");
+        for b in [
+            "config",
+            "dev-blob",
+            "dev-metadata",
+            "dev-v-metadata",
+            "dev-wal",
+            "dev-read-log",
+        ] {
+            server.create_bucket(b).expect("create bucket");
+        }
+        let mut env = base_env("s3://config", &tmp);
+        env.extend([
+            ("DATAMON_S3_ENDPOINT".to_string(), server.endpoint()),
+            ("AWS_ACCESS_KEY_ID".to_string(), s3::ACCESS_KEY.to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                s3::SECRET_KEY.to_string(),
+            ),
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ]);
+        let w = Self {
+            env,
+            tmp,
+            buckets,
+            backend: Backend::S3(server),
+        };
+        w.ok(&["context", "create"]);
+        w
+    }
+
+    /// Both backends, for tests that must pass on each.
+    pub fn each() -> [Self; 2] {
+        [Self::local(), Self::s3()]
+    }
+
+    /// A short name of the backend for assertion messages.
+    pub fn name(&self) -> &'static str {
+        match self.backend {
+            Backend::Local => "local",
+            Backend::S3(_) => "s3",
+        }
+    }
+
+    /// Sets an environment variable for later agent runs.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_string(), v.to_string()));
+    }
+
+    /// Removes an environment variable from later agent runs.
+    pub fn unset_env(&mut self, k: &str) {
+        self.env.retain(|(key, _)| key != k);
+    }
+
+    /// The agent command with this world's environment (and nothing from the test's).
+    pub fn agent(&self) -> Command {
+        let mut c = Command::new(workspace_bin("datamon-agent"));
+        c.env_clear();
+        c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    /// Runs the agent.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.agent().args(args).output().expect("run datamon-agent")
+    }
+
+    /// Runs the agent, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "[{}] datamon-agent {args:?} failed ({}):\n{}",
+            self.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the agent, asserts failure, returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "[{}] datamon-agent {args:?} should have failed; stdout:\n{}",
+            self.name(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Uploads `dir` to `repo` and returns the new bundle id.
+    pub fn upload(&self, repo: &str, dir: &Path, extra: &[&str]) -> String {
+        let mut args = vec![
+            "bundle",
+            "upload",
+            "--repo",
+            repo,
+            "--message",
+            "test",
+            "--path",
+        ];
+        let p = dir.to_string_lossy().into_owned();
+        args.push(&p);
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        out.trim()
+            .strip_prefix("Uploaded bundle id:")
+            .unwrap_or_else(|| panic!("unexpected upload output {out:?}"))
+            .to_string()
+    }
+
+    /// The blob bucket directory (same layout for both backends).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.buckets.join("dev-blob")
+    }
+
+    /// The metadata bucket directory.
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.buckets.join("dev-metadata")
+    }
+
+    /// A fresh directory path under the scratch directory (not created).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+fn base_env(config: &str, tmp: &tempfile::TempDir) -> Vec<(String, String)> {
+    vec![
+        ("DATAMON_GLOBAL_CONFIG".into(), config.into()),
+        ("HOME".into(), tmp.path().display().to_string()),
+        ("DATAMON_CONTRIBUTOR__NAME".into(), "Test Runner".into()),
+        (
+            "DATAMON_CONTRIBUTOR__EMAIL".into(),
+            "tests@example.com".into(),
+        ),
+        ("DATAMON_RETRY_TIMEOUT_SECS".into(), "5".into()),
+        ("DATAMON_CONNECT_TIMEOUT_SECS".into(), "2".into()),
+    ]
+}
+
+/// Deterministic bytes: byte i is (i * 31 + 7) % 251 (the pattern of the test vectors).
+pub fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+/// Pseudo-random bytes from a seed (xorshift), for content that must not dedup.
+pub fn noise(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+/// Writes a file, creating parent directories.
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// Every regular file under `root`, relative name → bytes, sorted.
+pub fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            let e = e.expect("entry");
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(e.path()).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file under `dir` recursively (paths), sorted.
+pub fn list_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,697 @@
+//! End-to-end tests of the bundle store through the `datamon-agent` CLI, on a local
+//! directory and on a real S3-protocol server started by the test.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use datamon_e2e::{list_files, noise, read_tree, write_file, World};
+
+const MIB: usize = 1024 * 1024;
+
+fn sample_tree(dir: &Path) {
+    write_file(&dir.join("empty"), b"");
+    write_file(&dir.join("one-byte"), b"x");
+    write_file(&dir.join("hello.txt"), b"hello world\n");
+    write_file(&dir.join("sizes/2mib"), &noise(2 * MIB, 1));
+    write_file(&dir.join("sizes/2mib+1"), &noise(2 * MIB + 1, 2));
+    write_file(&dir.join("sizes/deep/er/5mib+3"), &noise(5 * MIB + 3, 3));
+}
+
+#[test]
+fn round_trip_of_edge_sizes_on_both_backends() {
+    for w in World::each() {
+        let src = w.path("src");
+        sample_tree(&src);
+        w.ok(&[
+            "repo",
+            "create",
+            "--repo",
+            "data",
+            "--description",
+            "test data",
+        ]);
+        let id = w.upload("data", &src, &["--label", "v1"]);
+
+        for (how, extra) in [
+            ("id", vec!["--bundle", id.as_str()]),
+            ("label", vec!["--label", "v1"]),
+            ("latest", vec![]),
+        ] {
+            let dest = w.path(&format!("out-{how}"));
+            let d = dest.to_string_lossy().into_owned();
+            let mut args = vec![
+                "bundle",
+                "download",
+                "--repo",
+                "data",
+                "--destination",
+                d.as_str(),
+            ];
+            args.extend(extra);
+            let out = w.ok(&args);
+            assert!(out.contains(&id), "[{}] {out}", w.name());
+            assert_eq!(
+                read_tree(&dest),
+                read_tree(&src),
+                "[{}] bytes differ ({how})",
+                w.name()
+            );
+        }
+
+        let list = w.ok(&["bundle", "list", "--repo", "data"]);
+        assert!(
+            list.starts_with(&format!("{id} , ")),
+            "[{}] {list}",
+            w.name()
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&w.ok(&["bundle", "list", "--repo", "data", "--output", "json"]))
+                .unwrap();
+        assert_eq!(json[0]["id"], id.as_str());
+        assert_eq!(json[0]["leafSize"], 2097152);
+        assert_eq!(json[0]["contributors"][0]["email"], "tests@example.com");
+
+        let labels: serde_json::Value =
+            serde_json::from_str(&w.ok(&["label", "list", "--repo", "data", "--output", "json"]))
+                .unwrap();
+        assert_eq!(labels[0]["name"], "v1");
+        assert_eq!(labels[0]["id"], id.as_str());
+        let got = w.ok(&["label", "get", "--repo", "data", "--label", "v1"]);
+        assert!(got.starts_with(&format!("v1 , {id} , ")), "{got}");
+        let repos = w.ok(&["repo", "list"]);
+        assert!(
+            repos.starts_with("data , test data , Test Runner , tests@example.com , "),
+            "{repos}"
+        );
+    }
+}
+
+#[test]
+fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
+    for w in World::each() {
+        let src = w.path("src");
+        for i in 0..10_000u64 {
+            let name = format!("d{}/e{}/f{i}.bin", i % 10, (i / 10) % 10);
+            write_file(&src.join(name), &noise(1 + (i as usize * 7) % 300, i));
+        }
+        w.ok(&["repo", "create", "--repo", "many", "--description", "d"]);
+        let first = w.upload("many", &src, &[]);
+        let blobs_before: Vec<_> = list_files(&w.blob_dir())
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap();
+                (p, m.modified().unwrap(), m.len())
+            })
+            .collect();
+        let bundle_dir = w.metadata_dir().join(format!("bundles/many/{first}"));
+        let docs = list_files(&bundle_dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("bundle-files-"))
+            .count();
+        assert_eq!(
+            docs,
+            10,
+            "[{}] 10,000 entries make 10 documents of 1,000",
+            w.name()
+        );
+
+        let second = w.upload("many", &src, &[]);
+        assert_ne!(first, second);
+        let blobs_after: Vec<_> = list_files(&w.blob_dir())
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap();
+                (p, m.modified().unwrap(), m.len())
+            })
+            .collect();
+        assert_eq!(
+            blobs_before,
+            blobs_after,
+            "[{}] the second upload wrote blobs",
+            w.name()
+        );
+
+        let dest = w.path("out");
+        w.ok(&[
+            "bundle",
+            "download",
+            "--repo",
+            "many",
+            "--bundle",
+            &second,
+            "--destination",
+            &dest.to_string_lossy(),
+        ]);
+        assert_eq!(read_tree(&dest), read_tree(&src), "[{}]", w.name());
+    }
+}
+
+#[test]
+fn name_filter_downloads_only_matching_entries() {
+    let w = World::local();
+    let src = w.path("src");
+    sample_tree(&src);
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    let dest = w.path("out");
+    w.ok(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &dest.to_string_lossy(),
+        "--name-filter",
+        "^sizes/2mib",
+    ]);
+    let names: Vec<String> = read_tree(&dest).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["sizes/2mib", "sizes/2mib+1"]);
+    let (code, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &w.path("o2").to_string_lossy(),
+        "--name-filter",
+        "(unclosed",
+    ]);
+    assert_eq!(code, 64);
+    assert!(err.contains("invalid --name-filter \"(unclosed\""), "{err}");
+}
+
+#[test]
+fn missing_repo_bundle_and_label_are_named() {
+    let w = World::local();
+    let dest = w.path("out");
+    let d = dest.to_string_lossy().into_owned();
+    let (_, err) = w.fails(&["bundle", "download", "--repo", "nope", "--destination", &d]);
+    assert!(
+        err.contains("repo \"nope\" not found") && err.contains("repo create"),
+        "{err}"
+    );
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let (_, err) = w.fails(&["bundle", "download", "--repo", "r", "--destination", &d]);
+    assert!(err.contains("repo \"r\" has no bundle yet"), "{err}");
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &d,
+        "--bundle",
+        "2Cw1nGJHBpK3nDdRkPjMYZdeFSb",
+    ]);
+    assert!(
+        err.contains("bundle \"2Cw1nGJHBpK3nDdRkPjMYZdeFSb\" not found in repo \"r\""),
+        "{err}"
+    );
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &d,
+        "--label",
+        "gone",
+    ]);
+    assert!(
+        err.contains("label \"gone\" not found in repo \"r\""),
+        "{err}"
+    );
+    let (_, err) = w.fails(&[
+        "label",
+        "set",
+        "--repo",
+        "r",
+        "--label",
+        "x",
+        "--bundle",
+        "2Cw1nGJHBpK3nDdRkPjMYZdeFSb",
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(
+        !dest.exists(),
+        "nothing should be created for a failed resolve"
+    );
+    let (_, err) = w.fails(&["repo", "create", "--repo", "r", "--description", "again"]);
+    assert!(err.contains("repo \"r\" already exists"), "{err}");
+}
+
+#[test]
+fn invalid_names_are_usage_errors() {
+    let w = World::local();
+    let (code, err) = w.fails(&["repo", "create", "--repo", "bad/name", "--description", "d"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("invalid repo name \"bad/name\"")
+            && err.contains("letters, digits and hyphens"),
+        "{err}"
+    );
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let (code, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        "/tmp/x",
+        "--bundle",
+        "../../etc",
+    ]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("invalid bundle id name \"../../etc\""),
+        "{err}"
+    );
+}
+
+/// Rewrites the bundle's first file list with `f` applied to its text.
+fn tamper_file_list(w: &World, repo: &str, id: &str, f: impl Fn(String) -> String) {
+    let p = w
+        .metadata_dir()
+        .join(format!("bundles/{repo}/{id}/bundle-files-0.yaml"));
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, f(text)).unwrap();
+}
+
+#[test]
+fn entries_escaping_the_destination_are_refused_before_anything_is_written() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("a.txt"), b"aaa");
+    write_file(&src.join("b.txt"), b"bbb");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    for (i, evil) in ["../escape.txt", "/etc/evil.txt", "x/../../up.txt"]
+        .iter()
+        .enumerate()
+    {
+        let id = w.upload("r", &src, &[]);
+        tamper_file_list(&w, "r", &id, |t| {
+            t.replace("name: b.txt", &format!("name: {evil}"))
+        });
+        let dest = w.path(&format!("out{i}"));
+        let (_, err) = w.fails(&[
+            "bundle",
+            "download",
+            "--repo",
+            "r",
+            "--bundle",
+            &id,
+            "--destination",
+            &dest.to_string_lossy(),
+        ]);
+        assert!(
+            err.contains(&format!("bundle entry \"{evil}\" is unsafe")),
+            "{err}"
+        );
+        assert!(
+            !dest.exists() || list_files(&dest).is_empty(),
+            "files written: {:?}",
+            list_files(&dest)
+        );
+    }
+    assert!(!w.path("escape.txt").exists());
+    assert!(!w.tmp.path().parent().unwrap().join("up.txt").exists());
+}
+
+#[test]
+fn a_symlink_planted_in_the_destination_is_not_followed() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("sub/file.txt"), b"payload");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    let outside = w.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let dest = w.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &dest.to_string_lossy(),
+        "--force-dest",
+    ]);
+    assert!(err.contains("is a symlink in the destination"), "{err}");
+    assert!(list_files(&outside).is_empty(), "wrote through the symlink");
+}
+
+#[test]
+fn non_empty_destination_needs_force_dest() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("a.txt"), b"new");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    let dest = w.path("dest");
+    write_file(&dest.join("a.txt"), b"old");
+    write_file(&dest.join("keep.txt"), b"keep");
+    let d = dest.to_string_lossy().into_owned();
+    let (_, err) = w.fails(&["bundle", "download", "--repo", "r", "--destination", &d]);
+    assert!(
+        err.contains("is not empty") && err.contains("--force-dest"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"old");
+    w.ok(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &d,
+        "--force-dest",
+    ]);
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"new");
+    assert_eq!(std::fs::read(dest.join("keep.txt")).unwrap(), b"keep");
+}
+
+#[test]
+fn a_corrupt_leaf_fails_the_download_and_leaves_no_file() {
+    for w in World::each() {
+        let src = w.path("src");
+        let big = noise(3 * MIB, 9);
+        write_file(&src.join("big.bin"), &big);
+        write_file(&src.join("dir/good.txt"), b"good");
+        w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+        let id = w.upload("r", &src, &[]);
+        // The first leaf of big.bin is the 2 MiB object in the blob bucket.
+        let leaf = list_files(&w.blob_dir())
+            .into_iter()
+            .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
+            .expect("2 MiB leaf");
+        let mut bytes = std::fs::read(&leaf).unwrap();
+        bytes[12345] ^= 0xff;
+        std::fs::write(&leaf, &bytes).unwrap();
+        let dest = w.path("out");
+        let (_, err) = w.fails(&[
+            "bundle",
+            "download",
+            "--repo",
+            "r",
+            "--bundle",
+            &id,
+            "--destination",
+            &dest.to_string_lossy(),
+        ]);
+        assert!(
+            err.contains("of \"big.bin\" is corrupt"),
+            "[{}] {err}",
+            w.name()
+        );
+        assert!(
+            !dest.join("big.bin").exists(),
+            "[{}] a corrupt file was left in place",
+            w.name()
+        );
+        let partial: Vec<_> = list_files(&dest)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".partial"))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "[{}] temporary files left: {partial:?}",
+            w.name()
+        );
+
+        // Re-uploading the same bytes repairs the damaged leaf only if its size differs;
+        // a same-size corruption is caught on every read.
+        let (_, err2) = w.fails(&[
+            "bundle",
+            "download",
+            "--repo",
+            "r",
+            "--bundle",
+            &id,
+            "--destination",
+            &w.path("out2").to_string_lossy(),
+            "--name-filter",
+            "big",
+        ]);
+        assert!(err2.contains("is corrupt"), "{err2}");
+    }
+}
+
+#[test]
+fn a_root_object_with_a_wrong_trailing_key_is_refused() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("f.txt"), b"hello world\n");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    let root = w.blob_dir().join("6914dbf186447c478b265aea9e30383c05b8e15576641b12997dd4300639a997c5b04c39eeb00bcad6f3eed6f6d2f37bb99acb648b668e427873d7af183e5777");
+    let mut bytes = std::fs::read(&root).unwrap();
+    assert_eq!(bytes.len(), 128);
+    bytes[127] ^= 1;
+    std::fs::write(&root, &bytes).unwrap();
+    let dest = w.path("out");
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &dest.to_string_lossy(),
+    ]);
+    assert!(
+        err.contains("file \"f.txt\"") && err.contains("ends with key"),
+        "{err}"
+    );
+    assert!(!dest.join("f.txt").exists());
+}
+
+#[test]
+fn truncated_or_invalid_yaml_is_a_clear_error() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("f.txt"), b"x");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    let bundle_yaml = w.metadata_dir().join(format!("bundles/r/{id}/bundle.yaml"));
+    let good = std::fs::read_to_string(&bundle_yaml).unwrap();
+    std::fs::write(&bundle_yaml, &good[..good.len() / 3]).unwrap();
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &w.path("o1").to_string_lossy(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "invalid document file://{}",
+            bundle_yaml.display()
+        )),
+        "{err}"
+    );
+
+    std::fs::write(
+        &bundle_yaml,
+        good.replace("leafSize: 2097152", "leafSize: 0"),
+    )
+    .unwrap();
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &w.path("o2").to_string_lossy(),
+    ]);
+    assert!(err.contains("leaf size 0 is out of range"), "{err}");
+
+    std::fs::write(&bundle_yaml, &good).unwrap();
+    tamper_file_list(&w, "r", &id, |t| {
+        t.replace("BundleEntries:", "BundleEntries: [unclosed")
+    });
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &w.path("o3").to_string_lossy(),
+    ]);
+    assert!(
+        err.contains("bundle-files-0.yaml") && err.contains("invalid document"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_uncommitted_bundle_is_invisible() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("f.txt"), b"committed");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    // A later upload that died before its commit point: file lists, no bundle.yaml.
+    let dead = w
+        .metadata_dir()
+        .join("bundles/r/zzzzzzzzzzzzzzzzzzzzzzzzzzz");
+    write_file(&dead.join("bundle-files-0.yaml"), b"BundleEntries: []\n");
+    let list = w.ok(&["bundle", "list", "--repo", "r"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    let dest = w.path("out");
+    let out = w.ok(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &dest.to_string_lossy(),
+    ]);
+    assert!(
+        out.contains(&id),
+        "latest must skip the uncommitted bundle: {out}"
+    );
+}
+
+#[test]
+fn an_unreachable_store_fails_after_bounded_retries() {
+    let mut w = World::s3();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    w.set_env("DATAMON_S3_ENDPOINT", &format!("http://127.0.0.1:{port}"));
+    w.set_env("DATAMON_RETRIES", "2");
+    w.set_env("DATAMON_RETRY_TIMEOUT_SECS", "3");
+    let started = Instant::now();
+    let (code, err) = w.fails(&["repo", "list"]);
+    let took = started.elapsed();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("s3://config/contexts/dev/context.yaml"),
+        "{err}"
+    );
+    // Not a timing assertion on performance: a guard that the command did not hang.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}
+
+#[test]
+fn a_missing_local_store_is_named_with_the_fix() {
+    let mut w = World::local();
+    w.set_env(
+        "DATAMON_GLOBAL_CONFIG",
+        "file:///nonexistent/datamon/config",
+    );
+    let (_, err) = w.fails(&["repo", "list"]);
+    assert!(
+        err.contains("/nonexistent/datamon/config does not exist")
+            && err.contains("context create"),
+        "{err}"
+    );
+    w.set_env("DATAMON_GLOBAL_CONFIG", "");
+    let (code, err) = w.fails(&["repo", "list"]);
+    assert_eq!(code, 64, "{err}");
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_unreadable_file_fails_the_upload_naming_it_and_commits_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("ok.txt"), b"fine");
+    write_file(&src.join("secret/locked.txt"), b"locked");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let locked = src.join("secret/locked.txt");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = w.agent();
+    if running_as_root() {
+        // root reads anything: run the agent as `nobody`, with the scratch tree open to it.
+        for p in list_files(w.tmp.path())
+            .iter()
+            .chain([w.tmp.path().to_path_buf()].iter())
+        {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777));
+        }
+        let mut stack = vec![w.tmp.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777));
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd
+        .args([
+            "bundle",
+            "upload",
+            "--repo",
+            "r",
+            "--message",
+            "m",
+            "--path",
+            &src.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "upload should fail");
+    assert!(
+        err.contains("locked.txt") && err.contains("ermission denied"),
+        "{err}"
+    );
+    let bundles = w.metadata_dir().join("bundles/r");
+    let committed: Vec<_> = list_files(&bundles)
+        .into_iter()
+        .filter(|p| p.ends_with("bundle.yaml"))
+        .collect();
+    assert!(
+        committed.is_empty(),
+        "a bundle was committed: {committed:?}"
+    );
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_config_file() {
+    let mut w = World::local();
+    let real = format!("file://{}/config", w.buckets.display());
+    let file = w.path("datamon.yaml");
+    std::fs::write(&file, format!("config: {real}\ncontext: nosuch\n")).unwrap();
+    w.unset_env("DATAMON_GLOBAL_CONFIG");
+    w.set_env("DATAMON_CONFIG_FILE", &file.to_string_lossy());
+    // File says context nosuch.
+    let (_, err) = w.fails(&["repo", "list"]);
+    assert!(err.contains("context \"nosuch\" not found"), "{err}");
+    // Env overrides the file.
+    w.set_env("DATAMON_CONTEXT", "dev");
+    w.ok(&["repo", "list"]);
+    // A flag overrides the env.
+    let (_, err) = w.fails(&["repo", "list", "--context", "other"]);
+    assert!(err.contains("context \"other\" not found"), "{err}");
+}
