@@ -298,7 +298,10 @@ fn init_logging(settings: &Settings) {
     let _ = if json {
         builder.json().try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
 }
 

@@ -115,9 +115,9 @@ pub enum Error {
     #[error("leaf {key} of {file:?} is corrupt: its bytes hash to {computed}; the blob store is damaged (nothing was written for this file)")]
     LeafMismatch {
         /// The expected key.
-        key: crate::cafs::Key,
+        key: String,
         /// The computed key.
-        computed: crate::cafs::Key,
+        computed: String,
         /// The file being read.
         file: String,
     },
@@ -127,7 +127,7 @@ pub enum Error {
     )]
     LeafLength {
         /// The leaf key.
-        key: crate::cafs::Key,
+        key: String,
         /// The file being read.
         file: String,
         /// Bytes found.
@@ -141,7 +141,7 @@ pub enum Error {
         /// "leaf" or "root object".
         what: &'static str,
         /// The key.
-        key: crate::cafs::Key,
+        key: String,
         /// The file.
         file: String,
         /// The blob bucket URL.

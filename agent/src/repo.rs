@@ -58,12 +58,7 @@ pub async fn get(stores: &Stores, repo: &str) -> Result<RepoDoc> {
 pub async fn list(stores: &Stores) -> Result<Vec<RepoDoc>> {
     let names = stores.metadata.list_dirs(repodoc::PREFIX).await?;
     futures::stream::iter(names)
-        .map(|name| async move {
-            get(stores, &name)
-                .await
-                .map(Some)
-                .or_else(|e| skip_missing(e))
-        })
+        .map(|name| async move { get(stores, &name).await.map(Some).or_else(skip_missing) })
         .buffered(32)
         .try_filter_map(|r| async move { Ok(r) })
         .try_collect()

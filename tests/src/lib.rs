@@ -2,6 +2,9 @@
 //! it, a store (local directory or the in-process S3 server), and the independent Python
 //! implementation of the datamon format in `tests/interop/`.
 
+// Test support: a failed setup step must stop the test at once, with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod s3;
 
 use std::path::{Path, PathBuf};

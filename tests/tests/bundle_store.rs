@@ -1,6 +1,8 @@
 //! End-to-end tests of the bundle store through the `datamon-agent` CLI, on a local
 //! directory and on a real S3-protocol server started by the test.
 
+#![allow(clippy::unwrap_used)] // a test stops at its first failed step
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -694,4 +696,33 @@ fn flags_override_environment_which_overrides_the_config_file() {
     // A flag overrides the env.
     let (_, err) = w.fails(&["repo", "list", "--context", "other"]);
     assert!(err.contains("context \"other\" not found"), "{err}");
+}
+
+#[test]
+fn latest_is_the_last_upload_even_within_one_second() {
+    let w = World::local();
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let src = w.path("src");
+    let mut ids = Vec::new();
+    for i in 0..4u8 {
+        write_file(&src.join("version.txt"), &[b'0' + i]);
+        ids.push(w.upload("r", &src, &[]));
+    }
+    let dest = w.path("out");
+    let out = w.ok(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &dest.to_string_lossy(),
+    ]);
+    assert!(out.contains(&ids[3]), "latest should be {}: {out}", ids[3]);
+    assert_eq!(std::fs::read(dest.join("version.txt")).unwrap(), b"3");
+    let listed: Vec<String> = w
+        .ok(&["bundle", "list", "--repo", "r"])
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ids, "bundle list is in upload order");
 }

@@ -2,6 +2,8 @@
 //! (`tests/interop/datamon_ref.py`, Python's hashlib and PyYAML): what it writes the agent
 //! downloads byte for byte, and what the agent writes it verifies key by key.
 
+#![allow(clippy::expect_used)] // a test stops at its first failed step, with its reason
+
 use std::path::Path;
 use std::process::Command;
 

@@ -42,22 +42,44 @@ pub async fn resolve(stores: &Stores, repo: &str, r: &BundleRef) -> Result<Bundl
             let label = crate::label::get(stores, repo, l).await?;
             get(stores, repo, &label.id).await
         }
-        BundleRef::Latest => {
-            let ids = stores.metadata.list_dirs(&bundledoc::prefix(repo)).await?;
-            // The last id is the latest; a directory without bundle.yaml is an upload that
-            // never committed, so look further back.
-            for id in ids.iter().rev() {
-                match get(stores, repo, id).await {
-                    Ok(doc) => return Ok(doc),
-                    Err(Error::BundleNotFound { .. } | Error::InvalidName { .. }) => continue,
-                    Err(e) => return Err(e),
+        BundleRef::Latest => latest(stores, repo).await,
+    }
+}
+
+/// The latest committed bundle. Ids sort by their KSUID second; bundles made within the
+/// same second are ordered by their `timestamp` (nanoseconds). A directory without
+/// `bundle.yaml` is an upload that never committed and is skipped.
+async fn latest(stores: &Stores, repo: &str) -> Result<BundleDoc> {
+    let ids = stores.metadata.list_dirs(&bundledoc::prefix(repo)).await?;
+    let mut best: Option<BundleDoc> = None;
+    for id in ids.iter().rev() {
+        if let Some(b) = &best {
+            if names::bundle_id_second(id) != names::bundle_id_second(&b.id) {
+                break;
+            }
+        }
+        match get(stores, repo, id).await {
+            Ok(doc) => {
+                if best.as_ref().is_none_or(|b| order(&doc) > order(b)) {
+                    best = Some(doc);
                 }
             }
-            Err(Error::NoBundle {
-                repo: repo.to_string(),
-            })
+            Err(Error::BundleNotFound { .. } | Error::InvalidName { .. }) => continue,
+            Err(e) => return Err(e),
         }
     }
+    best.ok_or_else(|| Error::NoBundle {
+        repo: repo.to_string(),
+    })
+}
+
+/// Creation order of bundles: KSUID second, then commit time, then id.
+fn order(doc: &BundleDoc) -> (Option<u32>, crate::model::Timestamp, &str) {
+    (
+        names::bundle_id_second(&doc.id),
+        doc.timestamp,
+        doc.id.as_str(),
+    )
 }
 
 /// Reads a committed bundle's descriptor.
@@ -97,8 +119,12 @@ pub async fn list(stores: &Stores, repo: &str) -> Result<Vec<BundleDoc>> {
         })
         .buffered(32)
         .try_filter_map(|d| async move { Ok(d) })
-        .try_collect()
+        .try_collect::<Vec<BundleDoc>>()
         .await
+        .map(|mut docs| {
+            docs.sort_by(|a, b| order(a).cmp(&order(b)));
+            docs
+        })
 }
 
 /// Every file entry of a bundle, from its `count` file lists fetched in parallel.

@@ -35,7 +35,7 @@ impl BlobReader {
             .await?
             .ok_or_else(|| Error::MissingBlob {
                 what: "root object",
-                key: *root,
+                key: root.to_hex(),
                 file: file.to_string(),
                 bucket: self.bucket.url().to_string(),
             })?;
@@ -53,13 +53,13 @@ impl BlobReader {
             .await?
             .ok_or_else(|| Error::MissingBlob {
                 what: "leaf",
-                key: *key,
+                key: key.to_hex(),
                 file: file.to_string(),
                 bucket: self.bucket.url().to_string(),
             })?;
         if bytes.len() as u64 != leaf.len {
             return Err(Error::LeafLength {
-                key: *key,
+                key: key.to_hex(),
                 file: file.to_string(),
                 len: bytes.len(),
                 expected: leaf.len,
@@ -73,8 +73,8 @@ impl BlobReader {
         .await?;
         if computed != *key {
             return Err(Error::LeafMismatch {
-                key: *key,
-                computed,
+                key: key.to_hex(),
+                computed: computed.to_hex(),
                 file: file.to_string(),
             });
         }

@@ -11,7 +11,7 @@ pub enum RootError {
     #[error("root object {key} is {len} bytes, not a non-zero multiple of {KEY_LEN}: it is truncated or not a root object")]
     Malformed {
         /// The root key asked for.
-        key: Key,
+        key: String,
         /// The object's length.
         len: usize,
     },
@@ -19,23 +19,23 @@ pub enum RootError {
     #[error("root object {key} ends with key {trailing}: the object is corrupt or misnamed")]
     TrailingKey {
         /// The root key asked for.
-        key: Key,
+        key: String,
         /// The trailing key found.
-        trailing: Key,
+        trailing: String,
     },
     /// The leaf keys do not hash to the root key.
     #[error("the leaf keys in root object {key} hash to {computed}, not to {key}: the object is corrupt")]
     Recomputed {
         /// The root key asked for.
-        key: Key,
+        key: String,
         /// What the leaf keys hash to.
-        computed: Key,
+        computed: String,
     },
     /// The number of leaves does not fit the file size the bundle records.
     #[error("root object {key} lists {found} leaves but a file of {size} bytes with {leaf_size}-byte leaves has {expected}")]
     LeafCount {
         /// The root key.
-        key: Key,
+        key: String,
         /// Leaves listed.
         found: usize,
         /// Leaves expected.
@@ -67,7 +67,7 @@ pub fn decode(
 ) -> Result<Vec<Key>, RootError> {
     if bytes.is_empty() || bytes.len() % KEY_LEN != 0 {
         return Err(RootError::Malformed {
-            key: *key,
+            key: key.to_hex(),
             len: bytes.len(),
         });
     }
@@ -76,26 +76,26 @@ pub fn decode(
         .filter_map(Key::from_slice)
         .collect();
     let trailing = keys.pop().ok_or(RootError::Malformed {
-        key: *key,
+        key: key.to_hex(),
         len: bytes.len(),
     })?;
     if trailing != *key {
         return Err(RootError::TrailingKey {
-            key: *key,
-            trailing,
+            key: key.to_hex(),
+            trailing: trailing.to_hex(),
         });
     }
     let computed = root_key(&keys, leaf_size);
     if computed != *key {
         return Err(RootError::Recomputed {
-            key: *key,
-            computed,
+            key: key.to_hex(),
+            computed: computed.to_hex(),
         });
     }
     let expected = LeafLayout::new(size, leaf_size).count();
     if keys.len() as u64 != expected {
         return Err(RootError::LeafCount {
-            key: *key,
+            key: key.to_hex(),
             found: keys.len(),
             expected,
             size,

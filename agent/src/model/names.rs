@@ -73,6 +73,14 @@ pub fn new_bundle_id() -> String {
     svix_ksuid::Ksuid::new(None::<std::time::SystemTime>, None).to_string()
 }
 
+/// The creation second of a bundle id (KSUID timestamp), if it is a KSUID.
+pub fn bundle_id_second(id: &str) -> Option<u32> {
+    use std::str::FromStr;
+    svix_ksuid::Ksuid::from_str(id)
+        .ok()
+        .map(|k| k.timestamp_raw())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +108,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let b = new_bundle_id();
         assert!(b > a, "{b} should sort after {a}");
+        assert!(bundle_id_second(&b) > bundle_id_second(&a));
+        assert_eq!(bundle_id_second("not-a-ksuid"), None);
         assert!(check_bundle_id("../../etc/passwd-aaaaaaaaaaa").is_err());
     }
 }

@@ -1,0 +1,28 @@
+# datamon-sidecar tasks. `./dev.sh RECIPE` installs `just` and the tools first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List recipes.
+default:
+    @just --list
+
+# Lints and every test (CI runs this through .ci/run).
+test:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo build --workspace
+    cargo test --workspace --no-fail-fast
+
+# The whole flow on a local-directory store: context, repo, upload, label, download, verify.
+demo:
+    cargo build --workspace --release
+    bash scripts/demo.sh target/release
+
+# Benchmarks, printed as ratios against baselines measured in the same run.
+bench:
+    cargo build --workspace --release
+    bash scripts/bench.sh target/release
+
+# Repeated-code report on the whole tree.
+dup:
+    duplicates --most 40
