@@ -726,3 +726,64 @@ fn latest_is_the_last_upload_even_within_one_second() {
         .collect();
     assert_eq!(listed, ids, "bundle list is in upload order");
 }
+
+#[test]
+fn a_missing_leaf_is_named_and_nothing_is_written() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("f.bin"), &noise(3 * MIB, 5));
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    let leaf = list_files(&w.blob_dir())
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == MIB as u64)
+        .expect("the 1 MiB trailing leaf");
+    std::fs::remove_file(&leaf).unwrap();
+    let dest = w.path("out");
+    let (_, err) = w.fails(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--bundle",
+        &id,
+        "--destination",
+        &dest.to_string_lossy(),
+    ]);
+    assert!(
+        err.contains("of \"f.bin\" is missing from the blob bucket"),
+        "{err}"
+    );
+    assert!(list_files(&dest).is_empty(), "{:?}", list_files(&dest));
+}
+
+#[test]
+fn leaf_sizes_out_of_range_are_refused_before_any_work() {
+    let mut w = World::local();
+    for bad in ["0", "4294967296", "134217728"] {
+        w.set_env("DATAMON_LEAF_SIZE", bad);
+        let (code, err) = w.fails(&["repo", "list"]);
+        assert_eq!(code, 64, "{err}");
+        assert!(
+            err.contains(&format!("leaf size {bad} is out of range")),
+            "{err}"
+        );
+    }
+    // A smaller leaf size than datamon's default still round-trips.
+    w.set_env("DATAMON_LEAF_SIZE", "65536");
+    let src = w.path("src");
+    write_file(&src.join("f.bin"), &noise(300_000, 8));
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    w.unset_env("DATAMON_LEAF_SIZE");
+    let dest = w.path("out");
+    w.ok(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--destination",
+        &dest.to_string_lossy(),
+    ]);
+    assert_eq!(read_tree(&dest), read_tree(&src));
+}

@@ -27,18 +27,22 @@ impl BlobReader {
         self.leaf_size
     }
 
-    /// The leaf keys of `file` (root key `root`, `size` bytes), from its checked root object.
-    pub async fn leaf_keys(&self, root: &Key, size: u64, file: &str) -> Result<Vec<Key>> {
-        let bytes = self
-            .bucket
-            .get(&root.to_hex())
+    /// An object of the blob bucket; a missing one is an error naming the file.
+    async fn fetch(&self, what: &'static str, key: &Key, file: &str) -> Result<Bytes> {
+        self.bucket
+            .get(&key.to_hex())
             .await?
             .ok_or_else(|| Error::MissingBlob {
-                what: "root object",
-                key: root.to_hex(),
+                what,
+                key: key.to_hex(),
                 file: file.to_string(),
                 bucket: self.bucket.url().to_string(),
-            })?;
+            })
+    }
+
+    /// The leaf keys of `file` (root key `root`, `size` bytes), from its checked root object.
+    pub async fn leaf_keys(&self, root: &Key, size: u64, file: &str) -> Result<Vec<Key>> {
+        let bytes = self.fetch("root object", root, file).await?;
         root::decode(root, &bytes, size, self.leaf_size).map_err(|source| Error::Root {
             file: file.to_string(),
             source,
@@ -47,16 +51,7 @@ impl BlobReader {
 
     /// One leaf of `file`, whose bytes are checked against `key` before they are returned.
     pub async fn leaf(&self, key: &Key, leaf: &Leaf, file: &str) -> Result<Bytes> {
-        let bytes = self
-            .bucket
-            .get(&key.to_hex())
-            .await?
-            .ok_or_else(|| Error::MissingBlob {
-                what: "leaf",
-                key: key.to_hex(),
-                file: file.to_string(),
-                bucket: self.bucket.url().to_string(),
-            })?;
+        let bytes = self.fetch("leaf", key, file).await?;
         if bytes.len() as u64 != leaf.len {
             return Err(Error::LeafLength {
                 key: key.to_hex(),
