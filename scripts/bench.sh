@@ -17,7 +17,8 @@ trap cleanup EXIT
 export DATAMON_CONTRIBUTOR__NAME=bench DATAMON_CONTRIBUTOR__EMAIL=bench@example.com
 : > "$results"
 
-drop() { if [ "${BENCH_COLD:-0}" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+# Every timed step starts with no dirty pages of the previous one to write back.
+drop() { sync; if [ "${BENCH_COLD:-0}" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 # timed NAME CMD...: runs CMD, records "NAME seconds peak_rss_kib".
 timed() {
   local name=$1; shift
@@ -77,7 +78,7 @@ done
 rm -rf "$work/local"
 
 echo "== datamon-agent and rclone, S3 server (s3s-fs on 127.0.0.1)" >&2
-"$bin/s3-server" "$work/s3" > "$work/s3.endpoint" < <(sleep 100000) &
+"$bin/s3-server" "$work/s3" > "$work/s3.endpoint" 2>/dev/null &
 s3pid=$!
 for _ in $(seq 100); do [ -s "$work/s3.endpoint" ] && break; sleep 0.1; done
 endpoint=$(head -1 "$work/s3.endpoint")
@@ -90,9 +91,9 @@ if command -v rclone >/dev/null; then
     RCLONE_CONFIG_BENCH_ENDPOINT="$endpoint" RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
     RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" RCLONE_CONFIG_BENCH_REGION=us-east-1
   for ds in big tree; do
-    timed "rclone.$ds.upload" rclone copy --transfers 16 --checkers 16 "$work/$ds" "bench:rclone/$ds"
+    timed "rclone.$ds.upload" env -u AWS_CA_BUNDLE rclone copy --transfers 16 --checkers 16 "$work/$ds" "bench:rclone/$ds"
     rm -rf "$work/out"
-    timed "rclone.$ds.download" rclone copy --transfers 16 --checkers 16 "bench:rclone/$ds" "$work/out"
+    timed "rclone.$ds.download" env -u AWS_CA_BUNDLE rclone copy --transfers 16 --checkers 16 "bench:rclone/$ds" "$work/out"
     rm -rf "$work/out"
   done
 fi

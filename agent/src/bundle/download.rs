@@ -160,10 +160,12 @@ impl FileFetcher {
             );
             let tmp_path = tmp.path().to_path_buf();
             tasks.spawn(async move {
-                let bytes = reader.leaf(&key, &leaf, &name).await?;
-                tokio::task::spawn_blocking(move || file.write_all_at(&bytes, leaf.offset))
-                    .await?
-                    .map_err(Error::io("write", tmp_path))?;
+                reader
+                    .leaf_then(&key, &leaf, &name, move |bytes| {
+                        file.write_all_at(&bytes, leaf.offset)
+                            .map_err(Error::io("write", tmp_path))
+                    })
+                    .await?;
                 progress.add_bytes(leaf.len);
                 drop(permit);
                 Ok::<_, Error>(())

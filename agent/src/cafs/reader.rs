@@ -51,6 +51,19 @@ impl BlobReader {
 
     /// One leaf of `file`, whose bytes are checked against `key` before they are returned.
     pub async fn leaf(&self, key: &Key, leaf: &Leaf, file: &str) -> Result<Bytes> {
+        self.leaf_then(key, leaf, file, Ok).await
+    }
+
+    /// Fetches one leaf of `file`, checks it against `key`, then hands the bytes to `then`
+    /// on the same blocking thread (so that hashing and, say, writing the bytes out cost
+    /// one hand-off, not two).
+    pub async fn leaf_then<T: Send + 'static>(
+        &self,
+        key: &Key,
+        leaf: &Leaf,
+        file: &str,
+        then: impl FnOnce(Bytes) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let bytes = self.fetch("leaf", key, file).await?;
         if bytes.len() as u64 != leaf.len {
             return Err(Error::LeafLength {
@@ -60,19 +73,18 @@ impl BlobReader {
                 expected: leaf.len,
             });
         }
-        let (ls, leaf_copy) = (self.leaf_size, *leaf);
-        let (bytes, computed) = tokio::task::spawn_blocking(move || {
-            let k = leaf_key(&bytes, &leaf_copy, ls);
-            (bytes, k)
+        let (ls, leaf, key, file) = (self.leaf_size, *leaf, *key, file.to_string());
+        tokio::task::spawn_blocking(move || {
+            let computed = leaf_key(&bytes, &leaf, ls);
+            if computed != key {
+                return Err(Error::LeafMismatch {
+                    key: key.to_hex(),
+                    computed: computed.to_hex(),
+                    file,
+                });
+            }
+            then(bytes)
         })
-        .await?;
-        if computed != *key {
-            return Err(Error::LeafMismatch {
-                key: key.to_hex(),
-                computed: computed.to_hex(),
-                file: file.to_string(),
-            });
-        }
-        Ok(bytes)
+        .await?
     }
 }

@@ -16,7 +16,7 @@ use super::leaf::{LeafLayout, LeafSize};
 use super::root;
 use crate::error::{Error, Result};
 use crate::store::Bucket;
-use crate::tuning::MemoryBudget;
+use crate::tuning::{BufferPool, MemoryBudget};
 
 /// Counters of what a writer did.
 #[derive(Debug, Default)]
@@ -37,16 +37,19 @@ pub struct BlobWriter {
     bucket: Bucket,
     leaf_size: LeafSize,
     budget: MemoryBudget,
+    buffers: Arc<BufferPool>,
     stats: Arc<WriteStats>,
 }
 
 impl BlobWriter {
     /// A writer into `bucket` with leaves of `leaf_size`.
     pub fn new(bucket: Bucket, leaf_size: LeafSize, budget: MemoryBudget) -> Self {
+        let keep = budget.bytes() / (leaf_size.get() as usize).max(1);
         Self {
             bucket,
             leaf_size,
             budget,
+            buffers: Arc::new(BufferPool::new(keep)),
             stats: Arc::default(),
         }
     }
@@ -64,12 +67,95 @@ impl BlobWriter {
         size: u64,
         on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Key> {
+        let layout = LeafLayout::new(size, self.leaf_size);
+        if layout.count() <= 1 {
+            return self.write_small(path, layout, &on_bytes).await;
+        }
         let open_path = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || File::open(&open_path))
             .await?
             .map_err(Error::io("read", path))?;
         let file = Arc::new(file);
-        let layout = LeafLayout::new(size, self.leaf_size);
+        let root = self
+            .write_leaves(file.clone(), path, layout, on_bytes)
+            .await?;
+        // A file that grew or shrank while being read would be stored wrong: refuse it.
+        let now = tokio::task::spawn_blocking(move || file.metadata())
+            .await?
+            .map_err(Error::io("read", path))?;
+        if now.len() != size {
+            return Err(changed_while_reading(
+                path,
+                std::io::Error::other("its size changed"),
+            ));
+        }
+        Ok(root)
+    }
+
+    /// A file of at most one leaf: opened, read and hashed in one hand-off, then one check
+    /// of its root object (always written after its leaf) tells whether anything needs
+    /// writing.
+    async fn write_small(
+        &self,
+        path: &Path,
+        layout: LeafLayout,
+        on_bytes: &Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Key> {
+        let size = layout.size;
+        let permit = self.budget.reserve(size).await?;
+        let (ls, read_path) = (self.leaf_size, path.to_path_buf());
+        let (data, leaf_keys) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<Key>)> {
+                use std::io::Read;
+                let mut file = File::open(&read_path).map_err(Error::io("read", &read_path))?;
+                let mut buf = vec![0u8; size as usize];
+                file.read_exact(&mut buf)
+                    .map_err(|e| changed_while_reading(&read_path, e))?;
+                if file
+                    .read(&mut [0u8; 1])
+                    .map_err(Error::io("read", &read_path))?
+                    != 0
+                {
+                    return Err(changed_while_reading(
+                        &read_path,
+                        std::io::Error::other("it grew"),
+                    ));
+                }
+                let keys = layout
+                    .leaf(0)
+                    .map(|l| leaf_key(&buf, &l, ls))
+                    .into_iter()
+                    .collect();
+                Ok((buf, keys))
+            })
+            .await??;
+        self.stats.bytes_hashed.fetch_add(size, Ordering::Relaxed);
+        on_bytes(size);
+        let root = root_key(&leaf_keys, self.leaf_size);
+        let root_obj = Bytes::from(root::encode(&leaf_keys, &root));
+        if self.bucket.size(&root.to_hex()).await? == Some(root_obj.len() as u64) {
+            self.stats
+                .objects_deduplicated
+                .fetch_add(1 + leaf_keys.len() as u64, Ordering::Relaxed);
+            return Ok(root);
+        }
+        if let Some(k) = leaf_keys.first() {
+            self.store(k, Bytes::from(data)).await?;
+        }
+        drop(permit);
+        self.store(&root, root_obj).await?;
+        Ok(root)
+    }
+
+    /// A file of several leaves: leaves read, hashed and stored in parallel under the
+    /// memory budget, then the root object.
+    async fn write_leaves(
+        &self,
+        file: Arc<File>,
+        path: &Path,
+        layout: LeafLayout,
+        on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Key> {
         let mut tasks = JoinSet::new();
         for leaf in layout.leaves() {
             let permit = self.budget.reserve(leaf.len).await?;
@@ -81,11 +167,11 @@ impl BlobWriter {
             );
             tasks.spawn(async move {
                 let ls = writer.leaf_size;
-                let read_path = path.clone();
+                let buffers = writer.buffers.clone();
                 let (data, key) = tokio::task::spawn_blocking(move || -> Result<(Bytes, Key)> {
-                    let mut buf = vec![0u8; leaf.len as usize];
+                    let mut buf = buffers.take(leaf.len as usize);
                     file.read_exact_at(&mut buf, leaf.offset)
-                        .map_err(|e| changed_while_reading(&read_path, e))?;
+                        .map_err(|e| changed_while_reading(&path, e))?;
                     let key = leaf_key(&buf, &leaf, ls);
                     Ok((Bytes::from(buf), key))
                 })
@@ -95,7 +181,8 @@ impl BlobWriter {
                     .bytes_hashed
                     .fetch_add(leaf.len, Ordering::Relaxed);
                 on_bytes(leaf.len);
-                writer.store(&key, data).await?;
+                writer.store(&key, data.clone()).await?;
+                writer.buffers.recycle(data);
                 drop(permit);
                 Ok::<_, Error>((leaf.index, key))
             });
@@ -110,16 +197,6 @@ impl BlobWriter {
         let root = root_key(&keys, self.leaf_size);
         self.store(&root, Bytes::from(root::encode(&keys, &root)))
             .await?;
-        // A file that grew while being read would be stored truncated: refuse it.
-        let now = tokio::fs::metadata(path)
-            .await
-            .map_err(Error::io("read", path))?;
-        if now.len() != size {
-            return Err(changed_while_reading(
-                path,
-                std::io::Error::other("its size changed"),
-            ));
-        }
         Ok(root)
     }
 

@@ -1,5 +1,5 @@
 //! `s3-server ROOT [PORT]`: the test S3 server as a process, for the demo and benchmarks.
-//! Prints its endpoint on stdout, then serves until stdin closes or it is terminated.
+//! Prints its endpoint on stdout, then serves until it is terminated (SIGTERM, SIGINT).
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -9,11 +9,8 @@ fn main() -> anyhow::Result<()> {
     let port: u16 = args.next().map(|p| p.parse()).transpose()?.unwrap_or(0);
     let server = datamon_e2e::s3::S3Server::start(std::path::Path::new(&root), port)?;
     println!("{}", server.endpoint());
-    // Serve until stdin is closed (the parent went away) or a signal ends the process.
-    let mut sink = String::new();
-    while std::io::stdin().read_line(&mut sink)? > 0 {
-        sink.clear();
+    // The server runs on its own threads; the default signal dispositions end the process.
+    loop {
+        std::thread::park();
     }
-    drop(server);
-    Ok(())
 }
