@@ -67,6 +67,9 @@ for ds in big tree; do
   timed "b2sum.$ds" bash -c "cd '$work/$ds' && find . -type f -print0 | xargs -0 b2sum > /dev/null"
   rm -rf "$work/cp"; timed "cp.$ds.in" cp -r "$work/$ds" "$work/cp"; rm -rf "$work/cp"
 done
+# cp copies inside the kernel (copy_file_range); dd moves the bytes through user space
+# with buffered writes, as any downloader that verifies them must.
+timed "dd.big.in" dd if="$work/big/big.bin" of="$work/dd.out" bs=2M status=none; rm -f "$work/dd.out"
 
 echo "== datamon-agent, local-directory store" >&2
 export DATAMON_GLOBAL_CONFIG="file://$work/local/config"
@@ -116,6 +119,7 @@ def line(what, ds, ours, base, goal=""):
 for ds, label in (("big", "one big file"), ("tree", "small-file tree")):
     line(f"{label}: local download vs cp -r of the store", ds, f"local.{ds}.download", f"cp.{ds}.store", ">= 0.8")
     line(f"{label}: local download vs cp -r of the source", ds, f"local.{ds}.download", f"cp.{ds}.in")
+    line(f"{label}: local download vs dd bs=2M (user-space copy)", ds, f"local.{ds}.download", f"dd.{ds}.in")
     line(f"{label}: local upload vs cp -r", ds, f"local.{ds}.upload", f"cp.{ds}.in")
     line(f"{label}: re-upload (hash+dedup) vs b2sum", ds, f"local.{ds}.reupload", f"b2sum.{ds}", ">= 1.6")
     line(f"{label}: S3 upload vs rclone", ds, f"s3.{ds}.upload", f"rclone.{ds}.upload", ">= 1.0")

@@ -243,6 +243,27 @@ fn missing_repo_bundle_and_label_are_named() {
 }
 
 #[test]
+fn create_only_documents_are_never_overwritten_on_either_backend() {
+    for w in World::each() {
+        w.ok(&["repo", "create", "--repo", "r", "--description", "first"]);
+        let (_, err) = w.fails(&["repo", "create", "--repo", "r", "--description", "second"]);
+        assert!(
+            err.contains("repo \"r\" already exists"),
+            "[{}] {err}",
+            w.name()
+        );
+        let (_, err) = w.fails(&["context", "create"]);
+        assert!(
+            err.contains("context \"dev\" already exists"),
+            "[{}] {err}",
+            w.name()
+        );
+        let repos = w.ok(&["repo", "list"]);
+        assert!(repos.starts_with("r , first , "), "[{}] {repos}", w.name());
+    }
+}
+
+#[test]
 fn invalid_names_are_usage_errors() {
     let w = World::local();
     let (code, err) = w.fails(&["repo", "create", "--repo", "bad/name", "--description", "d"]);

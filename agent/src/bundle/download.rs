@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use regex::Regex;
-use tokio::task::JoinSet;
 
 use super::BundleRef;
 use crate::cafs::reader::BlobReader;
@@ -149,30 +148,31 @@ impl FileFetcher {
                 .map_err(Error::io("open", tmp.path()))?,
         );
         let layout = LeafLayout::new(entry.size, self.reader.leaf_size());
-        let mut tasks = JoinSet::new();
-        for (leaf, key) in layout.leaves().zip(keys) {
-            let permit = self.budget.reserve(leaf.len).await?;
-            let (reader, file, name, progress) = (
-                self.reader.clone(),
-                file.clone(),
-                entry.name.clone(),
-                self.progress.clone(),
-            );
-            let tmp_path = tmp.path().to_path_buf();
-            tasks.spawn(async move {
-                reader
-                    .leaf_then(&key, &leaf, &name, move |bytes| {
-                        file.write_all_at(&bytes, leaf.offset)
-                            .map_err(Error::io("write", tmp_path))
-                    })
-                    .await?;
-                progress.add_bytes(leaf.len);
-                drop(permit);
-                Ok::<_, Error>(())
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
+        // Leaves are fetched and verified in parallel but written in order, so the file
+        // grows sequentially as the page cache and the disk like it.
+        let in_flight = (self.budget.bytes() / self.reader.leaf_size().get() as usize).clamp(1, 64);
+        let mut verified = futures::stream::iter(layout.leaves().zip(keys))
+            .map(|(leaf, key)| {
+                let (reader, budget, name) =
+                    (self.reader.clone(), self.budget.clone(), entry.name.clone());
+                async move {
+                    let permit = budget.reserve(leaf.len).await?;
+                    let bytes = reader.leaf(&key, &leaf, &name).await?;
+                    Ok::<_, Error>((leaf, bytes, permit))
+                }
+            })
+            .buffered(in_flight);
+        let tmp_path = tmp.path().to_path_buf();
+        while let Some(next) = verified.next().await {
+            let (leaf, bytes, permit) = next?;
+            let (file, path) = (file.clone(), tmp_path.clone());
+            tokio::task::spawn_blocking(move || {
+                file.write_all_at(&bytes, leaf.offset)
+                    .map_err(Error::io("write", path))
+            })
+            .await??;
+            self.progress.add_bytes(leaf.len);
+            drop(permit);
         }
         let mtime = entry.timestamp;
         tokio::task::spawn_blocking(move || finish(tmp, &target, mtime.map(Into::into))).await??;

@@ -139,11 +139,13 @@ impl BlobWriter {
                 .fetch_add(1 + leaf_keys.len() as u64, Ordering::Relaxed);
             return Ok(root);
         }
+        // The root object of a one-leaf file is a function of its leaf alone, so a missing
+        // root object means the leaf is almost surely missing too: write both unprobed.
         if let Some(k) = leaf_keys.first() {
-            self.store(k, Bytes::from(data)).await?;
+            self.put(k, Bytes::from(data)).await?;
         }
         drop(permit);
-        self.store(&root, root_obj).await?;
+        self.put(&root, root_obj).await?;
         Ok(root)
     }
 
@@ -212,7 +214,13 @@ impl BlobWriter {
         }
         // Content-addressed: an object of another size under this key is damaged, and
         // writing the right bytes over it repairs it.
-        self.bucket.put(&name, data).await?;
+        self.put(key, data).await
+    }
+
+    /// Writes one object (same key, same bytes: overwriting is harmless).
+    async fn put(&self, key: &Key, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
+        self.bucket.put(&key.to_hex(), data).await?;
         self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
         Ok(())
