@@ -248,7 +248,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, &settings)) {
+    // The command runs on a worker thread, not on this one: blocking-pool completions then
+    // wake a worker that is already running instead of parking and unparking this thread.
+    let command = cli.command;
+    let task_settings = settings.clone();
+    let outcome = runtime.block_on(async move {
+        tokio::spawn(async move { run(command, &task_settings).await })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r)
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");

@@ -122,6 +122,35 @@ fn walk(root: &Path) -> Result<Vec<SourceFile>> {
     Ok(files)
 }
 
+/// Most small files read and hashed in one hand-off.
+const SMALL_BATCH_FILES: usize = 64;
+
+/// Groups files into units of work: each large file alone, small files (one leaf at most)
+/// in batches of up to [`SMALL_BATCH_FILES`] files and `batch_bytes` bytes.
+fn batches(files: Vec<SourceFile>, writer: &BlobWriter, batch_bytes: u64) -> Vec<Vec<SourceFile>> {
+    let mut out = Vec::new();
+    let mut small: Vec<SourceFile> = Vec::new();
+    let mut small_bytes = 0;
+    for f in files {
+        if !writer.is_small(f.size) {
+            out.push(vec![f]);
+            continue;
+        }
+        if !small.is_empty()
+            && (small.len() >= SMALL_BATCH_FILES || small_bytes + f.size > batch_bytes)
+        {
+            out.push(std::mem::take(&mut small));
+            small_bytes = 0;
+        }
+        small_bytes += f.size;
+        small.push(f);
+    }
+    if !small.is_empty() {
+        out.push(small);
+    }
+    out
+}
+
 /// Uploads `req.source` as a new bundle of `req.repo`.
 pub async fn upload(stores: &Stores, req: &UploadRequest, tuning: &Tuning) -> Result<UploadReport> {
     crate::repo::get(stores, &req.repo).await?;
@@ -143,35 +172,64 @@ pub async fn upload(stores: &Stores, req: &UploadRequest, tuning: &Tuning) -> Re
         let p = progress.clone();
         Arc::new(move |n| p.add_bytes(n))
     };
-    let mut entries: Vec<BundleEntry> = futures::stream::iter(files)
-        .map(|f| {
+    let work = batches(files, &writer, tuning.memory_budget as u64 / 8);
+    let entries: Vec<Vec<BundleEntry>> = futures::stream::iter(work)
+        .map(|batch| {
             let (writer, on_bytes, progress) = (writer.clone(), on_bytes.clone(), progress.clone());
             async move {
-                let root = writer.write_file(&f.path, f.size, on_bytes).await?;
-                progress.add_file();
-                Ok::<_, Error>(BundleEntry {
-                    hash: root.to_hex(),
-                    name: f.name,
-                    mode: 0,
-                    size: f.size,
-                    timestamp: f.mtime,
-                })
+                let roots = match batch.as_slice() {
+                    [one] if !writer.is_small(one.size) => {
+                        vec![writer.write_file(&one.path, one.size, on_bytes).await?]
+                    }
+                    _ => {
+                        let list = batch.iter().map(|f| (f.path.clone(), f.size)).collect();
+                        writer.write_small_files(list, &on_bytes).await?
+                    }
+                };
+                Ok::<_, Error>(
+                    batch
+                        .into_iter()
+                        .zip(roots)
+                        .map(|(f, root)| {
+                            progress.add_file();
+                            BundleEntry {
+                                hash: root.to_hex(),
+                                name: f.name,
+                                mode: 0,
+                                size: f.size,
+                                timestamp: f.mtime,
+                            }
+                        })
+                        .collect(),
+                )
             }
         })
-        .buffer_unordered(tuning.files.max(1))
+        // A unit is a large file or a batch of small ones, each with its own parallelism.
+        .buffer_unordered((tuning.files / 16).max(2))
         .try_collect()
         .await?;
+    let mut entries: Vec<BundleEntry> = entries.into_iter().flatten().collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
 
     let id = names::new_bundle_id();
-    let chunks: Vec<&[BundleEntry]> = entries.chunks(ENTRIES_PER_DOC).collect();
-    futures::stream::iter(chunks.iter().enumerate())
+    let lists: Vec<(String, BundleEntries)> = entries
+        .chunks(ENTRIES_PER_DOC)
+        .enumerate()
         .map(|(n, chunk)| {
             let key = bundledoc::files_key(&req.repo, &id, n as u64);
-            let doc = BundleEntries {
-                entries: chunk.to_vec(),
-            };
-            async move { put_new(stores, &key, to_yaml(&doc)?).await }
+            (
+                key,
+                BundleEntries {
+                    entries: chunk.to_vec(),
+                },
+            )
+        })
+        .collect();
+    let count = lists.len() as u64;
+    futures::stream::iter(lists)
+        .map(|(key, doc)| async move {
+            let yaml = tokio::task::spawn_blocking(move || to_yaml(&doc)).await??;
+            put_new(stores, &key, yaml).await
         })
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
@@ -184,7 +242,7 @@ pub async fn upload(stores: &Stores, req: &UploadRequest, tuning: &Tuning) -> Re
         parents: Vec::new(),
         timestamp: chrono::Utc::now(),
         contributors: vec![req.contributor.clone()],
-        count: chunks.len() as u64,
+        count,
         version: BUNDLE_VERSION,
         deduplication: Some("blake".to_string()),
         runstage: None,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use tokio::task::JoinSet;
 
 use super::hasher::{leaf_key, root_key};
@@ -17,6 +18,9 @@ use super::root;
 use crate::error::{Error, Result};
 use crate::store::Bucket;
 use crate::tuning::{BufferPool, MemoryBudget};
+
+/// Store requests in flight for one batch of small files.
+const SMALL_FILE_REQUESTS: usize = 16;
 
 /// Counters of what a writer did.
 #[derive(Debug, Default)]
@@ -69,7 +73,12 @@ impl BlobWriter {
     ) -> Result<Key> {
         let layout = LeafLayout::new(size, self.leaf_size);
         if layout.count() <= 1 {
-            return self.write_small(path, layout, &on_bytes).await;
+            let mut roots = self
+                .write_small_files(vec![(path.to_path_buf(), size)], &on_bytes)
+                .await?;
+            return roots
+                .pop()
+                .ok_or_else(|| Error::Task("no root key for a small file".into()));
         }
         let open_path = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || File::open(&open_path))
@@ -92,45 +101,43 @@ impl BlobWriter {
         Ok(root)
     }
 
-    /// A file of at most one leaf: opened, read and hashed in one hand-off, then one check
-    /// of its root object (always written after its leaf) tells whether anything needs
-    /// writing.
-    async fn write_small(
+    /// Whether a file of `size` bytes is one leaf at most (see [`Self::write_small_files`]).
+    pub fn is_small(&self, size: u64) -> bool {
+        size <= self.leaf_size.bytes()
+    }
+
+    /// Files of at most one leaf each. Small files cost scheduling more than hashing, so
+    /// a whole batch is read and hashed in one hand-off to a blocking thread; then one
+    /// check of each root object (always written after its leaf) tells whether anything
+    /// needs writing. Returns the root keys in the order of `files` (`(path, size)`).
+    pub async fn write_small_files(
         &self,
-        path: &Path,
-        layout: LeafLayout,
+        files: Vec<(PathBuf, u64)>,
         on_bytes: &Arc<dyn Fn(u64) + Send + Sync>,
-    ) -> Result<Key> {
-        let size = layout.size;
-        let permit = self.budget.reserve(size).await?;
-        let (ls, read_path) = (self.leaf_size, path.to_path_buf());
-        let (data, leaf_keys) =
-            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<Key>)> {
-                use std::io::Read;
-                let mut file = File::open(&read_path).map_err(Error::io("read", &read_path))?;
-                let mut buf = vec![0u8; size as usize];
-                file.read_exact(&mut buf)
-                    .map_err(|e| changed_while_reading(&read_path, e))?;
-                if file
-                    .read(&mut [0u8; 1])
-                    .map_err(Error::io("read", &read_path))?
-                    != 0
-                {
-                    return Err(changed_while_reading(
-                        &read_path,
-                        std::io::Error::other("it grew"),
-                    ));
-                }
-                let keys = layout
-                    .leaf(0)
-                    .map(|l| leaf_key(&buf, &l, ls))
-                    .into_iter()
-                    .collect();
-                Ok((buf, keys))
-            })
-            .await??;
-        self.stats.bytes_hashed.fetch_add(size, Ordering::Relaxed);
-        on_bytes(size);
+    ) -> Result<Vec<Key>> {
+        let total: u64 = files.iter().map(|(_, size)| size).sum();
+        let permit = self.budget.reserve(total).await?;
+        let ls = self.leaf_size;
+        let hashed = tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|(path, size)| read_small(path, LeafLayout::new(*size, ls)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await??;
+        self.stats.bytes_hashed.fetch_add(total, Ordering::Relaxed);
+        on_bytes(total);
+        let roots = futures::stream::iter(hashed)
+            .map(|(data, leaf_keys)| self.store_small(data, leaf_keys))
+            .buffered(SMALL_FILE_REQUESTS)
+            .try_collect()
+            .await?;
+        drop(permit);
+        Ok(roots)
+    }
+
+    /// Stores a one-leaf file unless its root object is already stored.
+    async fn store_small(&self, data: Vec<u8>, leaf_keys: Vec<Key>) -> Result<Key> {
         let root = root_key(&leaf_keys, self.leaf_size);
         let root_obj = Bytes::from(root::encode(&leaf_keys, &root));
         if self.bucket.size(&root.to_hex()).await? == Some(root_obj.len() as u64) {
@@ -144,7 +151,6 @@ impl BlobWriter {
         if let Some(k) = leaf_keys.first() {
             self.put(k, Bytes::from(data)).await?;
         }
-        drop(permit);
         self.put(&root, root_obj).await?;
         Ok(root)
     }
@@ -225,6 +231,33 @@ impl BlobWriter {
         self.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Reads and hashes a file of at most one leaf; refuses it if its size is not `layout.size`.
+fn read_small(path: &Path, layout: LeafLayout) -> Result<(Vec<u8>, Vec<Key>)> {
+    use std::io::Read;
+    let file = File::open(path).map_err(Error::io("read", path))?;
+    // One byte more than expected tells a file that grew since it was listed.
+    let mut buf = Vec::with_capacity(layout.size as usize + 1);
+    file.take(layout.size + 1)
+        .read_to_end(&mut buf)
+        .map_err(Error::io("read", path))?;
+    if buf.len() as u64 != layout.size {
+        return Err(changed_while_reading(
+            path,
+            std::io::Error::other(format!(
+                "it is now {} bytes, not {}",
+                buf.len(),
+                layout.size
+            )),
+        ));
+    }
+    let keys = layout
+        .leaf(0)
+        .map(|l| leaf_key(&buf, &l, layout.leaf_size))
+        .into_iter()
+        .collect();
+    Ok((buf, keys))
 }
 
 fn changed_while_reading(path: &Path, e: std::io::Error) -> Error {
