@@ -164,6 +164,8 @@ impl StoreOptions {
 pub struct Bucket {
     url: BucketUrl,
     store: Arc<dyn ObjectStore>,
+    /// The directory of a `file://` bucket opened by [`Bucket::open`], for batched checks.
+    local_dir: Option<PathBuf>,
 }
 
 /// Whether a create-only write created the object.
@@ -220,15 +222,24 @@ impl Bucket {
                     .map_err(bad)?,
             ),
         };
+        let local_dir = match url {
+            BucketUrl::File(dir) => Some(dir.clone()),
+            _ => None,
+        };
         Ok(Self {
             url: url.clone(),
             store,
+            local_dir,
         })
     }
 
     /// Wraps an existing store (tests inject faults this way).
     pub fn from_store(url: BucketUrl, store: Arc<dyn ObjectStore>) -> Self {
-        Self { url, store }
+        Self {
+            url,
+            store,
+            local_dir: None,
+        }
     }
 
     /// The bucket's URL.
@@ -268,6 +279,34 @@ impl Bucket {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err("check", key)(e)),
         }
+    }
+
+    /// The sizes of many objects (`None` for those that do not exist), in order. A local
+    /// directory answers them all in one hand-off to a blocking thread; remote stores get
+    /// concurrent requests.
+    pub async fn sizes(&self, keys: Vec<String>) -> Result<Vec<Option<u64>>> {
+        use futures::{StreamExt, TryStreamExt};
+        if let Some(dir) = self.local_dir.clone() {
+            return tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .map(|k| {
+                        let path = dir.join(k);
+                        match std::fs::metadata(&path) {
+                            Ok(m) if m.is_file() => Ok(Some(m.len())),
+                            Ok(_) => Ok(None),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                            Err(e) => Err(Error::io("check", path)(e)),
+                        }
+                    })
+                    .collect()
+            })
+            .await?;
+        }
+        futures::stream::iter(keys)
+            .map(|k| async move { self.size(&k).await })
+            .buffered(16)
+            .try_collect()
+            .await
     }
 
     /// Writes an object only if no object has that key (a does-not-exist precondition).

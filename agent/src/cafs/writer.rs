@@ -127,8 +127,21 @@ impl BlobWriter {
         .await??;
         self.stats.bytes_hashed.fetch_add(total, Ordering::Relaxed);
         on_bytes(total);
-        let roots = futures::stream::iter(hashed)
-            .map(|(data, leaf_keys)| self.store_small(data, leaf_keys))
+        let hashed: Vec<(Vec<u8>, Vec<Key>, Key)> = hashed
+            .into_iter()
+            .map(|(data, leaf_keys)| {
+                let root = root_key(&leaf_keys, self.leaf_size);
+                (data, leaf_keys, root)
+            })
+            .collect();
+        let stored = self
+            .bucket
+            .sizes(hashed.iter().map(|(_, _, root)| root.to_hex()).collect())
+            .await?;
+        let roots = futures::stream::iter(hashed.into_iter().zip(stored))
+            .map(|((data, leaf_keys, root), stored)| {
+                self.store_small(data, leaf_keys, root, stored)
+            })
             .buffered(SMALL_FILE_REQUESTS)
             .try_collect()
             .await?;
@@ -136,11 +149,17 @@ impl BlobWriter {
         Ok(roots)
     }
 
-    /// Stores a one-leaf file unless its root object is already stored.
-    async fn store_small(&self, data: Vec<u8>, leaf_keys: Vec<Key>) -> Result<Key> {
-        let root = root_key(&leaf_keys, self.leaf_size);
+    /// Stores a one-leaf file unless its root object is already stored (`stored` is the
+    /// size of the object under the root key, if there is one).
+    async fn store_small(
+        &self,
+        data: Vec<u8>,
+        leaf_keys: Vec<Key>,
+        root: Key,
+        stored: Option<u64>,
+    ) -> Result<Key> {
         let root_obj = Bytes::from(root::encode(&leaf_keys, &root));
-        if self.bucket.size(&root.to_hex()).await? == Some(root_obj.len() as u64) {
+        if stored == Some(root_obj.len() as u64) {
             self.stats
                 .objects_deduplicated
                 .fetch_add(1 + leaf_keys.len() as u64, Ordering::Relaxed);
