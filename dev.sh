@@ -12,6 +12,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v b2sum >/dev/null || need_apt+=(coreutils)
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 if [ "${1:-}" = bench ]; then
   command -v rclone >/dev/null || need_apt+=(rclone)
   command -v hyperfine >/dev/null || need_apt+=(hyperfine)
