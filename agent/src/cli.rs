@@ -14,6 +14,7 @@ use crate::bundle::BundleRef;
 use crate::config::{self, LogFormat, Settings};
 use crate::error::Error;
 use crate::model::context::BucketNames;
+use crate::mount::MountRequest;
 use crate::stores::{self, Stores};
 
 /// Exit code for a usage or configuration error (BSD `EX_USAGE`).
@@ -172,6 +173,25 @@ pub enum BundleCommand {
         /// Download into a non-empty destination.
         #[arg(long)]
         force_dest: bool,
+    },
+    /// Mount a bundle read-only on an empty directory (FUSE) until SIGTERM or SIGINT.
+    /// Prints `mounted <DIR>` once the mount is served.
+    Mount {
+        /// Repo.
+        #[arg(long)]
+        repo: String,
+        /// Mount point: an existing empty directory.
+        #[arg(long)]
+        mount: PathBuf,
+        /// Bundle id [default: latest].
+        #[arg(long, conflicts_with = "label")]
+        bundle: Option<String>,
+        /// Label of the bundle.
+        #[arg(long)]
+        label: Option<String>,
+        /// Let every user of the machine (or pod) read the mount, not only this one.
+        #[arg(long)]
+        allow_other: bool,
     },
     /// List a repo's bundles, oldest first.
     List {
@@ -416,6 +436,23 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<()> {
                 "Downloaded bundle id:{} ({} files, {} bytes)",
                 report.bundle.id, report.files, report.bytes
             );
+        }
+        Command::Bundle(BundleCommand::Mount {
+            repo,
+            mount,
+            bundle,
+            label,
+            allow_other,
+        }) => {
+            let stores = open(settings).await?;
+            let req = MountRequest {
+                repo,
+                bundle: BundleRef::from_flags(bundle, label),
+                mount,
+                allow_other,
+                cache_bytes: crate::mount::cache::DEFAULT_CACHE_BYTES,
+            };
+            crate::mount::mount(&stores, &req).await?;
         }
         Command::Bundle(BundleCommand::List { repo, output }) => {
             let bundles = crate::bundle::list(&open(settings).await?, &repo).await?;

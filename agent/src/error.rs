@@ -174,6 +174,25 @@ pub enum Error {
         /// The destination.
         path: PathBuf,
     },
+    /// A mount point that cannot be used.
+    #[error("cannot mount on {path}: {reason}")]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Mounting, serving or unmounting a bundle failed.
+    #[error("cannot {op} {path}")]
+    Mount {
+        /// The operation.
+        op: &'static str,
+        /// The mount point.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A local file-system operation failed.
     #[error("cannot {op} {path}")]
     Io {

@@ -8,6 +8,7 @@
 //! - [`model`]: the YAML documents and where they live (pure);
 //! - [`store`]: buckets behind `object_store`, with retries and deadlines;
 //! - [`stores`], [`repo`], [`label`], [`bundle`]: the operations datamon's CLI offers;
+//! - [`mount`]: a bundle served read-only through FUSE;
 //! - [`config`] and [`cli`]: settings (defaults < file < env < flags) and the command line.
 
 pub mod bundle;
@@ -18,6 +19,7 @@ pub mod destination;
 pub mod error;
 pub mod label;
 pub mod model;
+pub mod mount;
 pub mod progress;
 pub mod repo;
 pub mod store;

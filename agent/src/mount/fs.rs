@@ -1,0 +1,450 @@
+//! The FUSE file system of a mounted bundle: metadata from the [`Tree`], file bytes read
+//! leaf by leaf through the [`BlobReader`] (every leaf verified) and kept in a bounded
+//! [`LeafCache`]. Everything that would change the tree answers EROFS.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use super::cache::LeafCache;
+use super::tree::{FileNode, Node, NodeKind, Tree};
+use crate::cafs::reader::BlobReader;
+use crate::cafs::{Key, LeafLayout};
+use crate::error::{Error, Result};
+
+/// How long the kernel may cache names and attributes: the content never changes.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Block size reported by `stat` and `statfs`.
+const BLOCK: u32 = 4096;
+
+/// Who owns every inode, and the time of inodes without their own.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Time of directories and of files without a recorded modification time.
+    pub time: SystemTime,
+}
+
+/// A bundle served read-only.
+pub struct BundleFs {
+    tree: Tree,
+    reader: BlobReader,
+    runtime: tokio::runtime::Handle,
+    owner: Owner,
+    cache: Mutex<LeafCache>,
+    keys: Mutex<HashMap<u64, Arc<Vec<Key>>>>,
+}
+
+impl BundleFs {
+    /// Serves `tree`, reading blobs with `reader` on `runtime`, with a leaf cache of
+    /// `cache_bytes`.
+    pub fn new(
+        tree: Tree,
+        reader: BlobReader,
+        runtime: tokio::runtime::Handle,
+        owner: Owner,
+        cache_bytes: usize,
+    ) -> Self {
+        Self {
+            tree,
+            reader,
+            runtime,
+            owner,
+            cache: Mutex::new(LeafCache::new(cache_bytes)),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let (kind, perm, size, nlink, time) = match &node.kind {
+            NodeKind::Dir(_) => (FileType::Directory, 0o555, 0, 2, self.owner.time),
+            NodeKind::File(f) => (
+                FileType::RegularFile,
+                0o444,
+                f.size,
+                1,
+                f.mtime.map_or(self.owner.time, SystemTime::from),
+            ),
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm,
+            nlink,
+            uid: self.owner.uid,
+            gid: self.owner.gid,
+            rdev: 0,
+            blksize: BLOCK,
+            flags: 0,
+        }
+    }
+
+    fn file(&self, ino: u64) -> std::result::Result<&FileNode, Errno> {
+        match self.tree.get(ino).map(|n| &n.kind) {
+            Some(NodeKind::File(f)) => Ok(f),
+            Some(NodeKind::Dir(_)) => Err(Errno::EISDIR),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    /// The leaf keys of file `ino`, fetched from its root object once.
+    async fn leaf_keys(&self, ino: u64, file: &FileNode) -> Result<Arc<Vec<Key>>> {
+        if let Some(k) = lock(&self.keys).get(&ino) {
+            return Ok(k.clone());
+        }
+        let root: Key = file.hash.parse().map_err(|source| Error::Key {
+            file: file.name.clone(),
+            source,
+        })?;
+        let keys = Arc::new(self.reader.leaf_keys(&root, file.size, &file.name).await?);
+        lock(&self.keys).insert(ino, keys.clone());
+        Ok(keys)
+    }
+
+    /// Bytes `offset .. offset + size` of file `ino` (fewer at the end of the file).
+    async fn read_range(
+        &self,
+        ino: u64,
+        file: &FileNode,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(u64::from(size)).min(file.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let keys = self.leaf_keys(ino, file).await?;
+        let layout = LeafLayout::new(file.size, self.reader.leaf_size());
+        let ls = self.reader.leaf_size().bytes();
+        let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
+        for index in offset / ls..=(end - 1) / ls {
+            let (Some(leaf), Some(key)) = (
+                layout.leaf(index),
+                usize::try_from(index).ok().and_then(|i| keys.get(i)),
+            ) else {
+                return Err(Error::Task(format!(
+                    "leaf {index} of {:?} is outside its layout",
+                    file.name
+                )));
+            };
+            let cached = lock(&self.cache).get(key);
+            let bytes: Bytes = match cached {
+                Some(b) => b,
+                None => {
+                    let b = self.reader.leaf(key, &leaf, &file.name).await?;
+                    lock(&self.cache).insert(*key, b.clone());
+                    b
+                }
+            };
+            let from = offset.max(leaf.offset) - leaf.offset;
+            let to = end.min(leaf.offset + leaf.len) - leaf.offset;
+            let slice = usize::try_from(from)
+                .ok()
+                .zip(usize::try_from(to).ok())
+                .and_then(|(f, t)| bytes.get(f..t))
+                .ok_or_else(|| {
+                    Error::Task(format!(
+                        "leaf {index} of {:?} is shorter than its layout",
+                        file.name
+                    ))
+                })?;
+            out.extend_from_slice(slice);
+        }
+        Ok(out)
+    }
+}
+
+/// A poisoned lock only means another callback panicked; the data (a cache) stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Filesystem for BundleFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = name
+            .to_str()
+            .and_then(|n| self.tree.child(parent.0, n))
+            .and_then(|ino| Some((ino, self.tree.get(ino)?)));
+        match found {
+            Some((ino, node)) => reply.entry(&TTL, &self.attr(ino, node), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.get(ino.0) {
+            Some(node) => reply.attr(&TTL, &self.attr(ino.0, node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.file(ino.0) {
+            return reply.error(e);
+        }
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        // The bytes never change: the kernel may keep its page cache across opens.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = match self.file(ino.0) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .runtime
+            .block_on(self.read_range(ino.0, file, offset, size))
+        {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => {
+                tracing::error!(
+                    file = %file.name,
+                    offset,
+                    size,
+                    "read failed, answering EIO: {}",
+                    crate::cli::chain(&e)
+                );
+                reply.error(Errno::EIO);
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so there is nothing to flush.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.get(ino.0).map(|n| &n.kind) {
+            Some(NodeKind::Dir(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(NodeKind::File(_)) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let NodeKind::Dir(children) = &node.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let dots = [
+            (ino.0, FileType::Directory, "."),
+            (node.parent, FileType::Directory, ".."),
+        ];
+        let kids = children.iter().map(|(name, &child)| {
+            let kind = match self.tree.get(child).map(|n| &n.kind) {
+                Some(NodeKind::File(_)) => FileType::RegularFile,
+                _ => FileType::Directory,
+            };
+            (child, kind, name.as_str())
+        });
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (child, kind, name)) in dots.into_iter().chain(kids).enumerate().skip(skip) {
+            // The offset of an entry is where the next readdir resumes.
+            if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let blocks = self.tree.bytes().div_ceil(u64::from(BLOCK));
+        reply.statfs(blocks, 0, 0, self.tree.len(), 0, BLOCK, 255, BLOCK);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}

@@ -1,0 +1,236 @@
+//! `bundle mount`: serves a bundle read-only through FUSE. The bundle and its file lists are
+//! read before anything is mounted, so a missing repo, bundle or label fails cleanly; the
+//! mount then serves until SIGTERM or SIGINT, and is unmounted before the command returns.
+//!
+//! [`tree`] builds the inodes (pure), [`cache`] keeps verified leaves, [`fs`] answers the
+//! kernel.
+
+pub mod cache;
+pub mod fs;
+pub mod tree;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::bundle::BundleRef;
+use crate::cafs::reader::BlobReader;
+use crate::cafs::LeafSize;
+use crate::error::{Error, Result};
+use crate::stores::Stores;
+
+/// How long the mount may take to answer its first request before the command gives up.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long unmounting may take.
+const UNMOUNT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What to mount.
+#[derive(Clone, Debug)]
+pub struct MountRequest {
+    /// Repo.
+    pub repo: String,
+    /// Which bundle.
+    pub bundle: BundleRef,
+    /// Mount point: an existing empty directory.
+    pub mount: PathBuf,
+    /// Let every user (not only the mounting one) use the mount (FUSE `allow_other`).
+    pub allow_other: bool,
+    /// Bytes of verified leaves kept in memory.
+    pub cache_bytes: usize,
+}
+
+/// Mounts the bundle, prints `mounted <DIR>` once the mount answers, and serves it until
+/// SIGTERM or SIGINT (or until someone else unmounts it).
+pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
+    let doc = crate::bundle::resolve(stores, &req.repo, &req.bundle).await?;
+    let leaf_size = LeafSize::new(doc.leaf_size)?;
+    let entries = crate::bundle::entries(stores, &req.repo, &doc).await?;
+    let files = entries.len();
+    let tree = tree::Tree::build(entries)?;
+    let dir = req.mount.clone();
+    {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || check_mount_point(&dir)).await??;
+    }
+    let (uid, gid) = process_owner();
+    let owner = fs::Owner {
+        uid,
+        gid,
+        time: SystemTime::from(doc.timestamp),
+    };
+    let filesystem = fs::BundleFs::new(
+        tree,
+        BlobReader::new(stores.blob.clone(), leaf_size),
+        tokio::runtime::Handle::current(),
+        owner,
+        req.cache_bytes,
+    );
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("datamon".to_string()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if req.allow_other {
+        config.acl = SessionACL::All;
+    }
+    let session = {
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || fuser::spawn_mount(filesystem, &target, &config))
+            .await?
+            .map_err(|source| Error::Mount {
+                op: "mount the bundle on",
+                path: dir.clone(),
+                source,
+            })?
+    };
+    // The first request through the mount proves it is served.
+    let probe = {
+        let dir = dir.clone();
+        tokio::time::timeout(
+            READY_DEADLINE,
+            tokio::task::spawn_blocking(move || std::fs::metadata(&dir)),
+        )
+        .await
+    };
+    match probe {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(source))) => {
+            let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+            return Err(Error::Mount {
+                op: "read the root of the mount",
+                path: dir,
+                source,
+            });
+        }
+        Ok(Err(join)) => return Err(join.into()),
+        Err(_) => {
+            return Err(Error::Mount {
+                op: "get an answer from the mount",
+                path: dir,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {READY_DEADLINE:?}"),
+                ),
+            })
+        }
+    }
+    tracing::info!(
+        repo = %req.repo,
+        bundle = %doc.id,
+        files,
+        mount = %dir.display(),
+        "mounted"
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "mounted {}", dir.display())
+            .and_then(|()| out.flush())
+            .map_err(Error::io("write to", "standard output"))?;
+    }
+    let why = wait_for_end(&session).await?;
+    tracing::info!(mount = %dir.display(), "{why}: unmounting");
+    let unmounted = tokio::time::timeout(
+        UNMOUNT_DEADLINE,
+        tokio::task::spawn_blocking(move || session.umount_and_join()),
+    )
+    .await;
+    let failed = |source| Error::Mount {
+        op: "unmount",
+        path: dir.clone(),
+        source,
+    };
+    match unmounted {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(failed(e)),
+        Ok(Err(join)) => return Err(join.into()),
+        Err(_) => {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
+            )))
+        }
+    }
+    tracing::info!(mount = %dir.display(), "unmounted");
+    Ok(())
+}
+
+/// Waits for SIGTERM, SIGINT, or the end of the session (an unmount from outside).
+async fn wait_for_end(session: &fuser::BackgroundSession) -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |kind| signal(kind).map_err(Error::io("listen for signals on", "the process"));
+    let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = tick.tick() => {
+                if session.guard.is_finished() {
+                    return Ok("the mount was removed from outside");
+                }
+            }
+        }
+    }
+}
+
+/// The user and group of this process (the owner of /proc/self), else root.
+fn process_owner() -> (u32, u32) {
+    std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()))
+}
+
+/// A mount point must be an existing, empty directory.
+pub fn check_mount_point(dir: &Path) -> Result<()> {
+    let refuse = |reason: &str| Error::MountPoint {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse("it does not exist; create an empty directory first"))
+        }
+        Err(e) => return Err(Error::io("inspect", dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory"));
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(Error::io("read directory", dir))?;
+    if entries.next().is_some() {
+        return Err(refuse(
+            "it is not empty; mount on an empty directory so that no file is hidden",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_an_existing_empty_directory_is_a_mount_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        check_mount_point(tmp.path()).unwrap();
+        let missing = tmp.path().join("missing");
+        let err = check_mount_point(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("missing"),
+            "{err}"
+        );
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = check_mount_point(&file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        let err = check_mount_point(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("not empty"), "{err}");
+    }
+}
