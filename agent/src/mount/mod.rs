@@ -10,7 +10,6 @@ pub mod fs;
 pub mod tree;
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -136,29 +135,44 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
     }
     let why = wait_for_end(&session).await?;
     tracing::info!(mount = %dir.display(), "{why}: unmounting");
+    unmount(session, &dir).await
+}
+
+/// Unmounts and waits for the session to stop. A mount still in use (an open file, a
+/// working directory) is detached instead: it disappears from the tree at once, and the
+/// files still open fail once this process exits.
+async fn unmount(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
+    let failed = |source| Error::Mount {
+        op: "unmount",
+        path: dir.to_path_buf(),
+        source,
+    };
     let unmounted = tokio::time::timeout(
         UNMOUNT_DEADLINE,
         tokio::task::spawn_blocking(move || session.umount_and_join()),
     )
     .await;
-    let failed = |source| Error::Mount {
-        op: "unmount",
-        path: dir.clone(),
-        source,
-    };
     match unmounted {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(failed(e)),
-        Ok(Err(join)) => return Err(join.into()),
-        Err(_) => {
-            return Err(failed(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
-            )))
+        Ok(Ok(Ok(()))) => {
+            tracing::info!(mount = %dir.display(), "unmounted");
+            Ok(())
         }
+        Ok(Ok(Err(e))) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+            nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|errno| failed(std::io::Error::from(errno)))?;
+            tracing::warn!(
+                mount = %dir.display(),
+                "the mount was in use: detached it; files still open fail from now on"
+            );
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(failed(e)),
+        Ok(Err(join)) => Err(join.into()),
+        Err(_) => Err(failed(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
+        ))),
     }
-    tracing::info!(mount = %dir.display(), "unmounted");
-    Ok(())
 }
 
 /// Waits for SIGTERM, SIGINT, or the end of the session (an unmount from outside).
@@ -180,9 +194,12 @@ async fn wait_for_end(session: &fuser::BackgroundSession) -> Result<&'static str
     }
 }
 
-/// The user and group of this process (the owner of /proc/self), else root.
+/// The user and group of this process.
 fn process_owner() -> (u32, u32) {
-    std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()))
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )
 }
 
 /// A mount point must be an existing, empty directory.

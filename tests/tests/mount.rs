@@ -1,0 +1,397 @@
+//! End-to-end tests of `bundle mount`: real FUSE mounts of bundles in a local-directory
+//! store, read through the kernel as any program would. Every mount is removed by a guard,
+//! even when a test fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use datamon_e2e::{list_files, noise, read_tree, write_file, World};
+
+const MIB: usize = 1024 * 1024;
+
+/// How long a mount may take to come up, or a mount process to exit.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `bundle mount`; dropping it kills the process and removes the mount.
+struct Mounted {
+    child: Child,
+    dir: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Mounted {
+    /// Starts `bundle mount --repo <repo> --mount <dir> <extra>` and waits for `mounted`.
+    fn start(w: &World, repo: &str, dir: &Path, extra: &[&str]) -> Self {
+        let stderr = w.path(&format!(
+            "mount-{}.stderr",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        let mut child = w
+            .agent()
+            .args(["bundle", "mount", "--repo", repo, "--mount"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start datamon-agent bundle mount");
+        let stdout = child.stdout.take().unwrap();
+        let mut m = Mounted {
+            child,
+            dir: dir.to_path_buf(),
+            stderr,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let want = format!("mounted {}", dir.display());
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) if line == want => break,
+                Ok(line) => panic!("unexpected output {line:?}; stderr:\n{}", m.log()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = m.child.try_wait().unwrap() {
+                        panic!("mount exited early ({status}); stderr:\n{}", m.log());
+                    }
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "no `mounted` line within {DEADLINE:?}; stderr:\n{}",
+                        m.log()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Give the process a moment to report its exit status.
+                    let status = wait_deadline(&mut m.child);
+                    panic!("mount stopped ({status:?}); stderr:\n{}", m.log());
+                }
+            }
+        }
+        assert!(is_mounted(dir), "{} is not in mountinfo", dir.display());
+        m
+    }
+
+    /// What the mount process logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status (within the deadline).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        wait_deadline(&mut self.child)
+            .unwrap_or_else(|| panic!("mount did not exit within {DEADLINE:?} of SIGTERM"))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(&self.dir) {
+            let quiet = |c: &mut Command| {
+                c.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !quiet(
+                Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&self.dir),
+            ) {
+                quiet(Command::new("umount").arg("-l").arg(&self.dir));
+            }
+        }
+    }
+}
+
+/// Waits for the child to exit, at most [`DEADLINE`].
+fn wait_deadline(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Whether `dir` is a mount point of this process's mount namespace.
+fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A new empty directory under the test's scratch directory.
+fn empty_dir(w: &World, name: &str) -> PathBuf {
+    let d = w.path(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Bytes `off .. off + len` of `f`, fewer at the end of the file.
+fn read_upto(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    buf
+}
+
+fn sample_tree(dir: &Path) {
+    write_file(&dir.join("empty"), b"");
+    write_file(&dir.join("one-byte"), b"x");
+    write_file(&dir.join("hello.txt"), b"hello world\n");
+    write_file(&dir.join("a/b/c/deep.txt"), b"deep");
+    write_file(&dir.join("a/big"), &noise(5 * MIB + 3, 11));
+}
+
+/// A world with repo `r` holding `sample_tree` as bundle `v1`; returns it and the source.
+fn world_with_sample() -> (World, PathBuf) {
+    let w = World::local();
+    let src = w.path("src");
+    sample_tree(&src);
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &["--label", "v1"]);
+    (w, src)
+}
+
+#[test]
+fn the_mounted_tree_has_the_bundle_bytes_and_read_only_metadata() {
+    let (w, src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
+    assert_eq!(
+        read_tree(&dir),
+        read_tree(&src),
+        "bytes differ; log:\n{}",
+        m.log()
+    );
+    let file = std::fs::metadata(dir.join("a/big")).unwrap();
+    assert_eq!(file.len(), 5 * MIB as u64 + 3);
+    assert_eq!(file.permissions().mode() & 0o777, 0o444);
+    let d = std::fs::metadata(dir.join("a/b")).unwrap();
+    assert!(d.is_dir());
+    assert_eq!(d.permissions().mode() & 0o777, 0o555);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "empty", "hello.txt", "one-byte"]);
+    assert_eq!(
+        std::fs::read_dir(dir.join("missing")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn reads_at_any_offset_match_the_source_across_leaf_boundaries_and_at_eof() {
+    let (w, src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let _m = Mounted::start(&w, "r", &dir, &[]);
+    let want = std::fs::read(src.join("a/big")).unwrap();
+    let f = File::open(dir.join("a/big")).unwrap();
+    let size = want.len();
+    let l = 2 * MIB;
+    for (off, len) in [
+        (0, 1),
+        (l - 1, 2),
+        (l - 5, 2 * l + 10),
+        (1234, 4321),
+        (2 * l + 17, 100_000),
+        (size - 3, 3),
+        (size - 2, 100),
+        (size, 10),
+        (size + 1000, 10),
+        (0, size + 10),
+        (3 * MIB + 7, 1),
+    ] {
+        let got = read_upto(&f, off as u64, len);
+        let end = (off + len).min(size);
+        let expected = if off >= size {
+            &[][..]
+        } else {
+            &want[off..end]
+        };
+        assert!(
+            got == expected,
+            "read_at({off}, {len}) returned {} bytes, expected {}",
+            got.len(),
+            expected.len()
+        );
+    }
+    let one = File::open(dir.join("one-byte")).unwrap();
+    assert_eq!(read_upto(&one, 0, 10), b"x");
+    assert_eq!(read_upto(&one, 1, 10), b"");
+}
+
+#[test]
+fn every_change_fails_with_erofs() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let _m = Mounted::start(&w, "r", &dir, &[]);
+    let erofs = |what: &str, r: std::io::Result<()>| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(30), "{what}: {e}");
+        assert_eq!(e.kind(), ErrorKind::ReadOnlyFilesystem, "{what}: {e}");
+    };
+    erofs("create", File::create(dir.join("new.txt")).map(|_| ()));
+    erofs(
+        "open for writing",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("hello.txt"))
+            .map(|_| ()),
+    );
+    erofs("mkdir", std::fs::create_dir(dir.join("newdir")));
+    erofs(
+        "rename",
+        std::fs::rename(dir.join("hello.txt"), dir.join("renamed.txt")),
+    );
+    erofs("unlink", std::fs::remove_file(dir.join("hello.txt")));
+    erofs(
+        "chmod",
+        std::fs::set_permissions(
+            dir.join("hello.txt"),
+            std::fs::Permissions::from_mode(0o777),
+        ),
+    );
+    assert_eq!(
+        std::fs::read(dir.join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+}
+
+#[test]
+fn a_corrupt_leaf_fails_the_read_with_eio_and_names_the_file() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("big.bin"), &noise(3 * MIB, 21));
+    write_file(&src.join("good.txt"), b"good");
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    // The first leaf of big.bin is the only 2 MiB object in the blob bucket.
+    let leaf = list_files(&w.blob_dir())
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
+        .expect("2 MiB leaf");
+    let mut bytes = std::fs::read(&leaf).unwrap();
+    bytes[4321] ^= 0xff;
+    std::fs::write(&leaf, &bytes).unwrap();
+
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    let e = std::fs::read(dir.join("big.bin")).expect_err("a corrupt leaf was read");
+    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    let f = File::open(dir.join("big.bin")).unwrap();
+    let mut buf = [0u8; 16];
+    let e = f
+        .read_at(&mut buf, 100)
+        .expect_err("a corrupt leaf was read");
+    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    // The intact second leaf and the other files still read.
+    let tail = read_upto(&f, 2 * MIB as u64, MIB);
+    assert_eq!(tail, noise(3 * MIB, 21)[2 * MIB..]);
+    assert_eq!(std::fs::read(dir.join("good.txt")).unwrap(), b"good");
+    assert!(m.terminate().success());
+    let log = m.log();
+    assert!(
+        log.contains("big.bin") && log.contains("is corrupt"),
+        "the log does not name the file:\n{log}"
+    );
+}
+
+#[test]
+fn a_missing_label_or_a_bad_mount_point_fails_before_mounting() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let d = dir.to_string_lossy().into_owned();
+    let (code, err) = w.fails(&[
+        "bundle", "mount", "--repo", "r", "--mount", &d, "--label", "nope",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("label \"nope\" not found"), "{err}");
+    assert!(!is_mounted(&dir));
+    let (code, err) = w.fails(&["bundle", "mount", "--repo", "nope", "--mount", &d]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("repo \"nope\" not found"), "{err}");
+
+    write_file(&dir.join("keep.txt"), b"keep");
+    let (code, err) = w.fails(&["bundle", "mount", "--repo", "r", "--mount", &d]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&d) && err.contains("not empty"), "{err}");
+    assert!(!is_mounted(&dir));
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"keep");
+
+    let missing = w.path("missing").to_string_lossy().into_owned();
+    let (code, err) = w.fails(&["bundle", "mount", "--repo", "r", "--mount", &missing]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&missing) && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    let f = File::open(dir.join("a/big")).unwrap();
+    assert_eq!(read_upto(&f, 0, 4).len(), 4);
+    let status = m.terminate();
+    assert!(status.success(), "{status}; log:\n{}", m.log());
+    assert!(!is_mounted(&dir), "{} is still mounted", dir.display());
+    // Past the page cache, the open file now fails rather than returning bytes.
+    let mut buf = vec![0u8; 4096];
+    assert!(f.read_at(&mut buf, 4 * MIB as u64).is_err());
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
+    let status = m.terminate();
+    assert!(status.success(), "{status}; log:\n{}", m.log());
+    assert!(!is_mounted(&dir), "{} is still mounted", dir.display());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the mount point is not back to its empty self"
+    );
+}
