@@ -395,3 +395,17 @@ fn sigterm_unmounts_and_exits_zero() {
         "the mount point is not back to its empty self"
     );
 }
+
+#[test]
+fn a_bundle_on_s3_mounts_and_reads_the_same_bytes() {
+    let w = World::s3();
+    let src = w.path("src");
+    sample_tree(&src);
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let id = w.upload("r", &src, &[]);
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &["--bundle", &id]);
+    assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
+    assert!(m.terminate().success(), "log:\n{}", m.log());
+    assert!(!is_mounted(&dir));
+}

@@ -16,6 +16,7 @@ use fuser::{
 };
 
 use super::cache::LeafCache;
+use super::span::{spans, Span};
 use super::tree::{FileNode, Node, NodeKind, Tree};
 use crate::cafs::reader::BlobReader;
 use crate::cafs::{Key, LeafLayout};
@@ -128,24 +129,23 @@ impl BundleFs {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>> {
-        let end = offset.saturating_add(u64::from(size)).min(file.size);
-        if offset >= end {
+        let layout = LeafLayout::new(file.size, self.reader.leaf_size());
+        let spans = spans(&layout, offset, size);
+        if spans.is_empty() {
             return Ok(Vec::new());
         }
         let keys = self.leaf_keys(ino, file).await?;
-        let layout = LeafLayout::new(file.size, self.reader.leaf_size());
-        let ls = self.reader.leaf_size().bytes();
-        let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
-        for index in offset / ls..=(end - 1) / ls {
-            let (Some(leaf), Some(key)) = (
-                layout.leaf(index),
-                usize::try_from(index).ok().and_then(|i| keys.get(i)),
-            ) else {
-                return Err(Error::Task(format!(
-                    "leaf {index} of {:?} is outside its layout",
-                    file.name
-                )));
-            };
+        let mut out = Vec::with_capacity(spans.iter().map(|s| s.to - s.from).sum());
+        for Span { leaf, from, to } in spans {
+            let key = usize::try_from(leaf.index)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .ok_or_else(|| {
+                    Error::Task(format!(
+                        "leaf {} of {:?} has no key in its root object",
+                        leaf.index, file.name
+                    ))
+                })?;
             let cached = lock(&self.cache).get(key);
             let bytes: Bytes = match cached {
                 Some(b) => b,
@@ -155,18 +155,12 @@ impl BundleFs {
                     b
                 }
             };
-            let from = offset.max(leaf.offset) - leaf.offset;
-            let to = end.min(leaf.offset + leaf.len) - leaf.offset;
-            let slice = usize::try_from(from)
-                .ok()
-                .zip(usize::try_from(to).ok())
-                .and_then(|(f, t)| bytes.get(f..t))
-                .ok_or_else(|| {
-                    Error::Task(format!(
-                        "leaf {index} of {:?} is shorter than its layout",
-                        file.name
-                    ))
-                })?;
+            let slice = bytes.get(from..to).ok_or_else(|| {
+                Error::Task(format!(
+                    "leaf {} of {:?} is shorter than its layout",
+                    leaf.index, file.name
+                ))
+            })?;
             out.extend_from_slice(slice);
         }
         Ok(out)

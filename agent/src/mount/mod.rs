@@ -2,11 +2,12 @@
 //! read before anything is mounted, so a missing repo, bundle or label fails cleanly; the
 //! mount then serves until SIGTERM or SIGINT, and is unmounted before the command returns.
 //!
-//! [`tree`] builds the inodes (pure), [`cache`] keeps verified leaves, [`fs`] answers the
-//! kernel.
+//! [`tree`] builds the inodes and [`span`] cuts reads into leaves (both pure), [`cache`]
+//! keeps verified leaves, [`fs`] answers the kernel.
 
 pub mod cache;
 pub mod fs;
+pub mod span;
 pub mod tree;
 
 use std::io::Write;
@@ -26,6 +27,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 
 /// How long unmounting may take.
 const UNMOUNT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Threads answering the kernel.
+const SESSION_THREADS: usize = 4;
 
 /// What to mount.
 #[derive(Clone, Debug)]
@@ -76,6 +80,8 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
+    // Several threads, so that one slow leaf fetch does not stall every other request.
+    config.n_threads = Some(SESSION_THREADS);
     if req.allow_other {
         config.acl = SessionACL::All;
     }
