@@ -18,6 +18,7 @@ use fuser::{
 use super::cache::LeafCache;
 use super::span::{spans, Span};
 use super::tree::{FileNode, Node, NodeKind, Tree};
+use crate::cafs::leaf::Leaf;
 use crate::cafs::reader::BlobReader;
 use crate::cafs::{Key, LeafLayout};
 use crate::error::{Error, Result};
@@ -47,6 +48,7 @@ pub struct BundleFs {
     owner: Owner,
     cache: Mutex<LeafCache>,
     keys: Mutex<HashMap<u64, Arc<Vec<Key>>>>,
+    fetching: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl BundleFs {
@@ -66,6 +68,7 @@ impl BundleFs {
             owner,
             cache: Mutex::new(LeafCache::new(cache_bytes)),
             keys: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -146,15 +149,7 @@ impl BundleFs {
                         leaf.index, file.name
                     ))
                 })?;
-            let cached = lock(&self.cache).get(key);
-            let bytes: Bytes = match cached {
-                Some(b) => b,
-                None => {
-                    let b = self.reader.leaf(key, &leaf, &file.name).await?;
-                    lock(&self.cache).insert(*key, b.clone());
-                    b
-                }
-            };
+            let bytes = self.leaf(key, &leaf, &file.name).await?;
             let slice = bytes.get(from..to).ok_or_else(|| {
                 Error::Task(format!(
                     "leaf {} of {:?} is shorter than its layout",
@@ -164,6 +159,36 @@ impl BundleFs {
             out.extend_from_slice(slice);
         }
         Ok(out)
+    }
+}
+
+impl BundleFs {
+    /// One verified leaf, from the cache or fetched. Concurrent reads of the same leaf
+    /// (the kernel reads ahead in parallel 128 KiB requests) wait for one fetch.
+    async fn leaf(&self, key: &Key, leaf: &Leaf, name: &str) -> Result<Bytes> {
+        if let Some(b) = lock(&self.cache).get(key) {
+            return Ok(b);
+        }
+        let gate = lock(&self.fetching).entry(*key).or_default().clone();
+        let fetched = {
+            let _turn = gate.lock().await;
+            let hit = lock(&self.cache).get(key);
+            match hit {
+                Some(b) => Ok(b),
+                None => self.reader.leaf(key, leaf, name).await.inspect(|b| {
+                    lock(&self.cache).insert(*key, b.clone());
+                }),
+            }
+        };
+        // The last waiter out removes the gate (the map holds one reference).
+        let mut fetching = lock(&self.fetching);
+        if fetching
+            .get(key)
+            .is_some_and(|g| Arc::ptr_eq(g, &gate) && Arc::strong_count(g) == 2)
+        {
+            fetching.remove(key);
+        }
+        fetched
     }
 }
 
