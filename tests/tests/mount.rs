@@ -409,3 +409,45 @@ fn a_bundle_on_s3_mounts_and_reads_the_same_bytes() {
     assert!(m.terminate().success(), "log:\n{}", m.log());
     assert!(!is_mounted(&dir));
 }
+
+#[test]
+fn a_missing_leaf_fails_the_read_with_eio() {
+    let w = World::local();
+    let src = w.path("src");
+    write_file(&src.join("big.bin"), &noise(3 * MIB, 31));
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    let leaf = list_files(&w.blob_dir())
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
+        .expect("2 MiB leaf");
+    std::fs::remove_file(&leaf).unwrap();
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    let e = std::fs::read(dir.join("big.bin")).expect_err("a missing leaf was read");
+    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    assert!(m.terminate().success());
+    let log = m.log();
+    assert!(
+        log.contains("big.bin") && log.contains("is missing from the blob bucket"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unmount_from_outside_ends_the_process_with_success() {
+    let (w, src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    assert_eq!(
+        mtime(&dir.join("hello.txt")),
+        mtime(&src.join("hello.txt")),
+        "the modification time is the uploaded file's"
+    );
+    let status = Command::new("umount").arg(&dir).status().unwrap();
+    assert!(status.success(), "umount failed");
+    let status = wait_deadline(&mut m.child).expect("the mount process did not exit");
+    assert!(status.success(), "{status}; log:\n{}", m.log());
+    assert!(!is_mounted(&dir));
+}

@@ -139,9 +139,46 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
             .and_then(|()| out.flush())
             .map_err(Error::io("write to", "standard output"))?;
     }
-    let why = wait_for_end(&session).await?;
-    tracing::info!(mount = %dir.display(), "{why}: unmounting");
-    unmount(session, &dir).await
+    match wait_for_end(&session).await? {
+        End::Signal(name) => {
+            tracing::info!(mount = %dir.display(), "{name}: unmounting");
+            unmount(session, &dir).await
+        }
+        End::Unmounted => {
+            tracing::info!(mount = %dir.display(), "unmounted from outside: stopping");
+            let joined = tokio::time::timeout(
+                UNMOUNT_DEADLINE,
+                tokio::task::spawn_blocking(move || session.join()),
+            )
+            .await;
+            match joined {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(source))) => Err(Error::Mount {
+                    op: "serve",
+                    path: dir,
+                    source,
+                }),
+                Ok(Err(join)) => Err(join.into()),
+                Err(_) => Err(Error::Mount {
+                    op: "stop serving",
+                    path: dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// Why serving ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// A signal asked for it: unmount.
+    Signal(&'static str),
+    /// Someone else unmounted the file system: nothing left to unmount.
+    Unmounted,
 }
 
 /// Unmounts and waits for the session to stop. A mount still in use (an open file, a
@@ -182,18 +219,18 @@ async fn unmount(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
 }
 
 /// Waits for SIGTERM, SIGINT, or the end of the session (an unmount from outside).
-async fn wait_for_end(session: &fuser::BackgroundSession) -> Result<&'static str> {
+async fn wait_for_end(session: &fuser::BackgroundSession) -> Result<End> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |kind| signal(kind).map_err(Error::io("listen for signals on", "the process"));
     let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
+            _ = term.recv() => return Ok(End::Signal("SIGTERM")),
+            _ = int.recv() => return Ok(End::Signal("SIGINT")),
             _ = tick.tick() => {
                 if session.guard.is_finished() {
-                    return Ok("the mount was removed from outside");
+                    return Ok(End::Unmounted);
                 }
             }
         }
