@@ -59,6 +59,7 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || check_mount_point(&dir)).await??;
     }
+    let signals = Signals::catch()?;
     let (uid, gid) = process_owner();
     let owner = fs::Owner {
         uid,
@@ -139,7 +140,7 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
             .and_then(|()| out.flush())
             .map_err(Error::io("write to", "standard output"))?;
     }
-    match wait_for_end(&session).await? {
+    match wait_for_end(&session, signals).await? {
         End::Signal(name) => {
             tracing::info!(mount = %dir.display(), "{name}: unmounting");
             unmount(session, &dir).await
@@ -169,6 +170,24 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
                 }),
             }
         }
+    }
+}
+
+/// SIGTERM and SIGINT, caught from before the mount exists until it is gone, so that no
+/// signal can kill the process with the file system still mounted.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |kind| signal(kind).map_err(Error::io("listen for signals on", "the process"));
+        Ok(Self {
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+        })
     }
 }
 
@@ -219,10 +238,8 @@ async fn unmount(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
 }
 
 /// Waits for SIGTERM, SIGINT, or the end of the session (an unmount from outside).
-async fn wait_for_end(session: &fuser::BackgroundSession) -> Result<End> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |kind| signal(kind).map_err(Error::io("listen for signals on", "the process"));
-    let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+async fn wait_for_end(session: &fuser::BackgroundSession, signals: Signals) -> Result<End> {
+    let Signals { mut term, mut int } = signals;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
