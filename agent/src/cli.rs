@@ -175,7 +175,8 @@ pub enum BundleCommand {
         force_dest: bool,
     },
     /// Mount a bundle read-only on an empty directory (FUSE) until SIGTERM or SIGINT.
-    /// Prints `mounted <DIR>` once the mount is served.
+    /// Prints `mounted <DIR>` once the mount is served; keeps at most --memory-mib of
+    /// verified leaves in memory.
     Mount {
         /// Repo.
         #[arg(long)]
@@ -450,7 +451,8 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<()> {
                 bundle: BundleRef::from_flags(bundle, label),
                 mount,
                 allow_other,
-                cache_bytes: crate::mount::cache::DEFAULT_CACHE_BYTES,
+                // The mount's data in memory is its leaf cache: the same budget.
+                cache_bytes: settings.tuning().memory_budget,
             };
             crate::mount::mount(&stores, &req).await?;
         }

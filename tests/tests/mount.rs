@@ -451,3 +451,20 @@ fn an_unmount_from_outside_ends_the_process_with_success() {
     assert!(status.success(), "{status}; log:\n{}", m.log());
     assert!(!is_mounted(&dir));
 }
+
+#[test]
+fn a_cache_smaller_than_the_file_still_reads_every_byte() {
+    let (mut w, src) = world_with_sample();
+    // 4 MiB of memory hold two of the three leaves of a/big: reads evict and refetch.
+    w.set_env("DATAMON_MEMORY_MIB", "4");
+    let dir = empty_dir(&w, "mnt");
+    let _m = Mounted::start(&w, "r", &dir, &[]);
+    let want = std::fs::read(src.join("a/big")).unwrap();
+    let f = File::open(dir.join("a/big")).unwrap();
+    for off in [5 * MIB, 3 * MIB, MIB, 4 * MIB + 1, 0, 2 * MIB - 1] {
+        let got = read_upto(&f, off as u64, 64 * 1024);
+        let end = (off + 64 * 1024).min(want.len());
+        assert!(got == want[off..end], "read at {off} differs");
+    }
+    assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
+}

@@ -7,9 +7,6 @@ use bytes::Bytes;
 
 use crate::cafs::Key;
 
-/// Default size of the leaf cache: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 /// Verified leaves by key, at most `limit` bytes in all (a single leaf larger than the
 /// limit is not kept).
 #[derive(Debug)]
