@@ -35,6 +35,11 @@ impl LeafCache {
         self.used
     }
 
+    /// Whether the leaf `key` is held (without marking it used).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.leaves.contains_key(key)
+    }
+
     /// The leaf `key`, marked as just used.
     pub fn get(&mut self, key: &Key) -> Option<Bytes> {
         self.clock += 1;
@@ -85,6 +90,7 @@ mod tests {
         let mut c = LeafCache::new(10);
         c.insert(key(1), Bytes::from_static(b"aaaa"));
         c.insert(key(2), Bytes::from_static(b"bbbb"));
+        assert!(c.contains(&key(1)) && !c.contains(&key(3)));
         assert_eq!(c.get(&key(1)).unwrap(), &b"aaaa"[..]); // 1 is now the most recent
         c.insert(key(3), Bytes::from_static(b"cccc")); // evicts 2
         assert!(c.get(&key(2)).is_none());

@@ -40,14 +40,25 @@ pub struct Owner {
     pub time: SystemTime,
 }
 
+/// Leaves read ahead of a sequential reader at once, at most (each is also bounded by the
+/// leaf cache it lands in).
+const PREFETCH: usize = 2;
+
 /// A bundle served read-only.
 pub struct BundleFs {
     tree: Tree,
     reader: BlobReader,
     runtime: tokio::runtime::Handle,
     owner: Owner,
-    cache: Mutex<LeafCache>,
     keys: Mutex<HashMap<u64, Arc<Vec<Key>>>>,
+    leaves: Arc<Leaves>,
+    prefetch: Arc<tokio::sync::Semaphore>,
+}
+
+/// Verified leaves: the cache, and the fetches in flight.
+struct Leaves {
+    reader: BlobReader,
+    cache: Mutex<LeafCache>,
     fetching: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -62,13 +73,17 @@ impl BundleFs {
         cache_bytes: usize,
     ) -> Self {
         Self {
+            leaves: Arc::new(Leaves {
+                reader: reader.clone(),
+                cache: Mutex::new(LeafCache::new(cache_bytes)),
+                fetching: Mutex::new(HashMap::new()),
+            }),
             tree,
             reader,
             runtime,
             owner,
-            cache: Mutex::new(LeafCache::new(cache_bytes)),
             keys: Mutex::new(HashMap::new()),
-            fetching: Mutex::new(HashMap::new()),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(PREFETCH)),
         }
     }
 
@@ -138,18 +153,29 @@ impl BundleFs {
             return Ok(Vec::new());
         }
         let keys = self.leaf_keys(ino, file).await?;
-        let mut out = Vec::with_capacity(spans.iter().map(|s| s.to - s.from).sum());
-        for Span { leaf, from, to } in spans {
-            let key = usize::try_from(leaf.index)
+        let key_of = |index: u64| {
+            usize::try_from(index)
                 .ok()
                 .and_then(|i| keys.get(i))
                 .ok_or_else(|| {
                     Error::Task(format!(
-                        "leaf {} of {:?} has no key in its root object",
-                        leaf.index, file.name
+                        "leaf {index} of {:?} has no key in its root object",
+                        file.name
                     ))
-                })?;
-            let bytes = self.leaf(key, &leaf, &file.name).await?;
+                })
+        };
+        // A read reaching the second half of a leaf fetches the next leaf in the background.
+        if let Some(last) = spans.last() {
+            if last.to > (last.leaf.len / 2) as usize {
+                if let Some(next) = layout.leaf(last.leaf.index + 1) {
+                    self.prefetch(*key_of(next.index)?, next, &file.name);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(spans.iter().map(|s| s.to - s.from).sum());
+        for Span { leaf, from, to } in spans {
+            let key = key_of(leaf.index)?;
+            let bytes = self.leaves.leaf(key, &leaf, &file.name).await?;
             let slice = bytes.get(from..to).ok_or_else(|| {
                 Error::Task(format!(
                     "leaf {} of {:?} is shorter than its layout",
@@ -163,6 +189,27 @@ impl BundleFs {
 }
 
 impl BundleFs {
+    /// Fetches a leaf into the cache in the background, unless it is there already or
+    /// [`PREFETCH`] leaves are being read ahead. A failure is left for the read that
+    /// needs the leaf to report.
+    fn prefetch(&self, key: Key, leaf: Leaf, name: &str) {
+        if lock(&self.leaves.cache).contains(&key) {
+            return;
+        }
+        let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
+            return;
+        };
+        let (leaves, name) = (self.leaves.clone(), name.to_string());
+        self.runtime.spawn(async move {
+            if let Err(e) = leaves.leaf(&key, &leaf, &name).await {
+                tracing::debug!(file = %name, "read-ahead failed: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Leaves {
     /// One verified leaf, from the cache or fetched. Concurrent reads of the same leaf
     /// (the kernel reads ahead in parallel 128 KiB requests) wait for one fetch.
     async fn leaf(&self, key: &Key, leaf: &Leaf, name: &str) -> Result<Bytes> {
