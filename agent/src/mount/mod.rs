@@ -117,6 +117,8 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
         }
         Ok(Err(join)) => return Err(join.into()),
         Err(_) => {
+            // Best effort: take the unresponsive mount out of the tree before failing.
+            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
             return Err(Error::Mount {
                 op: "get an answer from the mount",
                 path: dir,
@@ -124,7 +126,7 @@ pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
                     std::io::ErrorKind::TimedOut,
                     format!("no answer within {READY_DEADLINE:?}"),
                 ),
-            })
+            });
         }
     }
     tracing::info!(
