@@ -468,3 +468,30 @@ fn a_cache_smaller_than_the_file_still_reads_every_byte() {
     }
     assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
 }
+
+#[test]
+fn only_allow_other_lets_another_user_read_the_mount() {
+    let (w, _src) = world_with_sample();
+    // The scratch directory is private; let the other user reach the mount points.
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = empty_dir(&w, "shared");
+    let private = empty_dir(&w, "private");
+    let _a = Mounted::start(&w, "r", &shared, &["--allow-other"]);
+    let _b = Mounted::start(&w, "r", &private, &[]);
+    let cat_as_nobody = |p: PathBuf| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(p)
+            .output()
+            .expect("run setpriv (util-linux)")
+    };
+    let out = cat_as_nobody(shared.join("hello.txt"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello world\n");
+    let out = cat_as_nobody(private.join("hello.txt"));
+    assert!(!out.status.success(), "another user read a private mount");
+}
