@@ -495,3 +495,85 @@ fn only_allow_other_lets_another_user_read_the_mount() {
     let out = cat_as_nobody(private.join("hello.txt"));
     assert!(!out.status.success(), "another user read a private mount");
 }
+
+#[test]
+fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
+    let (w, src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    // Declared first, so dropped last: its guard cleans up if the second mount fails.
+    let mut dead = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
+    assert_eq!(
+        std::fs::read(dir.join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+    dead.child.kill().expect("SIGKILL the mount process");
+    wait_deadline(&mut dead.child)
+        .unwrap_or_else(|| panic!("the mount did not die within {DEADLINE:?} of SIGKILL"));
+    // The kernel answers ENOTCONN once the daemon is gone, unless something cleaned up.
+    // Listing, not `stat`: the root's attributes may still be answered from the cache.
+    let start = Instant::now();
+    let probe = loop {
+        let probe = std::fs::read_dir(&dir)
+            .map(|entries| entries.count())
+            .map_err(|e| e.raw_os_error());
+        if probe.is_err() || !is_mounted(&dir) || start.elapsed() >= DEADLINE {
+            break probe;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stale = probe.is_err();
+    match probe {
+        Err(errno) => {
+            assert_eq!(errno, Some(107), "want ENOTCONN from the dead mount");
+            assert!(is_mounted(&dir), "a dead mount that is not in mountinfo");
+        }
+        Ok(entries) => {
+            // This kernel (or an auto-unmount) removed the mount: nothing stale is left.
+            assert_eq!(entries, 0);
+            assert!(!is_mounted(&dir), "the killed mount still answers");
+        }
+    }
+    let mut m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
+    assert_eq!(
+        read_tree(&dir),
+        read_tree(&src),
+        "bytes differ; log:\n{}",
+        m.log()
+    );
+    if stale {
+        assert!(
+            m.log().contains("stale mount"),
+            "no warning about the stale mount; log:\n{}",
+            m.log()
+        );
+    }
+    let status = m.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!is_mounted(&dir), "the repaired mount stayed mounted");
+    // Every stacked mount is gone: the directory answers and is empty again.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn a_live_mount_at_the_mount_point_is_left_alone_and_refused_as_not_empty() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let _m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
+    let (code, err) = w.fails(&[
+        "bundle",
+        "mount",
+        "--repo",
+        "r",
+        "--mount",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    assert!(!err.contains("stale"), "{err}");
+    // The live mount still serves.
+    assert!(is_mounted(&dir));
+    assert_eq!(
+        std::fs::read(dir.join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+}
