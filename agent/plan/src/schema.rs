@@ -1,0 +1,254 @@
+//! The plan document. Field names are snake_case in YAML and JSON; every field but an
+//! input's or output's `name`, `repo` and `path` has a default, so a minimal plan is short:
+//!
+//! ```yaml
+//! inputs:
+//!   - { name: raw, repo: measurements, label: v3, path: /data/raw }
+//! outputs:
+//!   - { name: result, repo: results, path: /data/out, message: "nightly run" }
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the coordination protocol and of this schema (`docs/protocol.md`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Participant name of the application wrapper; no sidecar may take it.
+pub const APP: &str = "app";
+
+/// Name of the one sidecar that does all the work when a plan names none.
+pub const DEFAULT_SIDECAR: &str = "datamon";
+
+/// A pod's data plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Plan {
+    /// Schema version; only [`PROTOCOL_VERSION`] is understood.
+    pub version: u32,
+    /// Directory shared by every participant (an emptyDir mounted in each container), where
+    /// the state files and liveness locks live.
+    pub coordination: PathBuf,
+    /// Where each agent process writes its outcome for Kubernetes to show.
+    pub termination_message: PathBuf,
+    /// Which store; fields left out come from the agent's usual settings.
+    pub store: Store,
+    /// Bundles the application reads.
+    pub inputs: Vec<Input>,
+    /// Directories that become new bundles when the application is done.
+    pub outputs: Vec<Output>,
+    /// Agent processes and the work each does; empty means one sidecar named
+    /// [`DEFAULT_SIDECAR`] doing everything.
+    pub sidecars: Vec<Sidecar>,
+    /// How long each wait may last.
+    pub deadlines: Deadlines,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            coordination: PathBuf::from("/var/run/datamon"),
+            termination_message: PathBuf::from("/dev/termination-log"),
+            store: Store::default(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            sidecars: Vec::new(),
+            deadlines: Deadlines::default(),
+        }
+    }
+}
+
+/// The store, as in the agent's settings (`--config`, `--context`, `--s3-endpoint`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// Config bucket URL (`gs://b`, `s3://b`, `file:///dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Context name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Endpoint of an S3-compatible server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+}
+
+/// A bundle the application reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// Name of the input in states and messages (lowercase letters, digits, `-`).
+    pub name: String,
+    /// Repository.
+    pub repo: String,
+    /// Bundle id; at most one of `bundle` and `label`; neither means the latest bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// Label naming the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Where the application finds the files (absolute path).
+    pub path: PathBuf,
+    /// Download the files, or mount the bundle read-only.
+    #[serde(default)]
+    pub mode: InputMode,
+    /// Only entries whose names match this regular expression (downloads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_filter: Option<String>,
+}
+
+/// How an input reaches the application.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputMode {
+    /// Every file is downloaded and verified before the application starts.
+    #[default]
+    Download,
+    /// A read-only FUSE mount: bytes are fetched when read.
+    Mount,
+}
+
+/// A directory that becomes a new bundle when the application is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Name of the output in states and messages (lowercase letters, digits, `-`).
+    pub name: String,
+    /// Repository (must exist).
+    pub repo: String,
+    /// Directory the application writes (absolute path).
+    pub path: PathBuf,
+    /// Commit message of the new bundle.
+    #[serde(default = "default_message")]
+    pub message: String,
+    /// Label set on the new bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Who is recorded as contributor; the agent's setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributor: Option<Contributor>,
+    /// When to upload.
+    #[serde(default)]
+    pub upload: UploadWhen,
+}
+
+fn default_message() -> String {
+    "uploaded by datamon-sidecar".to_string()
+}
+
+/// Contributor of a new bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contributor {
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+/// When an output is uploaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadWhen {
+    /// Only when the application exits 0.
+    #[default]
+    OnSuccess,
+    /// Whenever the application ran and exited, whatever its code (not when it never
+    /// started or was stopped because a sidecar failed).
+    Always,
+}
+
+/// An agent process (a container running `datamon-agent sidecar`) and its share of work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sidecar {
+    /// Participant name (lowercase letters, digits, `-`; not `app`).
+    pub name: String,
+    /// Names of the inputs it provides.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Names of the outputs it uploads.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// How the container runs.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// How a sidecar container ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// It exits by itself once its work is done (a regular container or a plain init
+    /// container): downloads done, mounts no longer needed, outputs uploaded.
+    #[default]
+    Classic,
+    /// A native sidecar (init container with `restartPolicy: Always`): after its work it
+    /// stays until the kubelet sends SIGTERM, since exiting would restart it.
+    Native,
+}
+
+/// How long each wait may last (`30s`, `10m`, `1h30m`, `500ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deadlines {
+    /// The wrapper waits this long for every sidecar to be ready (inputs downloaded or
+    /// mounted) before it gives up without starting the application.
+    #[serde(with = "humantime_serde")]
+    pub ready: Duration,
+    /// A sidecar with outputs or mounts waits this long for the wrapper to appear.
+    #[serde(with = "humantime_serde")]
+    pub start: Duration,
+    /// The application may run this long; none by default.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub app: Option<Duration>,
+    /// After the application exits, the wrapper waits this long for the outputs.
+    #[serde(with = "humantime_serde")]
+    pub upload: Duration,
+    /// Between SIGTERM and SIGKILL when the wrapper stops the application.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            ready: Duration::from_secs(3600),
+            start: Duration::from_secs(3600),
+            app: None,
+            upload: Duration::from_secs(3600),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Plan {
+    /// The sidecars, with the default one when the plan names none (and has work).
+    pub fn effective_sidecars(&self) -> Vec<Sidecar> {
+        if !self.sidecars.is_empty() {
+            return self.sidecars.clone();
+        }
+        if self.inputs.is_empty() && self.outputs.is_empty() {
+            return Vec::new();
+        }
+        vec![Sidecar {
+            name: DEFAULT_SIDECAR.to_string(),
+            inputs: self.inputs.iter().map(|i| i.name.clone()).collect(),
+            outputs: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            lifecycle: Lifecycle::Classic,
+        }]
+    }
+
+    /// The input named `name`.
+    pub fn input(&self, name: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The output named `name`.
+    pub fn output(&self, name: &str) -> Option<&Output> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+}
