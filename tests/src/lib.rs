@@ -5,6 +5,7 @@
 // Test support: a failed setup step must stop the test at once, with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pod;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,527 @@
+//! A Kubernetes pod runner for tests, with no cluster: the pod's containers run as local
+//! processes, as a kubelet would run them, each in its own process group and its own
+//! private mount namespace where its volume mounts are bind mounts at their `mountPath`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use datamon_e2e::pod::{self, Phase, PodRunner};
+//! let pod = pod::parse(&std::fs::read_to_string("pod.yaml")?)?;
+//! let running = PodRunner::new(pod)
+//!     .workdir("/tmp/pod")
+//!     .image("datamon-agent:dev", vec!["/usr/local/bin/datamon-agent".into()])
+//!     .start()?;
+//! let report = running.wait(Duration::from_secs(60))?;
+//! assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What the runner does, and where it is simpler than a kubelet:
+//! - volumes: `emptyDir` (`<workdir>/volumes/<name>`) and `hostPath`; `subPath`,
+//!   `subPathExpr`, `readOnly` and `mountPropagation` (`None`, `HostToContainer`,
+//!   `Bidirectional`) of volume mounts. Any other volume type is an error.
+//! - env: `value` with `$(VAR)` expansion, `valueFrom.fieldRef` for `metadata.name`,
+//!   `metadata.namespace`, `metadata.labels['k']` and `metadata.annotations['k']`. The
+//!   runner's `PATH` (and its [`PodRunner::env`] variables) come first; images have no env.
+//! - there are no images: a container's `command` runs on the host's file system; an image
+//!   name only selects the entrypoint registered with [`PodRunner::image`].
+//! - the pod's `restartPolicy` is always treated as `Never` (OnFailure and Always too):
+//!   a classic init container that fails fails the pod, a main container is not restarted.
+//!   Native sidecars (init containers with `restartPolicy: Always`) are restarted after a
+//!   backoff (fixed, [`PodRunner::restart_backoff`]) until the main containers have exited.
+//! - probes: only a native sidecar's exec `startupProbe` is run (through `nsenter` into the
+//!   container's mount namespace), gating the containers after it; when it fails
+//!   `failureThreshold` times the sidecar is killed and the pod fails (a kubelet would
+//!   restart the sidecar). Liveness and readiness probes, and main containers' startup
+//!   probes, are ignored. There are no lifecycle hooks, resources, users or security contexts.
+//! - termination messages: `terminationMessagePath` is a file bind-mounted from
+//!   `<workdir>/termination/<container>`; its first 4096 bytes go into the report.
+//! - logs: stdout and stderr of each container go to `<workdir>/logs/<container>.log`.
+//! - the grace period (`terminationGracePeriodSeconds`, or [`PodRunner::grace`]) is one
+//!   deadline for the whole shutdown: main containers first, then sidecars in reverse order.
+
+mod mounts;
+mod plan;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+pub use nix::sys::signal::Signal;
+use serde::Serialize;
+
+/// Bytes of a termination message kept in the report (the kubelet's limit).
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// Lines of each container's log quoted in a timeout error.
+const LOG_TAIL_LINES: usize = 20;
+
+/// What can go wrong when running a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The text is neither a YAML nor a JSON pod.
+    #[error("cannot parse the pod (YAML or JSON)")]
+    Parse(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The pod uses something the runner does not implement.
+    #[error("pod not supported by the runner: {what}")]
+    Unsupported {
+        /// What, and where in the pod.
+        what: String,
+    },
+    /// A host tool the runner needs is missing.
+    #[error("{tool} not found in PATH (util-linux provides unshare, nsenter, mount, findmnt)")]
+    MissingTool {
+        /// The tool's name.
+        tool: String,
+    },
+    /// A file system or process operation failed.
+    #[error("{context}")]
+    Io {
+        /// What the runner was doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No container of that name.
+    #[error("the pod has no container named {0:?}")]
+    NoSuchContainer(String),
+    /// The container is not running (not started yet, or exited).
+    #[error("container {0:?} is not running")]
+    NotRunning(String),
+    /// A container did not start in time.
+    #[error("container {container:?} did not start within {timeout:?}")]
+    NotStarted {
+        /// The container.
+        container: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The pod did not finish in time; every process was killed.
+    #[error("the pod did not finish within {timeout:?}, so every container was killed; log tails:\n{logs}")]
+    Timeout {
+        /// How long the caller waited.
+        timeout: Duration,
+        /// The last lines of each container's log.
+        logs: String,
+    },
+    /// The runner's thread panicked (a bug of the runner).
+    #[error("the pod runner's thread panicked")]
+    Panicked,
+}
+
+impl PodError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Parses a pod from YAML or JSON.
+pub fn parse(text: &str) -> Result<Pod, PodError> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| PodError::Parse(Box::new(e)))
+    } else {
+        serde_norway::from_str(text).map_err(|e| PodError::Parse(Box::new(e)))
+    }
+}
+
+/// The outcome of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    /// Every main container exited 0.
+    Succeeded,
+    /// Anything else.
+    Failed,
+}
+
+/// The last state of one container.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    /// The container's name.
+    pub name: String,
+    /// Exit code of its last run, if it exited (rather than being killed by a signal).
+    pub exit_code: Option<i32>,
+    /// Signal that ended its last run, if any.
+    pub signal: Option<i32>,
+    /// How many times it was restarted (native sidecars only).
+    pub restarts: u32,
+    /// First 4096 bytes of its termination message file, after its last run.
+    pub termination_message: String,
+    /// Its log (stdout and stderr of every run).
+    pub log: PathBuf,
+    /// Whether it ever started (its mounts were set up and its command exec'd).
+    pub started: bool,
+}
+
+/// The outcome of a pod and of each container.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodReport {
+    /// Succeeded or Failed.
+    pub phase: Phase,
+    /// Init containers, in declaration order.
+    pub init_containers: Vec<ContainerReport>,
+    /// Main containers, in declaration order.
+    pub containers: Vec<ContainerReport>,
+}
+
+impl PodReport {
+    /// The report of a container.
+    pub fn container(&self, name: &str) -> Option<&ContainerReport> {
+        self.init_containers
+            .iter()
+            .chain(&self.containers)
+            .find(|c| c.name == name)
+    }
+
+    /// The report followed by every container's full log, for a test's failure message.
+    pub fn logs(&self) -> String {
+        let mut s = format!("pod {:?}\n", self.phase);
+        for c in self.init_containers.iter().chain(&self.containers) {
+            let _ = writeln!(
+                s,
+                "--- {} (exit {:?}, signal {:?}, restarts {}, started {}) {}",
+                c.name,
+                c.exit_code,
+                c.signal,
+                c.restarts,
+                c.started,
+                c.log.display()
+            );
+            s.push_str(&std::fs::read_to_string(&c.log).unwrap_or_default());
+        }
+        s
+    }
+}
+
+/// Builds and starts a pod.
+#[derive(Debug)]
+pub struct PodRunner {
+    pod: Pod,
+    workdir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    images: HashMap<String, Vec<String>>,
+    grace: Option<Duration>,
+    backoff: Duration,
+}
+
+impl PodRunner {
+    /// A runner for this pod.
+    pub fn new(pod: Pod) -> Self {
+        Self {
+            pod,
+            workdir: None,
+            env: Vec::new(),
+            images: HashMap::new(),
+            grace: None,
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// Where volumes, logs and termination files live (default: a new temporary
+    /// directory that is left behind, so its logs can be read).
+    pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workdir = Some(dir.into());
+        self
+    }
+
+    /// An environment variable for every container (a container's own `env` overrides it).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// The entrypoint of an image, used by containers of that image without `command`.
+    pub fn image(mut self, name: impl Into<String>, entrypoint: Vec<String>) -> Self {
+        self.images.insert(name.into(), entrypoint);
+        self
+    }
+
+    /// Overrides the pod's `terminationGracePeriodSeconds`.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
+    }
+
+    /// How long a native sidecar that exited waits before it is restarted (default 1 s).
+    pub fn restart_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Checks the pod, prepares its volumes and starts it (init containers first).
+    pub fn start(self) -> Result<RunningPod, PodError> {
+        let workdir = match self.workdir {
+            Some(w) => w,
+            None => tempfile::Builder::new()
+                .prefix("pod-")
+                .tempdir()
+                .map_err(|e| PodError::io("cannot create a working directory", e))?
+                .keep(),
+        };
+        let plan = plan::plan(
+            &self.pod,
+            &plan::Settings {
+                workdir: &workdir,
+                env: &self.env,
+                images: &self.images,
+                grace: self.grace,
+            },
+        )?;
+        let tools = mounts::Tools::find()?;
+        for sub in ["logs", "termination", "run"] {
+            let d = workdir.join(sub);
+            std::fs::create_dir_all(&d)
+                .map_err(|e| PodError::io(format!("cannot create {}", d.display()), e))?;
+        }
+        let host_mounts = mounts::HostMounts::prepare(&plan.volumes)?;
+        let volumes = plan
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.host.clone()))
+            .collect();
+        let shared = Arc::new(Shared::new(&plan, &workdir));
+        let sup =
+            supervisor::Supervisor::new(plan, tools, workdir.clone(), self.backoff, shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("pod-runner".into())
+            .spawn(move || sup.run(host_mounts))
+            .map_err(|e| PodError::io("cannot start the pod runner's thread", e))?;
+        Ok(RunningPod {
+            shared,
+            thread: Some(thread),
+            volumes,
+            workdir,
+        })
+    }
+}
+
+/// State shared by the supervisor thread and the [`RunningPod`] handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    containers: Vec<Status>,
+    signals: Vec<(usize, Signal)>,
+    terminate: bool,
+    kill_now: bool,
+    done: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Status {
+    name: String,
+    init: bool,
+    /// The main process, while it runs.
+    pid: Option<i32>,
+    /// The current run has set up its mounts and exec'd its command.
+    running: bool,
+    report: ContainerReport,
+}
+
+impl Shared {
+    fn new(plan: &plan::Plan, workdir: &Path) -> Self {
+        let containers = plan
+            .containers
+            .iter()
+            .map(|c| Status {
+                name: c.name.clone(),
+                init: c.role != plan::Role::Main,
+                pid: None,
+                running: false,
+                report: ContainerReport {
+                    name: c.name.clone(),
+                    exit_code: None,
+                    signal: None,
+                    restarts: 0,
+                    termination_message: String::new(),
+                    log: workdir.join("logs").join(format!("{}.log", c.name)),
+                    started: false,
+                },
+            })
+            .collect();
+        Self {
+            state: Mutex::new(State {
+                containers,
+                signals: Vec::new(),
+                terminate: false,
+                kill_now: false,
+                done: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means the other side panicked; the state is still readable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a change, at most until `deadline`.
+    fn wait_until<'a>(&self, g: MutexGuard<'a, State>, deadline: Instant) -> MutexGuard<'a, State> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.changed.wait_timeout(g, left) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        }
+    }
+
+    fn index(&self, container: &str) -> Result<usize, PodError> {
+        self.lock()
+            .containers
+            .iter()
+            .position(|c| c.name == container)
+            .ok_or_else(|| PodError::NoSuchContainer(container.into()))
+    }
+}
+
+impl State {
+    fn report(&self) -> PodReport {
+        let (init, main): (Vec<&Status>, Vec<&Status>) =
+            self.containers.iter().partition(|c| c.init);
+        let phase = if !main.is_empty() && main.iter().all(|c| c.report.exit_code == Some(0)) {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        PodReport {
+            phase,
+            init_containers: init.into_iter().map(|c| c.report.clone()).collect(),
+            containers: main.into_iter().map(|c| c.report.clone()).collect(),
+        }
+    }
+}
+
+/// A started pod. Dropping it kills every container and removes the pod's mounts.
+#[derive(Debug)]
+pub struct RunningPod {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<Result<(), PodError>>>,
+    volumes: HashMap<String, PathBuf>,
+    workdir: PathBuf,
+}
+
+impl RunningPod {
+    /// The pod's working directory.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The host directory of a volume (`emptyDir` or `hostPath`).
+    pub fn volume_dir(&self, name: &str) -> Option<PathBuf> {
+        self.volumes.get(name).cloned()
+    }
+
+    /// Waits until the container runs (its mounts are set up and its command exec'd).
+    pub fn wait_running(&self, container: &str, timeout: Duration) -> Result<(), PodError> {
+        let i = self.shared.index(container)?;
+        let deadline = Instant::now() + timeout;
+        let mut g = self.shared.lock();
+        loop {
+            if g.containers[i].running {
+                return Ok(());
+            }
+            if g.done || Instant::now() >= deadline {
+                return Err(PodError::NotStarted {
+                    container: container.into(),
+                    timeout,
+                });
+            }
+            g = self.shared.wait_until(g, deadline);
+        }
+    }
+
+    /// Sends a signal to a container's main process (as `kill` on the node would); the
+    /// runner then kills what is left of its process group, as when it exits by itself.
+    pub fn signal(&self, container: &str, signal: Signal) -> Result<(), PodError> {
+        let i = self.shared.index(container)?;
+        let mut g = self.shared.lock();
+        if g.containers[i].pid.is_none() {
+            return Err(PodError::NotRunning(container.into()));
+        }
+        g.signals.push((i, signal));
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Deletes the pod as `kubectl delete pod` would: SIGTERM to the main containers, then
+    /// to the native sidecars once the mains have exited, SIGKILL to whatever is left when
+    /// the grace period ends. Returns at once; [`RunningPod::wait`] gives the report.
+    pub fn terminate(&self) -> Result<(), PodError> {
+        let mut g = self.shared.lock();
+        g.terminate = true;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits for the pod to end and returns its report. After `timeout`, every container is
+    /// killed and the error carries the tail of each container's log.
+    pub fn wait(mut self, timeout: Duration) -> Result<PodReport, PodError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.shared.lock();
+        while !g.done && Instant::now() < deadline {
+            g = self.shared.wait_until(g, deadline);
+        }
+        let timed_out = !g.done;
+        drop(g);
+        let report = self.stop()?;
+        if timed_out {
+            return Err(PodError::Timeout {
+                timeout,
+                logs: log_tails(&report),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Kills everything still running, waits for the supervisor, returns the final report.
+    fn stop(&mut self) -> Result<PodReport, PodError> {
+        {
+            let mut g = self.shared.lock();
+            g.kill_now = true;
+            self.shared.changed.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().map_err(|_| PodError::Panicked)??;
+        }
+        Ok(self.shared.lock().report())
+    }
+}
+
+impl Drop for RunningPod {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// The last lines of every container's log.
+fn log_tails(report: &PodReport) -> String {
+    let mut s = String::new();
+    for c in report.init_containers.iter().chain(&report.containers) {
+        let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        let _ = writeln!(
+            s,
+            "--- {} (exit {:?}, signal {:?}, started {})",
+            c.name, c.exit_code, c.signal, c.started
+        );
+        for l in tail {
+            let _ = writeln!(s, "{l}");
+        }
+    }
+    s
+}

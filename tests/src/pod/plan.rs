@@ -1,0 +1,517 @@
+//! The pod spec turned into what the runner executes: for each container its argv, its
+//! environment, its mounts and its startup probe, with Kubernetes' `$(VAR)` expansion and
+//! `fieldRef` values resolved. Pure: no file system, no processes.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
+
+use super::PodError;
+
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE_SECS: i64 = 30;
+/// Kubernetes' default `terminationMessagePath`.
+const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
+
+/// What the runner's builder contributes to the plan.
+pub(crate) struct Settings<'a> {
+    pub workdir: &'a Path,
+    pub env: &'a [(String, String)],
+    pub images: &'a HashMap<String, Vec<String>>,
+    pub grace: Option<Duration>,
+}
+
+/// A pod ready to run.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Init containers first (in order), then the main containers.
+    pub containers: Vec<ContainerPlan>,
+    pub volumes: Vec<VolumePlan>,
+    pub grace: Duration,
+}
+
+/// One volume on the host.
+#[derive(Debug)]
+pub(crate) struct VolumePlan {
+    pub name: String,
+    pub host: PathBuf,
+    /// An `emptyDir` the runner creates (a `hostPath` is used as it is).
+    pub empty_dir: bool,
+    /// Some container mounts it `Bidirectional`: the host directory is made a shared mount.
+    pub shared: bool,
+}
+
+/// Where a container sits in the pod's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A classic init container: must exit 0 before the next one starts.
+    Init,
+    /// An init container with `restartPolicy: Always`.
+    Sidecar,
+    /// A main container.
+    Main,
+}
+
+/// One container ready to spawn.
+#[derive(Debug)]
+pub(crate) struct ContainerPlan {
+    pub name: String,
+    pub role: Role,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    /// Sorted so that a parent mount path comes before the paths under it.
+    pub mounts: Vec<MountPlan>,
+    pub termination_path: String,
+    pub startup_probe: Option<ProbePlan>,
+}
+
+impl ContainerPlan {
+    /// Whether any mount is `Bidirectional` (the container then keeps the host's propagation).
+    pub fn bidirectional(&self) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.propagation == Propagation::Bidirectional)
+    }
+}
+
+/// `mountPropagation` of a volume mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    /// `None` (the default): no mount events either way.
+    Private,
+    /// Mounts made later on the host side (or by a `Bidirectional` container) appear here.
+    HostToContainer,
+    /// Mounts made here appear on the host side and in `HostToContainer` mounts.
+    Bidirectional,
+}
+
+/// One bind mount of a container.
+#[derive(Debug)]
+pub(crate) struct MountPlan {
+    /// Host path (the volume directory, or a path under it for `subPath`).
+    pub source: PathBuf,
+    /// `mountPath`, in the container's view.
+    pub target: String,
+    pub read_only: bool,
+    pub propagation: Propagation,
+}
+
+/// An exec startup probe.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbePlan {
+    pub command: Vec<String>,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+}
+
+fn invalid(what: impl Into<String>) -> PodError {
+    PodError::Unsupported { what: what.into() }
+}
+
+/// Turns a pod into a plan.
+pub(crate) fn plan(pod: &Pod, settings: &Settings<'_>) -> Result<Plan, PodError> {
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("the pod has no spec"))?;
+    let mut volumes = Vec::new();
+    for v in spec.volumes.iter().flatten() {
+        volumes.push(volume(v, settings.workdir)?);
+    }
+    let mut containers = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        let role = match c.restart_policy.as_deref() {
+            None => Role::Init,
+            Some("Always") => Role::Sidecar,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "init container {:?}: restartPolicy {other:?} (only Always, or none)",
+                    c.name
+                )))
+            }
+        };
+        containers.push(container(pod, c, role, &mut volumes, settings)?);
+    }
+    for c in &spec.containers {
+        containers.push(container(pod, c, Role::Main, &mut volumes, settings)?);
+    }
+    if !containers.iter().any(|c| c.role == Role::Main) {
+        return Err(invalid("the pod has no containers"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for c in &containers {
+        if !names.insert(c.name.as_str()) {
+            return Err(invalid(format!("two containers are named {:?}", c.name)));
+        }
+    }
+    let grace = settings.grace.unwrap_or_else(|| {
+        let secs = spec
+            .termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECS);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    });
+    Ok(Plan {
+        containers,
+        volumes,
+        grace,
+    })
+}
+
+fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
+    if let Some(hp) = &v.host_path {
+        return Ok(VolumePlan {
+            name: v.name.clone(),
+            host: PathBuf::from(&hp.path),
+            empty_dir: false,
+            shared: false,
+        });
+    }
+    // A volume with no source at all is an emptyDir (the API server's default).
+    let other = serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|k| k != "name" && k != "emptyDir");
+    if let Some(kind) = other {
+        return Err(invalid(format!(
+            "volume {:?} is of type {kind}; the runner supports emptyDir and hostPath",
+            v.name
+        )));
+    }
+    Ok(VolumePlan {
+        name: v.name.clone(),
+        host: workdir.join("volumes").join(&v.name),
+        empty_dir: true,
+        shared: false,
+    })
+}
+
+fn container(
+    pod: &Pod,
+    c: &Container,
+    role: Role,
+    volumes: &mut [VolumePlan],
+    settings: &Settings<'_>,
+) -> Result<ContainerPlan, PodError> {
+    let name = &c.name;
+    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(invalid(format!(
+            "container {name:?}: envFrom is not supported"
+        )));
+    }
+    let env = environment(pod, c, settings.env)?;
+    let lookup: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let expand_all =
+        |v: &[String]| -> Vec<String> { v.iter().map(|s| expand(s, &lookup)).collect() };
+
+    let args = expand_all(c.args.as_deref().unwrap_or_default());
+    let mut argv = match &c.command {
+        Some(cmd) if !cmd.is_empty() => expand_all(cmd),
+        _ => {
+            let image = c.image.as_deref().unwrap_or_default();
+            settings.images.get(image).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "container {name:?} has no command and image {image:?} has no entrypoint registered (PodRunner::image, or pod-run --image {image}=PATH)"
+                ))
+            })?
+        }
+    };
+    argv.extend(args);
+    if argv.is_empty() {
+        return Err(invalid(format!("container {name:?}: empty command")));
+    }
+
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let vol = volumes
+            .iter_mut()
+            .find(|v| v.name == m.name)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "container {name:?} mounts volume {:?}, which the pod does not declare",
+                    m.name
+                ))
+            })?;
+        let propagation = match m.mount_propagation.as_deref() {
+            None | Some("None") => Propagation::Private,
+            Some("HostToContainer") => Propagation::HostToContainer,
+            Some("Bidirectional") => {
+                vol.shared = true;
+                Propagation::Bidirectional
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "container {name:?}: mountPropagation {other:?}"
+                )))
+            }
+        };
+        let sub = match (&m.sub_path, &m.sub_path_expr) {
+            (Some(p), _) if !p.is_empty() => p.clone(),
+            (_, Some(e)) if !e.is_empty() => expand(e, &lookup),
+            _ => String::new(),
+        };
+        let sub = Path::new(&sub);
+        if sub
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(invalid(format!(
+                "container {name:?}: subPath {:?} must be a relative path without '..'",
+                sub.display()
+            )));
+        }
+        if !m.mount_path.starts_with('/') {
+            return Err(invalid(format!(
+                "container {name:?}: mountPath {:?} is not absolute",
+                m.mount_path
+            )));
+        }
+        mounts.push(MountPlan {
+            source: vol.host.join(sub),
+            target: m.mount_path.clone(),
+            read_only: m.read_only.unwrap_or(false),
+            propagation,
+        });
+    }
+    mounts.sort_by_key(|m| Path::new(&m.target).components().count());
+
+    let startup_probe = c
+        .startup_probe
+        .as_ref()
+        .map(|p| probe(name, p))
+        .transpose()?;
+
+    Ok(ContainerPlan {
+        name: name.clone(),
+        role,
+        argv,
+        working_dir: c
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        mounts,
+        termination_path: c
+            .termination_message_path
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| DEFAULT_TERMINATION_PATH.into()),
+        startup_probe,
+        env,
+    })
+}
+
+fn probe(container: &str, p: &Probe) -> Result<ProbePlan, PodError> {
+    let command = p
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            invalid(format!(
+                "container {container:?}: only exec startup probes are supported"
+            ))
+        })?;
+    let secs = |v: Option<i32>, default: u64| {
+        Duration::from_secs(v.and_then(|s| u64::try_from(s).ok()).unwrap_or(default))
+    };
+    Ok(ProbePlan {
+        command,
+        initial_delay: secs(p.initial_delay_seconds, 0),
+        period: secs(p.period_seconds, 10).max(Duration::from_millis(100)),
+        timeout: secs(p.timeout_seconds, 1).max(Duration::from_millis(100)),
+        failure_threshold: p
+            .failure_threshold
+            .and_then(|f| u32::try_from(f).ok())
+            .unwrap_or(3)
+            .max(1),
+    })
+}
+
+/// The container's environment: `PATH` from the runner (or the host), the runner's
+/// variables, then the container's, each `$(VAR)`-expanded against those before it.
+fn environment(
+    pod: &Pod,
+    c: &Container,
+    runner: &[(String, String)],
+) -> Result<Vec<(String, String)>, PodError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: String| match env
+        .iter_mut()
+        .find(|(key, _)| key == k)
+    {
+        Some(e) => e.1 = v,
+        None => env.push((k.to_string(), v)),
+    };
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    set(
+        &mut env,
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
+    set(&mut env, "HOSTNAME", pod_name);
+    for (k, v) in runner {
+        set(&mut env, k, v.clone());
+    }
+    for e in c.env.iter().flatten() {
+        let value = match (&e.value, &e.value_from) {
+            (_, Some(from)) => {
+                let field = from.field_ref.as_ref().ok_or_else(|| {
+                    invalid(format!(
+                        "container {:?}, env {:?}: only valueFrom.fieldRef is supported",
+                        c.name, e.name
+                    ))
+                })?;
+                field_ref(pod, &field.field_path).ok_or_else(|| {
+                    invalid(format!(
+                        "container {:?}, env {:?}: fieldRef {:?} (supported: metadata.name, metadata.namespace, metadata.labels['k'], metadata.annotations['k'])",
+                        c.name, e.name, field.field_path
+                    ))
+                })?
+            }
+            (Some(v), None) => {
+                let lookup: HashMap<&str, &str> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                expand(v, &lookup)
+            }
+            (None, None) => String::new(),
+        };
+        set(&mut env, &e.name, value);
+    }
+    Ok(env)
+}
+
+/// The value of a `fieldRef` path, `None` if the path is not supported. A missing label
+/// or annotation is the empty string, as in Kubernetes.
+fn field_ref(pod: &Pod, path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    match path {
+        "metadata.name" => return Some(meta.name.clone().unwrap_or_default()),
+        "metadata.namespace" => {
+            return Some(meta.namespace.clone().unwrap_or_else(|| "default".into()))
+        }
+        _ => {}
+    }
+    let keyed = |prefix: &str| -> Option<String> {
+        let rest = path
+            .strip_prefix(prefix)?
+            .strip_prefix('[')?
+            .strip_suffix(']')?;
+        let key = rest
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .or_else(|| rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')))?;
+        Some(key.to_string())
+    };
+    if let Some(k) = keyed("metadata.labels") {
+        return Some(
+            meta.labels
+                .as_ref()
+                .and_then(|m| m.get(&k).cloned())
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(k) = keyed("metadata.annotations") {
+        return Some(
+            meta.annotations
+                .as_ref()
+                .and_then(|m| m.get(&k).cloned())
+                .unwrap_or_default(),
+        );
+    }
+    None
+}
+
+/// Kubernetes' `$(VAR)` expansion: `$(NAME)` becomes the value of NAME when it is defined
+/// and stays as written otherwise; `$$` is a literal `$`; any other `$` is kept.
+pub(crate) fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match vars.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = body;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> HashMap<&'static str, &'static str> {
+        HashMap::from([("A", "1"), ("B", "two")])
+    }
+
+    #[test]
+    fn expansion_follows_kubernetes_rules() {
+        let v = vars();
+        assert_eq!(expand("$(A)-$(B)", &v), "1-two");
+        assert_eq!(expand("$(C)", &v), "$(C)");
+        assert_eq!(expand("$$(A)", &v), "$(A)");
+        assert_eq!(expand("$$$(A)", &v), "$1");
+        assert_eq!(expand("a$b", &v), "a$b");
+        assert_eq!(expand("$(A", &v), "$(A");
+        assert_eq!(expand("end$", &v), "end$");
+        assert_eq!(expand("", &v), "");
+    }
+
+    #[test]
+    fn field_refs() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"app": "x"}, "annotations": {"a.b/c": "d"}},
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        assert_eq!(field_ref(&pod, "metadata.name").as_deref(), Some("p"));
+        assert_eq!(
+            field_ref(&pod, "metadata.namespace").as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            field_ref(&pod, "metadata.labels['app']").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            field_ref(&pod, "metadata.annotations['a.b/c']").as_deref(),
+            Some("d")
+        );
+        assert_eq!(
+            field_ref(&pod, "metadata.labels['none']").as_deref(),
+            Some("")
+        );
+        assert_eq!(field_ref(&pod, "spec.nodeName"), None);
+    }
+}

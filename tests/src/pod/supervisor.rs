@@ -1,0 +1,441 @@
+//! The pod's lifecycle, on one thread: init containers in order (native sidecars gated by
+//! their startup probe), then the main containers together, then the shutdown (SIGTERM,
+//! grace period, SIGKILL). Processes are polled every few milliseconds; every wait has a
+//! deadline, and `kill_now` (set by [`super::RunningPod::wait`] at its deadline) ends any
+//! wait at once.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use super::mounts::{container_script, unshare_propagation, HostMounts, Tools};
+use super::plan::{ContainerPlan, Plan, ProbePlan, Role};
+use super::{PodError, Shared, TERMINATION_MESSAGE_LIMIT};
+
+/// How often processes are polled.
+const TICK: Duration = Duration::from_millis(20);
+/// How long killed processes may take to be reaped before the runner gives up on them.
+const REAP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs one pod.
+pub(crate) struct Supervisor {
+    plan: Plan,
+    tools: Tools,
+    workdir: PathBuf,
+    backoff: Duration,
+    shared: Arc<Shared>,
+    procs: Vec<Proc>,
+    /// Shutting down: exited sidecars are no longer restarted.
+    stopping: bool,
+}
+
+/// The runner's side of one container.
+#[derive(Default)]
+struct Proc {
+    child: Option<Child>,
+    /// When an exited native sidecar is due to restart.
+    restart_at: Option<Instant>,
+    /// When the current run started (its marker appeared).
+    started_at: Option<Instant>,
+    /// Never restart it again (its startup probe failed).
+    given_up: bool,
+}
+
+/// Why a wait ended early.
+enum Stop {
+    /// `RunningPod::terminate`: shut down gracefully.
+    Terminate,
+    /// The caller's deadline: kill everything now.
+    KillNow,
+}
+
+type Step<T> = Result<Result<T, Stop>, PodError>;
+
+impl Supervisor {
+    pub fn new(
+        plan: Plan,
+        tools: Tools,
+        workdir: PathBuf,
+        backoff: Duration,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let procs = plan.containers.iter().map(|_| Proc::default()).collect();
+        Self {
+            plan,
+            tools,
+            workdir,
+            backoff,
+            shared,
+            procs,
+            stopping: false,
+        }
+    }
+
+    /// Runs the pod to its end; the host mounts are removed after the last process is
+    /// reaped, whatever happened.
+    pub fn run(mut self, host_mounts: HostMounts) -> Result<(), PodError> {
+        let result = self.lifecycle();
+        self.kill_all();
+        drop(host_mounts);
+        let mut g = self.shared.lock();
+        g.done = true;
+        self.shared.changed.notify_all();
+        result
+    }
+
+    fn lifecycle(&mut self) -> Result<(), PodError> {
+        match self.start_phase()? {
+            Ok(()) | Err(Stop::Terminate) => self.shutdown(),
+            Err(Stop::KillNow) => Ok(()),
+        }
+    }
+
+    /// Init containers, then the main containers until they have all exited.
+    fn start_phase(&mut self) -> Step<()> {
+        let n = self.plan.containers.len();
+        for i in 0..n {
+            match self.plan.containers[i].role {
+                Role::Main => break,
+                Role::Init => {
+                    self.spawn(i)?;
+                    if let Err(stop) = self.wait_for(|s| s.procs[i].child.is_none(), None)? {
+                        return Ok(Err(stop));
+                    }
+                    if self.shared.lock().containers[i].report.exit_code != Some(0) {
+                        return Ok(Ok(()));
+                    }
+                }
+                Role::Sidecar => {
+                    self.spawn(i)?;
+                    match self.gate(i)? {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(Ok(())),
+                        Err(stop) => return Ok(Err(stop)),
+                    }
+                }
+            }
+        }
+        let mains: Vec<usize> = (0..n)
+            .filter(|&i| self.plan.containers[i].role == Role::Main)
+            .collect();
+        for &i in &mains {
+            self.spawn(i)?;
+        }
+        self.wait_for(|s| mains.iter().all(|&i| s.procs[i].child.is_none()), None)
+    }
+
+    /// Waits for a native sidecar's startup probe: `Ok(true)` once it passes (or at once
+    /// after the start without a probe), `Ok(false)` when it failed and the sidecar was killed.
+    fn gate(&mut self, i: usize) -> Step<bool> {
+        if let Err(stop) = self.wait_for(|s| s.procs[i].started_at.is_some(), None)? {
+            return Ok(Err(stop));
+        }
+        let Some(probe) = self.plan.containers[i].startup_probe.clone() else {
+            return Ok(Ok(true));
+        };
+        let mut next = Instant::now() + probe.initial_delay;
+        let mut failures = 0;
+        loop {
+            if let Err(stop) = self.wait_for(|_| false, Some(next))? {
+                return Ok(Err(stop));
+            }
+            next = Instant::now() + probe.period;
+            let pid = match (&self.procs[i].child, self.procs[i].started_at) {
+                (Some(c), Some(_)) => c.id(),
+                _ => continue, // restarting: no probe until it runs again
+            };
+            if self.probe(i, pid, &probe) {
+                return Ok(Ok(true));
+            }
+            failures += 1;
+            if failures >= probe.failure_threshold {
+                self.procs[i].given_up = true;
+                self.kill_group(i);
+                if let Err(stop) = self.wait_for(|s| s.procs[i].child.is_none(), None)? {
+                    return Ok(Err(stop));
+                }
+                return Ok(Ok(false));
+            }
+        }
+    }
+
+    /// Runs a probe command in the container's mount namespace; true if it exits 0 in time.
+    fn probe(&self, i: usize, pid: u32, probe: &ProbePlan) -> bool {
+        let c = &self.plan.containers[i];
+        let mut cmd = Command::new(&self.tools.nsenter);
+        cmd.arg("-t")
+            .arg(pid.to_string())
+            .args(["-m", "-w", "--"])
+            .args(&probe.command)
+            .env_clear()
+            .envs(c.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let Ok(mut child) = cmd.spawn() else {
+            return false;
+        };
+        let deadline = Instant::now() + probe.timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(TICK / 4),
+                _ => {
+                    let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    let _ = child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Gracefully stops whatever runs: main (and classic init) containers first, then
+    /// native sidecars one by one in reverse order, all within one grace period; then
+    /// SIGKILL.
+    fn shutdown(&mut self) -> Result<(), PodError> {
+        self.stopping = true;
+        let deadline = Instant::now() + self.plan.grace;
+        let n = self.plan.containers.len();
+        let non_sidecars: Vec<usize> = (0..n)
+            .filter(|&i| self.plan.containers[i].role != Role::Sidecar)
+            .collect();
+        for &i in &non_sidecars {
+            self.send(i, Signal::SIGTERM);
+        }
+        let all_gone = |s: &Self| non_sidecars.iter().all(|&i| s.procs[i].child.is_none());
+        if self.wait_for(all_gone, Some(deadline))?.is_err() {
+            return Ok(());
+        }
+        for i in (0..n).rev() {
+            if self.plan.containers[i].role != Role::Sidecar {
+                continue;
+            }
+            self.procs[i].restart_at = None;
+            self.send(i, Signal::SIGTERM);
+            if self
+                .wait_for(|s| s.procs[i].child.is_none(), Some(deadline))?
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ticks until `done` holds or `deadline` passes (`Ok(Ok(()))` either way), or until a
+    /// stop is requested (`Ok(Err(_))`; `Terminate` only while not already stopping).
+    fn wait_for(&mut self, done: impl Fn(&Self) -> bool, deadline: Option<Instant>) -> Step<()> {
+        loop {
+            let (terminate, kill_now) = self.tick()?;
+            if kill_now {
+                return Ok(Err(Stop::KillNow));
+            }
+            if terminate && !self.stopping {
+                return Ok(Err(Stop::Terminate));
+            }
+            if done(self) || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Ok(()));
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// One poll: delivers requested signals, notices starts, reaps exits, restarts
+    /// sidecars that are due. Returns (terminate requested, kill now requested).
+    fn tick(&mut self) -> Result<(bool, bool), PodError> {
+        let (signals, terminate, kill_now) = {
+            let mut g = self.shared.lock();
+            (std::mem::take(&mut g.signals), g.terminate, g.kill_now)
+        };
+        for (i, sig) in signals {
+            self.send(i, sig);
+        }
+        let mut changed = false;
+        for i in 0..self.procs.len() {
+            let Some(child) = self.procs[i].child.as_mut() else {
+                continue;
+            };
+            let status = child.try_wait().map_err(|e| {
+                PodError::io(
+                    format!(
+                        "cannot wait for container {:?}",
+                        self.plan.containers[i].name
+                    ),
+                    e,
+                )
+            })?;
+            let started_now = self.procs[i].started_at.is_none() && self.marker(i).exists();
+            if started_now {
+                self.procs[i].started_at = Some(Instant::now());
+                let mut g = self.shared.lock();
+                g.containers[i].running = true;
+                g.containers[i].report.started = true;
+                changed = true;
+            }
+            if let Some(status) = status {
+                self.procs[i].child = None;
+                self.procs[i].started_at = None;
+                self.kill_group(i);
+                let message = self.termination_message(i);
+                let mut g = self.shared.lock();
+                let c = &mut g.containers[i];
+                c.pid = None;
+                c.running = false;
+                c.report.exit_code = status.code();
+                c.report.signal = status.signal();
+                c.report.termination_message = message;
+                changed = true;
+                if self.plan.containers[i].role == Role::Sidecar
+                    && !self.stopping
+                    && !self.procs[i].given_up
+                {
+                    self.procs[i].restart_at = Some(Instant::now() + self.backoff);
+                }
+            }
+        }
+        for i in 0..self.procs.len() {
+            if self.procs[i]
+                .restart_at
+                .is_some_and(|t| Instant::now() >= t)
+                && !self.stopping
+                && !kill_now
+            {
+                self.procs[i].restart_at = None;
+                self.spawn(i)?;
+                self.shared.lock().containers[i].report.restarts += 1;
+                changed = true;
+            }
+        }
+        if changed {
+            self.shared.changed.notify_all();
+        }
+        Ok((terminate, kill_now))
+    }
+
+    fn marker(&self, i: usize) -> PathBuf {
+        self.workdir
+            .join("run")
+            .join(format!("{}.started", self.plan.containers[i].name))
+    }
+
+    fn termination_file(&self, i: usize) -> PathBuf {
+        self.workdir
+            .join("termination")
+            .join(&self.plan.containers[i].name)
+    }
+
+    fn termination_message(&self, i: usize) -> String {
+        let mut buf = Vec::new();
+        if let Ok(f) = File::open(self.termination_file(i)) {
+            let _ = f
+                .take(TERMINATION_MESSAGE_LIMIT as u64)
+                .read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Starts (or restarts) a container.
+    fn spawn(&mut self, i: usize) -> Result<(), PodError> {
+        let c: &ContainerPlan = &self.plan.containers[i];
+        let io = |what: &str, p: &std::path::Path, e| {
+            PodError::io(
+                format!("container {:?}: cannot {what} {}", c.name, p.display()),
+                e,
+            )
+        };
+        for m in &c.mounts {
+            if !m.source.exists() {
+                std::fs::create_dir_all(&m.source).map_err(|e| io("create", &m.source, e))?;
+            }
+        }
+        let marker = self.marker(i);
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &marker, e))
+            }
+            _ => {}
+        }
+        let term = self.termination_file(i);
+        File::create(&term).map_err(|e| io("create", &term, e))?;
+        let log_path = self.workdir.join("logs").join(format!("{}.log", c.name));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io("open", &log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| io("open", &log_path, e))?;
+        let script = container_script(c, &self.tools, &term, &marker);
+        let child = Command::new(&self.tools.unshare)
+            .args(["--mount", "--propagation", unshare_propagation(c), "--"])
+            .arg(&self.tools.sh)
+            .args(["-c", &script, "sh"])
+            .args(&c.argv)
+            .env_clear()
+            .envs(c.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io("run", &self.tools.unshare, e))?;
+        let pid = i32::try_from(child.id()).ok();
+        self.procs[i].child = Some(child);
+        self.procs[i].started_at = None;
+        let mut g = self.shared.lock();
+        g.containers[i].pid = pid;
+        g.containers[i].running = false;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Sends a signal to a container's main process, if it runs.
+    fn send(&self, i: usize, sig: Signal) {
+        if let Some(c) = &self.procs[i].child {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+        }
+    }
+
+    /// SIGKILL to the container's whole process group (its main process is its leader).
+    fn kill_group(&self, i: usize) {
+        let pid = match &self.procs[i].child {
+            Some(c) => c.id(),
+            None => match self.shared.lock().containers[i].pid {
+                Some(p) => u32::try_from(p).unwrap_or(0),
+                None => return,
+            },
+        };
+        if let Ok(pid) = i32::try_from(pid) {
+            if pid > 0 {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Kills every container that still runs and reaps it (within a deadline).
+    fn kill_all(&mut self) {
+        self.stopping = true;
+        for i in 0..self.procs.len() {
+            self.procs[i].restart_at = None;
+            self.kill_group(i);
+        }
+        let deadline = Instant::now() + REAP_DEADLINE;
+        while self.procs.iter().any(|p| p.child.is_some()) && Instant::now() < deadline {
+            if self.tick().is_err() {
+                break;
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+}
