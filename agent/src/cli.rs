@@ -80,6 +80,51 @@ pub enum Command {
     /// Labels: names for bundles.
     #[command(subcommand)]
     Label(LabelCommand),
+    /// Carry out a sidecar's share of a pod's data plan: provide inputs, upload outputs.
+    Sidecar {
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Which of the plan's sidecars this process is.
+        #[arg(long, default_value = datamon_plan::DEFAULT_SIDECAR)]
+        participant: String,
+    },
+    /// Run the application once the plan's sidecars are ready; wait for its outputs.
+    Wrap {
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// The application's command and arguments, after `--`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
+    /// Exit 0 if a participant of the plan is ready (for startupProbe/readinessProbe).
+    Probe {
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Which participant.
+        #[arg(long, default_value = datamon_plan::DEFAULT_SIDECAR)]
+        participant: String,
+    },
+    /// Copy this binary into DIR (a shared volume), so any image can run `wrap`.
+    Install {
+        /// Target directory.
+        dir: PathBuf,
+    },
+}
+
+/// Where the data plan comes from.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan file (YAML or JSON); else the plan itself in DATAMON_PLAN.
+    #[arg(long = "plan", env = crate::runtime::PLAN_FILE_ENV, value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// Output format of listings.
@@ -280,7 +325,7 @@ pub fn main() -> ExitCode {
             .and_then(|r| r)
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");
             eprintln!("error: {}", chain(&e));
@@ -310,7 +355,8 @@ fn exit_code(e: &Error) -> u8 {
         | Error::NoConfigBucket
         | Error::StoreUrl { .. }
         | Error::NameFilter { .. }
-        | Error::LeafSize(_) => EXIT_USAGE,
+        | Error::LeafSize(_)
+        | Error::Plan(_) => EXIT_USAGE,
         _ => 1,
     }
 }
@@ -345,8 +391,12 @@ async fn open(settings: &Settings) -> crate::Result<Stores> {
     .await
 }
 
-/// Runs one command.
-pub async fn run(command: Command, settings: &Settings) -> crate::Result<()> {
+fn plan(args: &PlanArgs) -> crate::Result<datamon_plan::Plan> {
+    crate::runtime::load_plan(args.file.as_deref()).map_err(|e| Error::Plan(e.to_string()))
+}
+
+/// Runs one command; returns the process's exit code.
+pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
     let contributor = &settings.contributor;
     match command {
         Command::Context(ContextCommand::Create {
@@ -487,8 +537,34 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<()> {
             let labels = crate::label::list(&open(settings).await?, &repo, &prefix).await?;
             print_list(output, &labels, label_line)?;
         }
+        Command::Sidecar {
+            plan: args,
+            participant,
+        } => {
+            let plan = plan(&args)?;
+            let settings = crate::runtime::settings_for(&plan, settings);
+            return crate::runtime::sidecar::run(&plan, &participant, &settings).await;
+        }
+        Command::Wrap {
+            plan: args,
+            command,
+        } => {
+            return crate::runtime::wrapper::run(&plan(&args)?, &command).await;
+        }
+        Command::Probe {
+            plan: args,
+            participant,
+        } => {
+            let (ready, what) = crate::runtime::probe::probe(&plan(&args)?, &participant)?;
+            println!("{what}");
+            return Ok(if ready { 0 } else { 1 });
+        }
+        Command::Install { dir } => {
+            let target = crate::runtime::probe::install(&dir)?;
+            println!("installed {}", target.display());
+        }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn label_line(l: &crate::model::label::LabelDoc) -> String {

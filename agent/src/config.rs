@@ -127,6 +127,8 @@ pub fn config_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigErr
 pub fn env_provider() -> Env {
     Env::prefixed("DATAMON_")
         .ignore(&["config_file"])
+        // The data plan has its own variables (`DATAMON_PLAN`, `DATAMON_PLAN__...`).
+        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("plan"))
         .map(|k| {
             if k == "global_config" {
                 "config".into()

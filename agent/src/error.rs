@@ -204,6 +204,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A data plan that cannot be carried out by this process.
+    #[error("{0}")]
+    Plan(String),
     /// A name filter that is not a valid regular expression.
     #[error("invalid --name-filter {pattern:?}")]
     NameFilter {

@@ -9,6 +9,7 @@
 //! - [`store`]: buckets behind `object_store`, with retries and deadlines;
 //! - [`stores`], [`repo`], [`label`], [`bundle`]: the operations datamon's CLI offers;
 //! - [`mount`]: a bundle served read-only through FUSE;
+//! - [`runtime`]: the sidecar runtime: a pod's data plan carried out around its application;
 //! - [`config`] and [`cli`]: settings (defaults < file < env < flags) and the command line.
 
 pub mod bundle;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod mount;
 pub mod progress;
 pub mod repo;
+pub mod runtime;
 pub mod store;
 pub mod stores;
 pub mod tuning;

@@ -20,6 +20,7 @@ use crate::bundle::BundleRef;
 use crate::cafs::reader::BlobReader;
 use crate::cafs::LeafSize;
 use crate::error::{Error, Result};
+use crate::runtime::signals::Termination;
 use crate::stores::Stores;
 
 /// How long the mount may take to answer its first request before the command gives up.
@@ -49,147 +50,173 @@ pub struct MountRequest {
 /// Mounts the bundle, prints `mounted <DIR>` once the mount answers, and serves it until
 /// SIGTERM or SIGINT (or until someone else unmounts it).
 pub async fn mount(stores: &Stores, req: &MountRequest) -> Result<()> {
-    let doc = crate::bundle::resolve(stores, &req.repo, &req.bundle).await?;
-    let leaf_size = LeafSize::new(doc.leaf_size)?;
-    let entries = crate::bundle::entries(stores, &req.repo, &doc).await?;
-    let files = entries.len();
-    let tree = tree::Tree::build(entries)?;
-    let dir = req.mount.clone();
-    {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || check_mount_point(&dir)).await??;
-    }
-    let signals = Signals::catch()?;
-    let (uid, gid) = process_owner();
-    let owner = fs::Owner {
-        uid,
-        gid,
-        time: SystemTime::from(doc.timestamp),
-    };
-    let filesystem = fs::BundleFs::new(
-        tree,
-        BlobReader::new(stores.blob.clone(), leaf_size),
-        tokio::runtime::Handle::current(),
-        owner,
-        req.cache_bytes,
-    );
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName("datamon".to_string()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    // Several threads, so that one slow leaf fetch does not stall every other request.
-    config.n_threads = Some(SESSION_THREADS);
-    if req.allow_other {
-        config.acl = SessionACL::All;
-    }
-    let session = {
-        let target = dir.clone();
-        tokio::task::spawn_blocking(move || fuser::spawn_mount(filesystem, &target, &config))
-            .await?
-            .map_err(|source| Error::Mount {
-                op: "mount the bundle on",
-                path: dir.clone(),
-                source,
-            })?
-    };
-    // The first request through the mount proves it is served.
-    let probe = {
-        let dir = dir.clone();
-        tokio::time::timeout(
-            READY_DEADLINE,
-            tokio::task::spawn_blocking(move || std::fs::metadata(&dir)),
-        )
-        .await
-    };
-    match probe {
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(source))) => {
-            let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
-            return Err(Error::Mount {
-                op: "read the root of the mount",
-                path: dir,
-                source,
-            });
-        }
-        Ok(Err(join)) => return Err(join.into()),
-        Err(_) => {
-            // Best effort: take the unresponsive mount out of the tree before failing.
-            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
-            return Err(Error::Mount {
-                op: "get an answer from the mount",
-                path: dir,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {READY_DEADLINE:?}"),
-                ),
-            });
-        }
-    }
-    tracing::info!(
-        repo = %req.repo,
-        bundle = %doc.id,
-        files,
-        mount = %dir.display(),
-        "mounted"
-    );
+    let signals = Termination::catch()?;
+    let mounted = Mounted::start(stores, req).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "mounted {}", dir.display())
+        writeln!(out, "mounted {}", mounted.dir.display())
             .and_then(|()| out.flush())
             .map_err(Error::io("write to", "standard output"))?;
     }
-    match wait_for_end(&session, signals).await? {
+    match wait_for_end(&mounted.session, signals).await? {
         End::Signal(name) => {
-            tracing::info!(mount = %dir.display(), "{name}: unmounting");
-            unmount(session, &dir).await
+            tracing::info!(mount = %mounted.dir.display(), "{name}: unmounting");
+            mounted.unmount().await
         }
         End::Unmounted => {
-            tracing::info!(mount = %dir.display(), "unmounted from outside: stopping");
-            let joined = tokio::time::timeout(
-                UNMOUNT_DEADLINE,
-                tokio::task::spawn_blocking(move || session.join()),
-            )
-            .await;
-            match joined {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(source))) => Err(Error::Mount {
-                    op: "serve",
-                    path: dir,
-                    source,
-                }),
-                Ok(Err(join)) => Err(join.into()),
-                Err(_) => Err(Error::Mount {
-                    op: "stop serving",
-                    path: dir,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
-                    ),
-                }),
-            }
+            tracing::info!(mount = %mounted.dir.display(), "unmounted from outside: stopping");
+            mounted.join().await
         }
     }
 }
 
-/// SIGTERM and SIGINT, caught from before the mount exists until it is gone, so that no
-/// signal can kill the process with the file system still mounted.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+/// A bundle mounted and answering. Drop it only through [`Mounted::unmount`] or
+/// [`Mounted::join`]; dropping it otherwise unmounts without a deadline.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    dir: PathBuf,
+    /// The bundle served.
+    pub bundle: crate::model::bundle::BundleDoc,
 }
 
-impl Signals {
-    fn catch() -> Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let sig = |kind| signal(kind).map_err(Error::io("listen for signals on", "the process"));
+impl Mounted {
+    /// Reads the bundle and its file lists, mounts it at `req.mount`, and returns once the
+    /// mount has answered a first request. A missing repo, bundle or label fails before
+    /// anything is mounted.
+    pub async fn start(stores: &Stores, req: &MountRequest) -> Result<Self> {
+        let doc = crate::bundle::resolve(stores, &req.repo, &req.bundle).await?;
+        let leaf_size = LeafSize::new(doc.leaf_size)?;
+        let entries = crate::bundle::entries(stores, &req.repo, &doc).await?;
+        let files = entries.len();
+        let tree = tree::Tree::build(entries)?;
+        let dir = req.mount.clone();
+        {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || check_mount_point(&dir)).await??;
+        }
+        let (uid, gid) = process_owner();
+        let owner = fs::Owner {
+            uid,
+            gid,
+            time: SystemTime::from(doc.timestamp),
+        };
+        let filesystem = fs::BundleFs::new(
+            tree,
+            BlobReader::new(stores.blob.clone(), leaf_size),
+            tokio::runtime::Handle::current(),
+            owner,
+            req.cache_bytes,
+        );
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::RO,
+            MountOption::FSName("datamon".to_string()),
+            MountOption::DefaultPermissions,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+        ];
+        // Several threads, so that one slow leaf fetch does not stall every other request.
+        config.n_threads = Some(SESSION_THREADS);
+        if req.allow_other {
+            config.acl = SessionACL::All;
+        }
+        let session = {
+            let target = dir.clone();
+            tokio::task::spawn_blocking(move || fuser::spawn_mount(filesystem, &target, &config))
+                .await?
+                .map_err(|source| Error::Mount {
+                    op: "mount the bundle on",
+                    path: dir.clone(),
+                    source,
+                })?
+        };
+        // The first request through the mount proves it is served.
+        let probe = {
+            let dir = dir.clone();
+            tokio::time::timeout(
+                READY_DEADLINE,
+                tokio::task::spawn_blocking(move || std::fs::metadata(&dir)),
+            )
+            .await
+        };
+        match probe {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(source))) => {
+                let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+                return Err(Error::Mount {
+                    op: "read the root of the mount",
+                    path: dir,
+                    source,
+                });
+            }
+            Ok(Err(join)) => return Err(join.into()),
+            Err(_) => {
+                // Best effort: take the unresponsive mount out of the tree before failing.
+                let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+                return Err(Error::Mount {
+                    op: "get an answer from the mount",
+                    path: dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {READY_DEADLINE:?}"),
+                    ),
+                });
+            }
+        }
+        tracing::info!(
+            repo = %req.repo,
+            bundle = %doc.id,
+            files,
+            mount = %dir.display(),
+            "mounted"
+        );
         Ok(Self {
-            term: sig(SignalKind::terminate())?,
-            int: sig(SignalKind::interrupt())?,
+            session,
+            dir,
+            bundle: doc,
         })
+    }
+
+    /// Where it is mounted.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the file system stopped serving (unmounted from outside).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Unmounts (detaching it if busy) and waits for the session to stop.
+    pub async fn unmount(self) -> Result<()> {
+        unmount(self.session, &self.dir).await
+    }
+
+    /// Waits for a session that was unmounted from outside to stop.
+    pub async fn join(self) -> Result<()> {
+        let Self { session, dir, .. } = self;
+        let joined = tokio::time::timeout(
+            UNMOUNT_DEADLINE,
+            tokio::task::spawn_blocking(move || session.join()),
+        )
+        .await;
+        match joined {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(source))) => Err(Error::Mount {
+                op: "serve",
+                path: dir,
+                source,
+            }),
+            Ok(Err(join)) => Err(join.into()),
+            Err(_) => Err(Error::Mount {
+                op: "stop serving",
+                path: dir,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
+                ),
+            }),
+        }
     }
 }
 
@@ -240,13 +267,11 @@ async fn unmount(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
 }
 
 /// Waits for SIGTERM, SIGINT, or the end of the session (an unmount from outside).
-async fn wait_for_end(session: &fuser::BackgroundSession, signals: Signals) -> Result<End> {
-    let Signals { mut term, mut int } = signals;
+async fn wait_for_end(session: &fuser::BackgroundSession, mut signals: Termination) -> Result<End> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(End::Signal("SIGTERM")),
-            _ = int.recv() => return Ok(End::Signal("SIGINT")),
+            name = signals.recv() => return Ok(End::Signal(name)),
             _ = tick.tick() => {
                 if session.guard.is_finished() {
                     return Ok(End::Unmounted);

@@ -1,0 +1,127 @@
+//! The sidecar runtime: the data plan of a pod carried out by agent processes that
+//! cooperate with the application wrapper through files in a shared directory
+//! (`docs/protocol.md`).
+//!
+//! - [`state`]: the state files' content and what others conclude from it (pure);
+//! - [`board`]: the coordination directory: atomic state files, liveness locks, inotify;
+//! - [`sidecar`]: `datamon-agent sidecar`, the inputs and outputs of one participant;
+//! - [`wrapper`]: `datamon-agent wrap`, which runs the application between the two;
+//! - [`probe`]: `datamon-agent probe` and `datamon-agent install`;
+//! - [`outcome`]: exit codes and termination messages.
+
+pub mod board;
+pub mod outcome;
+pub mod probe;
+pub mod sidecar;
+pub mod signals;
+pub mod state;
+pub mod wrapper;
+
+use std::path::{Path, PathBuf};
+
+use datamon_plan::Plan;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+
+use crate::config::Settings;
+
+/// Environment variable holding the plan itself (YAML or JSON).
+pub const PLAN_ENV: &str = "DATAMON_PLAN";
+/// Environment variable naming the plan file.
+pub const PLAN_FILE_ENV: &str = "DATAMON_PLAN_FILE";
+
+/// A plan that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanLoadError {
+    /// No source given.
+    #[error("no data plan: pass --plan FILE, or set {PLAN_FILE_ENV} or {PLAN_ENV} (the plan as YAML or JSON)")]
+    Missing,
+    /// The plan file does not exist.
+    #[error("plan file {0} does not exist: fix --plan / {PLAN_FILE_ENV}")]
+    MissingFile(PathBuf),
+    /// The sources do not make a plan.
+    #[error("cannot read the data plan: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// The plan is not valid.
+    #[error(transparent)]
+    Invalid(#[from] datamon_plan::PlanError),
+}
+
+/// Loads the plan: the file (`--plan` / `DATAMON_PLAN_FILE`) or `DATAMON_PLAN`, then
+/// `DATAMON_PLAN__<FIELD>` overrides (`DATAMON_PLAN__DEADLINES__READY=5m`), then checks it.
+pub fn load_plan(file: Option<&Path>) -> Result<Plan, PlanLoadError> {
+    let mut fig = Figment::from(Serialized::defaults(Plan::default()));
+    if let Some(f) = file {
+        if !f.is_file() {
+            return Err(PlanLoadError::MissingFile(f.to_path_buf()));
+        }
+        fig = fig.merge(Yaml::file(f));
+    } else if let Ok(text) = std::env::var(PLAN_ENV) {
+        fig = fig.merge(Yaml::string(&text));
+    } else {
+        return Err(PlanLoadError::Missing);
+    }
+    let plan: Plan = fig
+        .merge(Env::prefixed("DATAMON_PLAN__").split("__"))
+        .extract()
+        .map_err(Box::new)?;
+    plan.validate()?;
+    Ok(plan)
+}
+
+/// The agent's settings with the plan's store fields applied.
+pub fn settings_for(plan: &Plan, settings: &Settings) -> Settings {
+    let mut s = settings.clone();
+    if let Some(c) = &plan.store.config {
+        s.config = Some(c.clone());
+    }
+    if let Some(c) = &plan.store.context {
+        s.context = c.clone();
+    }
+    if let Some(e) = &plan.store.s3_endpoint {
+        s.s3_endpoint = Some(e.clone());
+    }
+    s
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+    use std::time::Duration;
+
+    #[test]
+    fn file_env_and_overrides() {
+        Jail::expect_with(|jail| {
+            assert!(matches!(load_plan(None), Err(PlanLoadError::Missing)));
+            jail.create_file(
+                "p.yaml",
+                "inputs: [{name: raw, repo: r, path: /data/raw}]\n",
+            )?;
+            let p = load_plan(Some(Path::new("p.yaml"))).unwrap();
+            assert_eq!(p.inputs[0].name, "raw");
+            jail.set_env("DATAMON_PLAN__DEADLINES__READY", "5s");
+            let p = load_plan(Some(Path::new("p.yaml"))).unwrap();
+            assert_eq!(p.deadlines.ready, Duration::from_secs(5));
+            jail.set_env(
+                PLAN_ENV,
+                r#"{"outputs":[{"name":"o","repo":"r","path":"/o"}]}"#,
+            );
+            let p = load_plan(None).unwrap();
+            assert_eq!(p.outputs[0].name, "o");
+            jail.set_env(PLAN_ENV, "inputs: [{name: Bad, repo: r, path: x}]");
+            let e = load_plan(None).unwrap_err().to_string();
+            assert!(
+                e.contains("inputs[0].name") && e.contains("inputs[0].path"),
+                "{e}"
+            );
+            assert!(matches!(
+                load_plan(Some(Path::new("nope.yaml"))),
+                Err(PlanLoadError::MissingFile(_))
+            ));
+            Ok(())
+        });
+    }
+}

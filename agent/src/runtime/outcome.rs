@@ -1,0 +1,83 @@
+//! How a participant's end is told: its exit code, and a short JSON summary in the
+//! container's termination message file (Kubernetes shows it in the pod's status).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::runtime::state::Reason;
+
+/// Exit code of the wrapper when a sidecar failed or died, or an upload failed
+/// (BSD `EX_UNAVAILABLE`).
+pub const EXIT_SIDECAR: u8 = 69;
+/// Exit code of the wrapper when a deadline passed (as `timeout(1)`).
+pub const EXIT_DEADLINE: u8 = 124;
+/// Exit code of the wrapper when the application's command cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: u8 = 126;
+/// Exit code of the wrapper when the application's command is not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// Exit code when SIGTERM ended the wait before the application started (128 + 15).
+pub const EXIT_TERMINATED: u8 = 143;
+
+/// Kubernetes keeps at most this many bytes of a termination message.
+const MESSAGE_LIMIT: usize = 4096;
+
+/// What a participant reports at its end.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outcome {
+    /// Participant name.
+    pub participant: String,
+    /// Application exit code (wrapper).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Input name → bundle id provided.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// Output name → new bundle id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    /// Why it failed or skipped work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// The message, cut to Kubernetes's limit on a character boundary.
+pub fn render(outcome: &Outcome) -> String {
+    let mut text = serde_json::to_string(outcome).unwrap_or_default();
+    if text.len() > MESSAGE_LIMIT {
+        let mut cut = MESSAGE_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// Writes the message; a missing directory (outside Kubernetes) is only logged.
+pub fn write(path: &Path, outcome: &Outcome) {
+    if let Err(e) = std::fs::write(path, render(outcome)) {
+        tracing::debug!(path = %path.display(), error = %e, "no termination message written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::state::ReasonCode;
+
+    #[test]
+    fn message_is_json_and_bounded() {
+        let mut o = Outcome {
+            participant: "app".into(),
+            exit_code: Some(3),
+            ..Outcome::default()
+        };
+        let v: serde_json::Value = serde_json::from_str(&render(&o)).unwrap();
+        assert_eq!(v["exit_code"], 3);
+        assert!(v.get("reason").is_none());
+        o.reason = Some(Reason::new(ReasonCode::Internal, "é".repeat(5000)));
+        assert!(render(&o).len() <= MESSAGE_LIMIT);
+    }
+}

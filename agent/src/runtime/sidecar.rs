@@ -1,0 +1,379 @@
+//! `datamon-agent sidecar`: one participant's share of the plan. It provides its inputs
+//! (downloads verified into their directories, mounts served), says `ready`, waits for the
+//! application's end while serving its mounts, then uploads its outputs (after a success,
+//! or always when the plan says so) and says `done` with the new bundle ids. Any failure is
+//! a `failed` state with a reason; a classic sidecar then exits, a native one stays until
+//! SIGTERM (exiting would make the kubelet restart it).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, UploadWhen, APP};
+
+use crate::bundle::download::{download, DownloadRequest};
+use crate::bundle::upload::{upload, UploadRequest};
+use crate::bundle::BundleRef;
+use crate::cli::chain;
+use crate::config::Settings;
+use crate::model::Contributor;
+use crate::mount::{MountRequest, Mounted};
+use crate::runtime::board::Board;
+use crate::runtime::outcome::{self, Outcome};
+use crate::runtime::signals::Termination;
+use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status};
+use crate::stores::Stores;
+
+/// After SIGTERM, a sidecar with outputs waits this much longer than the plan's grace
+/// period for the application's outcome before it gives up.
+const OUTCOME_AFTER_SIGTERM: Duration = Duration::from_secs(5);
+
+/// How the application ended, as far as outputs are concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AppEnd {
+    /// It ran and exited with this code.
+    Exited(i32),
+    /// It did not run to its end (the wrapper says why).
+    Failed(Reason),
+}
+
+/// Runs the sidecar `name` of `plan`; returns the process exit code.
+pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<u8> {
+    let mut signals = Termination::catch()?;
+    let me = plan
+        .effective_sidecars()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            crate::Error::Plan(format!(
+                "the plan has no sidecar named {name:?}: pass --participant with one of {:?}",
+                plan.effective_sidecars()
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+            ))
+        })?;
+    let board = Board::open(&plan.coordination)?;
+    let _lock = board.hold(name)?;
+    board.write(&State::new(name, Phase::Starting))?;
+    let mut run = Run {
+        plan,
+        me: &me,
+        board: &board,
+        settings,
+        state: State::new(name, Phase::Starting),
+        terminated: None,
+    };
+    let result = run.work(&mut signals).await;
+    let code = match result {
+        Ok(()) => 0,
+        Err(reason) => {
+            tracing::error!(sidecar = name, reason = %reason, "sidecar failed");
+            run.state.phase = Phase::Failed;
+            run.state.reason = Some(reason);
+            1
+        }
+    };
+    run.state.updated = chrono::Utc::now().to_rfc3339();
+    run.state.pid = std::process::id();
+    let written = board.write(&run.state);
+    outcome::write(
+        &plan.termination_message,
+        &Outcome {
+            participant: name.to_string(),
+            inputs: run.state.inputs.clone(),
+            outputs: run.state.outputs.clone(),
+            reason: run.state.reason.clone(),
+            ..Outcome::default()
+        },
+    );
+    written?;
+    if me.lifecycle == Lifecycle::Native && run.terminated.is_none() {
+        // Exiting would make the kubelet start it again: stay until it says stop.
+        tracing::info!(
+            sidecar = name,
+            "work over: waiting for SIGTERM (native sidecar)"
+        );
+        signals.recv().await;
+    }
+    Ok(code)
+}
+
+/// One sidecar's run.
+struct Run<'a> {
+    plan: &'a Plan,
+    me: &'a Sidecar,
+    board: &'a Board,
+    settings: &'a Settings,
+    state: State,
+    /// The signal that asked this process to stop, once one did.
+    terminated: Option<&'static str>,
+}
+
+fn failed(code: ReasonCode, what: String) -> impl FnOnce(crate::Error) -> Reason {
+    move |e| Reason::new(code, format!("{what}: {}", chain(&e)))
+}
+
+impl Run<'_> {
+    fn say(&mut self, phase: Phase) -> Result<(), Reason> {
+        self.state.phase = phase;
+        self.state.updated = chrono::Utc::now().to_rfc3339();
+        self.board
+            .write(&self.state)
+            .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))
+    }
+
+    async fn work(&mut self, signals: &mut Termination) -> Result<(), Reason> {
+        let prepared = tokio::select! {
+            r = self.prepare() => r?,
+            name = signals.recv() => {
+                self.terminated = Some(name);
+                return Err(Reason::new(ReasonCode::Terminated, format!("{name} before the inputs were ready")));
+            }
+        };
+        let (stores, mounts, ids) = prepared;
+        self.state.inputs = ids;
+        self.say(Phase::Ready)?;
+        tracing::info!(sidecar = %self.me.name, inputs = ?self.state.inputs, "ready");
+        if self.me.outputs.is_empty() && mounts.is_empty() {
+            return self.say(Phase::Done);
+        }
+        let end = self.wait_for_app(signals, &mounts).await;
+        for m in mounts {
+            if let Err(e) = m.unmount().await {
+                tracing::warn!(error = %chain(&e), "unmount failed");
+            }
+        }
+        let end = end?;
+        let skip = |why: String| Reason::new(ReasonCode::AppFailed, why);
+        let to_upload: Vec<_> = self
+            .me
+            .outputs
+            .iter()
+            .filter_map(|n| self.plan.output(n))
+            .filter(|o| match &end {
+                AppEnd::Exited(0) => true,
+                AppEnd::Exited(_) => o.upload == UploadWhen::Always,
+                AppEnd::Failed(_) => false,
+            })
+            .cloned()
+            .collect();
+        if to_upload.len() < self.me.outputs.len() {
+            let why = match &end {
+                AppEnd::Exited(code) => format!(
+                    "the application exited {code}: outputs with `upload: on_success` not uploaded"
+                ),
+                AppEnd::Failed(r) => {
+                    format!("the application did not finish ({r}): outputs not uploaded")
+                }
+            };
+            tracing::warn!(sidecar = %self.me.name, "{why}");
+            self.state.reason = Some(skip(why));
+        }
+        if to_upload.is_empty() {
+            return self.say(Phase::Done);
+        }
+        self.say(Phase::Uploading)?;
+        let uploads = async {
+            let mut ids = BTreeMap::new();
+            for o in &to_upload {
+                let req = UploadRequest {
+                    repo: o.repo.clone(),
+                    source: o.path.clone(),
+                    message: o.message.clone(),
+                    label: o.label.clone(),
+                    contributor: o
+                        .contributor
+                        .as_ref()
+                        .map(|c| Contributor {
+                            name: c.name.clone(),
+                            email: c.email.clone(),
+                        })
+                        .unwrap_or_else(|| self.settings.contributor.clone()),
+                    leaf_size: self
+                        .settings
+                        .leaf_size()
+                        .map_err(failed(ReasonCode::InvalidPlan, "leaf size".into()))?,
+                };
+                let report = upload(&stores, &req, &self.settings.tuning())
+                    .await
+                    .map_err(failed(
+                        ReasonCode::UploadFailed,
+                        format!(
+                            "output {} ({} to repo {})",
+                            o.name,
+                            o.path.display(),
+                            o.repo
+                        ),
+                    ))?;
+                tracing::info!(output = %o.name, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, "uploaded");
+                ids.insert(o.name.clone(), report.bundle.id.clone());
+            }
+            Ok::<_, Reason>(ids)
+        };
+        tokio::pin!(uploads);
+        // A signal does not stop an upload: a bundle is committed whole or not at all,
+        // and stopping would lose the application's work. The kubelet's SIGKILL may.
+        let ids = loop {
+            tokio::select! {
+                r = &mut uploads => break r?,
+                name = signals.recv() => {
+                    self.terminated = Some(name);
+                    tracing::warn!("{name} during the upload: finishing it first (the grace period permitting)");
+                }
+            }
+        };
+        self.state.outputs = ids;
+        self.say(Phase::Done)
+    }
+
+    /// Opens the store, checks the outputs' repos, and provides the inputs.
+    async fn prepare(&self) -> Result<(Stores, Vec<Mounted>, BTreeMap<String, String>), Reason> {
+        let s = self.settings;
+        let config = s
+            .config_bucket()
+            .map_err(failed(ReasonCode::InvalidPlan, "store".into()))?;
+        let stores = Stores::open(&config, &s.context, &s.store_options())
+            .await
+            .map_err(failed(
+                ReasonCode::StoreUnreachable,
+                format!("cannot open context {:?} of {}", s.context, config),
+            ))?;
+        for n in &self.me.outputs {
+            let Some(o) = self.plan.output(n) else {
+                continue;
+            };
+            crate::repo::get(&stores, &o.repo)
+                .await
+                .map_err(failed(ReasonCode::OutputUnavailable, format!("output {n}")))?;
+        }
+        let mut mounts = Vec::new();
+        let mut ids = BTreeMap::new();
+        for n in &self.me.inputs {
+            let Some(i) = self.plan.input(n) else {
+                continue;
+            };
+            let bundle = BundleRef::from_flags(i.bundle.clone(), i.label.clone());
+            let what = format!("input {n} (repo {}) at {}", i.repo, i.path.display());
+            match i.mode {
+                InputMode::Download => {
+                    tokio::fs::create_dir_all(&i.path).await.map_err(|e| {
+                        Reason::new(
+                            ReasonCode::InputFailed,
+                            format!("{what}: cannot create the directory: {e}"),
+                        )
+                    })?;
+                    let req = DownloadRequest {
+                        repo: i.repo.clone(),
+                        bundle,
+                        destination: i.path.clone(),
+                        name_filter: i.name_filter.clone(),
+                        // The directory is the input's own volume; a restarted sidecar
+                        // finds its earlier, verified files there.
+                        force_dest: true,
+                    };
+                    let started = Instant::now();
+                    let report = download(&stores, &req, &s.tuning())
+                        .await
+                        .map_err(failed(ReasonCode::InputFailed, what))?;
+                    tracing::info!(input = %n, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, secs = started.elapsed().as_secs_f64(), "downloaded");
+                    ids.insert(n.clone(), report.bundle.id);
+                }
+                InputMode::Mount => {
+                    tokio::fs::create_dir_all(&i.path).await.map_err(|e| {
+                        Reason::new(
+                            ReasonCode::InputFailed,
+                            format!("{what}: cannot create the mount point: {e}"),
+                        )
+                    })?;
+                    let req = MountRequest {
+                        repo: i.repo.clone(),
+                        bundle,
+                        mount: i.path.clone(),
+                        // Other containers' users read it.
+                        allow_other: true,
+                        cache_bytes: s.tuning().memory_budget,
+                    };
+                    let m = Mounted::start(&stores, &req)
+                        .await
+                        .map_err(failed(ReasonCode::InputFailed, what))?;
+                    ids.insert(n.clone(), m.bundle.id.clone());
+                    mounts.push(m);
+                }
+            }
+        }
+        Ok((stores, mounts, ids))
+    }
+
+    /// Serves the mounts until the application's outcome is known.
+    async fn wait_for_app(
+        &mut self,
+        signals: &mut Termination,
+        mounts: &[Mounted],
+    ) -> Result<AppEnd, Reason> {
+        let mut watcher = self
+            .board
+            .watch()
+            .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
+        let start_deadline = Instant::now() + self.plan.deadlines.start;
+        let mut give_up: Option<Instant> = None;
+        loop {
+            let status = self
+                .board
+                .status(APP)
+                .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
+            match status {
+                Status::Known(s) if s.phase == Phase::Exited => {
+                    return Ok(AppEnd::Exited(s.exit_code.unwrap_or(-1)))
+                }
+                Status::Known(s) if s.phase == Phase::Failed => {
+                    return Ok(AppEnd::Failed(s.reason.unwrap_or_else(|| {
+                        Reason::new(ReasonCode::AppFailed, "the wrapper gave no reason")
+                    })))
+                }
+                Status::Known(_) => {}
+                Status::Dead(s) => {
+                    return Ok(AppEnd::Failed(Reason::new(
+                        ReasonCode::AppDied,
+                        format!("the wrapper (pid {}) died while {:?}", s.pid, s.phase),
+                    )))
+                }
+                Status::Absent if Instant::now() >= start_deadline => {
+                    return Err(Reason::new(
+                        ReasonCode::Deadline,
+                        format!(
+                            "the application wrapper did not start within {} (deadlines.start): is the application's command wrapped with `datamon-agent wrap`?",
+                            humantime::format_duration(self.plan.deadlines.start)
+                        ),
+                    ))
+                }
+                Status::Absent => {}
+            }
+            if let Some(m) = mounts.iter().find(|m| m.is_finished()) {
+                return Err(Reason::new(
+                    ReasonCode::MountLost,
+                    format!("the mount at {} stopped serving", m.dir().display()),
+                ));
+            }
+            if give_up.is_some_and(|t| Instant::now() >= t) {
+                return Err(Reason::new(
+                    ReasonCode::Terminated,
+                    "terminated before the application's outcome was known",
+                ));
+            }
+            tokio::select! {
+                _ = watcher.changed() => {}
+                name = signals.recv() => {
+                    self.terminated = Some(name);
+                    if self.me.outputs.is_empty() {
+                        // Nothing to upload: the mounts can go.
+                        return Ok(AppEnd::Failed(Reason::new(ReasonCode::Terminated, name)));
+                    }
+                    // The pod is being deleted: the application gets the signal too and
+                    // its outcome decides the uploads.
+                    tracing::info!("{name}: waiting for the application's outcome");
+                    give_up.get_or_insert(Instant::now() + self.plan.deadlines.grace + OUTCOME_AFTER_SIGTERM);
+                }
+            }
+        }
+    }
+}

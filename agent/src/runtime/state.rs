@@ -1,0 +1,217 @@
+//! What a participant says about itself (its state file), and what others conclude from it
+//! together with its liveness lock (pure). The file format is `docs/protocol.md`'s.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a participant is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Started, working towards ready (sidecar) or waiting for the sidecars (wrapper).
+    Starting,
+    /// Sidecar: every input it provides is in place; it now waits for the application.
+    Ready,
+    /// Wrapper: the application runs.
+    Running,
+    /// Wrapper: the application exited (see `exit_code`).
+    Exited,
+    /// Sidecar: uploading its outputs.
+    Uploading,
+    /// Sidecar: its work is done (outputs uploaded or, with a reason, skipped).
+    Done,
+    /// The participant failed (see `reason`); for the wrapper, the application did not run
+    /// to its end.
+    Failed,
+}
+
+impl Phase {
+    /// Whether the participant has nothing left to do in the protocol: its process may be
+    /// gone without that meaning it died.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Exited | Phase::Done | Phase::Failed)
+    }
+}
+
+/// Machine-readable failure reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The plan or the settings cannot be used.
+    InvalidPlan,
+    /// The store could not be opened.
+    StoreUnreachable,
+    /// An input could not be downloaded or mounted.
+    InputFailed,
+    /// An output's repository is missing or unreadable.
+    OutputUnavailable,
+    /// A mount stopped serving while the application ran.
+    MountLost,
+    /// An upload failed after its retries.
+    UploadFailed,
+    /// Another participant failed.
+    SidecarFailed,
+    /// Another participant's process died without saying why (`kill -9`, OOM).
+    SidecarDied,
+    /// The wrapper's process died without saying how the application ended.
+    AppDied,
+    /// The application could not be started.
+    AppNotStarted,
+    /// The application exited non-zero (outputs skipped).
+    AppFailed,
+    /// A deadline passed.
+    Deadline,
+    /// SIGTERM or SIGINT ended the work.
+    Terminated,
+    /// Anything else (an I/O error on the coordination directory, ...).
+    Internal,
+}
+
+/// Why a participant failed or skipped work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// What kind of failure.
+    pub code: ReasonCode,
+    /// The details, for people.
+    pub message: String,
+}
+
+impl Reason {
+    /// A reason.
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = serde_json::to_value(self.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        write!(f, "{code}: {}", self.message)
+    }
+}
+
+/// The content of `<participant>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Protocol version.
+    pub protocol: u32,
+    /// Who writes it.
+    pub participant: String,
+    /// Where it is.
+    pub phase: Phase,
+    /// Why it failed, or why work was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Wrapper: the application's exit code (128 + signal number when killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Sidecar: input name → bundle id provided.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// Sidecar: output name → new bundle id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    /// Process id (in its container's namespace), for people.
+    pub pid: u32,
+    /// When it was written (RFC 3339).
+    pub updated: String,
+}
+
+impl State {
+    /// A state of this process.
+    pub fn new(participant: &str, phase: Phase) -> Self {
+        Self {
+            protocol: datamon_plan::PROTOCOL_VERSION,
+            participant: participant.to_string(),
+            phase,
+            reason: None,
+            exit_code: None,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            pid: std::process::id(),
+            updated: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    /// The same, failed for `reason`.
+    pub fn failed(participant: &str, reason: Reason) -> Self {
+        Self {
+            reason: Some(reason),
+            ..Self::new(participant, Phase::Failed)
+        }
+    }
+}
+
+/// What others can tell about a participant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// No state file yet: it has not started.
+    Absent,
+    /// Its last state; its process holds its lock, or the state is final.
+    Known(State),
+    /// Its state is not final but nothing holds its lock: the process died.
+    Dead(State),
+}
+
+impl Status {
+    /// Judges a participant from its state file (read first) and whether its lock is held
+    /// (checked after): a process takes its lock before writing its first state and writes
+    /// its final state before it lets the lock go.
+    pub fn judge(state: Option<State>, lock_held: bool) -> Self {
+        match state {
+            None => Status::Absent,
+            Some(s) if s.phase.is_final() || lock_held => Status::Known(s),
+            Some(s) => Status::Dead(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judging_liveness() {
+        let ready = State::new("s", Phase::Ready);
+        let done = State::new("s", Phase::Done);
+        assert_eq!(Status::judge(None, false), Status::Absent);
+        assert_eq!(Status::judge(None, true), Status::Absent);
+        assert_eq!(
+            Status::judge(Some(ready.clone()), true),
+            Status::Known(ready.clone())
+        );
+        assert_eq!(
+            Status::judge(Some(ready.clone()), false),
+            Status::Dead(ready)
+        );
+        assert_eq!(
+            Status::judge(Some(done.clone()), false),
+            Status::Known(done)
+        );
+    }
+
+    #[test]
+    fn state_file_format() {
+        let mut s = State::failed("datamon", Reason::new(ReasonCode::UploadFailed, "x"));
+        s.outputs.insert("out".into(), "id1".into());
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["phase"], "failed");
+        assert_eq!(json["reason"]["code"], "upload_failed");
+        assert_eq!(json["outputs"]["out"], "id1");
+        assert_eq!(json["protocol"], 1);
+        assert!(json.get("exit_code").is_none());
+        let back: State = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            Reason::new(ReasonCode::SidecarDied, "gone").to_string(),
+            "sidecar_died: gone"
+        );
+    }
+}
