@@ -95,6 +95,27 @@ fn containers_share_an_empty_dir_at_different_mount_paths() {
 }
 
 #[test]
+fn host_path_volume_is_the_host_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host-data");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in"), "from-host").unwrap();
+    let m = format!("{MNT}/host-path");
+    let running = start(
+        pod(json!({
+            "volumes": [{"name": "h", "hostPath": {"path": host}}],
+            "containers": [sh("c", &format!("cat {m}/in > {m}/out"),
+                              json!([{"name": "h", "mountPath": m}]))],
+        })),
+        tmp.path(),
+    );
+    assert_eq!(running.volume_dir("h"), Some(host.clone()));
+    let r = running.wait(DEADLINE).unwrap();
+    assert_eq!(r.phase, Phase::Succeeded, "{}", r.logs());
+    assert_eq!(read(host.join("out")), "from-host");
+}
+
+#[test]
 fn sub_path_and_read_only_mounts() {
     let tmp = tempfile::tempdir().unwrap();
     let ro = format!("{MNT}/ro");
@@ -222,6 +243,7 @@ fn exit_code_sets_phase() {
     );
     assert_eq!(r.phase, Phase::Failed);
     assert_eq!(r.container("bad").unwrap().exit_code, Some(3));
+    assert!(r.container("bad").unwrap().started);
     assert_eq!(r.container("ok").unwrap().exit_code, Some(0));
     assert_eq!(read(&r.container("bad").unwrap().log), "failing\n");
     assert!(r.logs().contains("failing"));

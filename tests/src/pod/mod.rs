@@ -21,7 +21,8 @@
 //!   `Bidirectional`) of volume mounts. Any other volume type is an error.
 //! - env: `value` with `$(VAR)` expansion, `valueFrom.fieldRef` for `metadata.name`,
 //!   `metadata.namespace`, `metadata.labels['k']` and `metadata.annotations['k']`. The
-//!   runner's `PATH` (and its [`PodRunner::env`] variables) come first; images have no env.
+//!   runner's `PATH`, `HOSTNAME` (the pod's name) and [`PodRunner::env`] variables come
+//!   first, and `$(VAR)` may refer to them; images have no env.
 //! - there are no images: a container's `command` runs on the host's file system; an image
 //!   name only selects the entrypoint registered with [`PodRunner::image`].
 //! - the pod's `restartPolicy` is always treated as `Never` (OnFailure and Always too):
@@ -423,13 +424,14 @@ impl RunningPod {
         self.volumes.get(name).cloned()
     }
 
-    /// Waits until the container runs (its mounts are set up and its command exec'd).
+    /// Waits until the container has started (its mounts set up and its command exec'd),
+    /// now or earlier: a container that already ran and exited counts as started.
     pub fn wait_running(&self, container: &str, timeout: Duration) -> Result<(), PodError> {
         let i = self.shared.index(container)?;
         let deadline = Instant::now() + timeout;
         let mut g = self.shared.lock();
         loop {
-            if g.containers[i].running {
+            if g.containers[i].running || g.containers[i].report.started {
                 return Ok(());
             }
             if g.done || Instant::now() >= deadline {
