@@ -116,6 +116,11 @@ impl World {
         }
     }
 
+    /// The environment every agent run gets (store, credentials, context).
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// Sets an environment variable for later agent runs.
     pub fn set_env(&mut self, k: &str, v: &str) {
         self.env.retain(|(key, _)| key != k);
