@@ -636,3 +636,133 @@ fn bad_plan_is_refused_before_any_work_with_the_field_named() {
     assert!(log.contains("inputs[0].path"), "{log}");
     let _ = pod::parse; // the runner's parser is covered by its own tests
 }
+
+#[test]
+fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothing() {
+    let mut world = World::s3();
+    world.ok(&[
+        "repo",
+        "create",
+        "--repo",
+        "results",
+        "--description",
+        "test",
+    ]);
+    world.set_env("DATAMON_RETRIES", "2");
+    world.set_env("DATAMON_RETRY_TIMEOUT_SECS", "3");
+    let plan = plan(
+        json!([]),
+        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
+        Layout::Native,
+    );
+    let s = scratch();
+    // The app writes its output, then waits for the test to take the store away.
+    let script = format!(
+        "mkdir -p {out} && head -c 3000000 /dev/urandom > {out}/r.bin && touch {seen}/running && i=0; while [ ! -e {seen}/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        out = p("data/out"), seen = p("seen"),
+    );
+    let pod = start(
+        &world,
+        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &s.pod,
+    );
+    wait_for_file(&s.seen.join("running"));
+    if let datamon_e2e::Backend::S3(server) = &mut world.backend {
+        server.stop();
+    }
+    std::fs::write(s.seen.join("go"), b"").unwrap();
+    let report = pod.wait(DEADLINE).unwrap();
+    assert_eq!(report.phase, Phase::Failed);
+    assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
+    let m = message(&report, "app");
+    assert_eq!(m["reason"]["code"], "upload_failed", "{m}");
+    assert!(
+        m["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("output result"),
+        "{m}"
+    );
+    assert!(m["outputs"].is_null(), "{m}");
+    // The store back: no bundle is visible.
+    let server = datamon_e2e::s3::S3Server::start(&world.buckets, 0).unwrap();
+    world.set_env("DATAMON_S3_ENDPOINT", &server.endpoint());
+    assert!(bundles(&world, "results").is_empty());
+}
+
+#[test]
+fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
+    let world = World::local();
+    world.ok(&[
+        "repo",
+        "create",
+        "--repo",
+        "results",
+        "--description",
+        "test",
+    ]);
+    let plan = plan(
+        json!([]),
+        json!([{"name": "result", "repo": "results", "path": p("data/out"), "label": "done"}]),
+        Layout::Native,
+    );
+    let s = scratch();
+    let size = 192 * 1024 * 1024;
+    let script = format!(
+        "mkdir -p {out} && head -c {size} /dev/urandom > {out}/big.bin",
+        out = p("data/out")
+    );
+    let pod = start(
+        &world,
+        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &s.pod,
+    );
+    let state = pod.volume_dir("run").unwrap().join("datamon.json");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        if text.contains("\"uploading\"") {
+            break;
+        }
+        assert!(
+            !text.contains("\"done\""),
+            "the upload ended before the test saw it: make the file bigger"
+        );
+        assert!(
+            Instant::now() < until,
+            "the sidecar never started uploading"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pod.terminate().unwrap();
+    let report = pod.wait(DEADLINE).unwrap();
+    let listed = bundles(&world, "results");
+    let side = report.container("datamon").unwrap();
+    match listed.as_slice() {
+        [] => assert_eq!(
+            side.signal,
+            Some(9),
+            "no bundle, so the upload must have been killed\n{}",
+            report.logs()
+        ),
+        [id] => {
+            let files = bundle_files(&world, "results", id);
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].1.len(), size);
+            assert_eq!(
+                message(&report, "datamon")["outputs"]["result"],
+                id.as_str(),
+                "{}",
+                report.logs()
+            );
+            let label: Value = serde_json::from_str(&world.ok(&[
+                "label", "get", "--repo", "results", "--label", "done", "--output", "json",
+            ]))
+            .unwrap();
+            assert_eq!(label[0]["id"], id.as_str());
+        }
+        more => panic!("one upload made {} bundles", more.len()),
+    }
+    let log = std::fs::read_to_string(&side.log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
