@@ -1,7 +1,34 @@
-//! `datamon-webhook`: the mutating admission webhook. Not built yet (issue 5); the crate
-//! exists so that the workspace has its final shape. It exits with an explanation.
+//! `datamon-webhook`: the mutating admission webhook (`serve`), its offline twin (`inject`),
+//! and its certificates (`certs`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("datamon-webhook is not implemented yet: see the project's open issue on the admission webhook");
-    std::process::ExitCode::FAILURE
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use datamon_webhook::{certs, inject, server};
+
+/// Gives Kubernetes pods their datamon bundles.
+#[derive(Debug, Parser)]
+#[command(name = "datamon-webhook", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Serve(server::ServeArgs),
+    /// Print a workload (Pod, Deployment, StatefulSet, Job, CronJob) with its data plan
+    /// injected, as the webhook would (like `istioctl kube-inject`).
+    Inject(inject::InjectArgs),
+    /// Generate a CA and a serving certificate for the webhook's Service.
+    Certs(certs::CertsArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => server::main(args),
+        Command::Inject(args) => inject::main(args),
+        Command::Certs(args) => certs::main(args),
+    }
 }
