@@ -13,9 +13,11 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v b2sum >/dev/null || need_apt+=(coreutils)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v kubectl >/dev/null || need_apt+=(kubectl)        # `kubectl kustomize` of manifests/
 if [ "${1:-}" = bench ]; then
   command -v rclone >/dev/null || need_apt+=(rclone)
   command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+  command -v wrk >/dev/null || need_apt+=(wrk)               # webhook load generator
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
@@ -25,6 +27,11 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
   python3 -m pip install --quiet pyyaml 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pyyaml 2>/dev/null \
     || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null
+fi
+# Validates manifests/ and patched pods against the official schemas (--strict).
+if ! command -v kubernetes-validate >/dev/null; then
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v just >/dev/null; then
