@@ -23,6 +23,11 @@ bench:
     cargo build --workspace --release
     bash scripts/bench.sh target/release
 
+# Only the sidecar runtime's overhead (seconds, not minutes).
+bench-runtime:
+    cargo build --release -p datamon-agent
+    python3 scripts/bench_runtime.py target/release/datamon-agent 20
+
 # Repeated-code report on the whole tree.
 dup:
     duplicates --most 40

@@ -179,3 +179,6 @@ for k in sorted(rows):
     if k.startswith(("local.", "s3.")):
         print(f"  {k:24} {rows[k][0]:7.2f} s {rows[k][1]/1024:6.0f} MiB")
 PY
+
+printf '\n== sidecar runtime: overhead of the wrapper and the protocol (20 rounds)\n'
+python3 "$(dirname "$0")/bench_runtime.py" "$agent" 20
