@@ -114,8 +114,19 @@ fn failed(code: ReasonCode, what: String) -> impl FnOnce(crate::Error) -> Reason
 }
 
 impl Run<'_> {
+    /// Tells what it is doing, keeping its phase (a failure to say it is only logged).
+    fn tell(&self, step: String) {
+        let mut st = self.state.clone();
+        st.step = Some(step);
+        st.updated = chrono::Utc::now().to_rfc3339();
+        if let Err(e) = self.board.write(&st) {
+            tracing::warn!(error = %chain(&e), "cannot update the state file");
+        }
+    }
+
     fn say(&mut self, phase: Phase) -> Result<(), Reason> {
         self.state.phase = phase;
+        self.state.step = None;
         self.state.updated = chrono::Utc::now().to_rfc3339();
         self.board
             .write(&self.state)
@@ -173,55 +184,69 @@ impl Run<'_> {
             return self.say(Phase::Done);
         }
         self.say(Phase::Uploading)?;
-        let uploads = async {
-            let mut ids = BTreeMap::new();
-            for o in &to_upload {
-                let req = UploadRequest {
-                    repo: o.repo.clone(),
-                    source: o.path.clone(),
-                    message: o.message.clone(),
-                    label: o.label.clone(),
-                    contributor: o
-                        .contributor
-                        .as_ref()
-                        .map(|c| Contributor {
-                            name: c.name.clone(),
-                            email: c.email.clone(),
-                        })
-                        .unwrap_or_else(|| self.settings.contributor.clone()),
-                    leaf_size: self
-                        .settings
-                        .leaf_size()
-                        .map_err(failed(ReasonCode::InvalidPlan, "leaf size".into()))?,
-                };
-                let report = upload(&stores, &req, &self.settings.tuning())
-                    .await
-                    .map_err(failed(
-                        ReasonCode::UploadFailed,
-                        format!(
-                            "output {} ({} to repo {})",
-                            o.name,
-                            o.path.display(),
-                            o.repo
-                        ),
-                    ))?;
-                tracing::info!(output = %o.name, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, "uploaded");
-                ids.insert(o.name.clone(), report.bundle.id.clone());
-            }
-            Ok::<_, Reason>(ids)
-        };
-        tokio::pin!(uploads);
-        // A signal does not stop an upload: a bundle is committed whole or not at all,
-        // and stopping would lose the application's work. The kubelet's SIGKILL may.
-        let ids = loop {
-            tokio::select! {
-                r = &mut uploads => break r?,
-                name = signals.recv() => {
-                    self.terminated = Some(name);
-                    tracing::warn!("{name} during the upload: finishing it first (the grace period permitting)");
+        let (ids, signal) = {
+            let uploads = async {
+                let mut ids = BTreeMap::new();
+                for o in &to_upload {
+                    self.tell(format!(
+                        "uploading output {} from {} to repo {}",
+                        o.name,
+                        o.path.display(),
+                        o.repo
+                    ));
+                    let req = UploadRequest {
+                        repo: o.repo.clone(),
+                        source: o.path.clone(),
+                        message: o.message.clone(),
+                        label: o.label.clone(),
+                        contributor: o
+                            .contributor
+                            .as_ref()
+                            .map(|c| Contributor {
+                                name: c.name.clone(),
+                                email: c.email.clone(),
+                            })
+                            .unwrap_or_else(|| self.settings.contributor.clone()),
+                        leaf_size: self
+                            .settings
+                            .leaf_size()
+                            .map_err(failed(ReasonCode::InvalidPlan, "leaf size".into()))?,
+                    };
+                    let report = upload(&stores, &req, &self.settings.tuning())
+                        .await
+                        .map_err(failed(
+                            ReasonCode::UploadFailed,
+                            format!(
+                                "output {} ({} to repo {})",
+                                o.name,
+                                o.path.display(),
+                                o.repo
+                            ),
+                        ))?;
+                    tracing::info!(output = %o.name, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, "uploaded");
+                    ids.insert(o.name.clone(), report.bundle.id.clone());
                 }
-            }
+                Ok::<_, Reason>(ids)
+            };
+            tokio::pin!(uploads);
+            // A signal does not stop an upload: a bundle is committed whole or not at all,
+            // and stopping would lose the application's work. The kubelet's SIGKILL may.
+            let mut signal = None;
+            let ids = loop {
+                tokio::select! {
+                    r = &mut uploads => break r,
+                    name = signals.recv() => {
+                        signal = Some(name);
+                        tracing::warn!("{name} during the upload: finishing it first (the grace period permitting)");
+                    }
+                }
+            };
+            (ids, signal)
         };
+        if signal.is_some() {
+            self.terminated = signal;
+        }
+        let ids = ids?;
         self.state.outputs = ids;
         self.say(Phase::Done)
     }
@@ -254,6 +279,10 @@ impl Run<'_> {
             };
             let bundle = BundleRef::from_flags(i.bundle.clone(), i.label.clone());
             let what = format!("input {n} (repo {}) at {}", i.repo, i.path.display());
+            self.tell(match i.mode {
+                InputMode::Download => format!("downloading {what}"),
+                InputMode::Mount => format!("mounting {what}"),
+            });
             match i.mode {
                 InputMode::Download => {
                     tokio::fs::create_dir_all(&i.path).await.map_err(|e| {

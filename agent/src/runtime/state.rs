@@ -109,6 +109,9 @@ pub struct State {
     /// Why it failed, or why work was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// What it is doing now, for people (`downloading input raw`, `uploading output out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// Wrapper: the application's exit code (128 + signal number when killed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -132,6 +135,7 @@ impl State {
             participant: participant.to_string(),
             phase,
             reason: None,
+            step: None,
             exit_code: None,
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
