@@ -57,6 +57,39 @@ fn nested(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// Checks what inputs and outputs share: a valid name used once, a repo name, a clean
+/// absolute path. `f` names a field of the item.
+fn check_item(
+    f: &impl Fn(&str) -> String,
+    (name, repo, path): (&str, &str, &Path),
+    names: &mut HashSet<String>,
+    bad: &mut impl FnMut(String, String),
+) {
+    if !is_name(name) {
+        bad(f("name"), format!("{name:?} is not a valid name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter"));
+    } else if !names.insert(name.to_string()) {
+        bad(
+            f("name"),
+            format!("{name:?} is used twice: give each input and output its own name"),
+        );
+    }
+    if !is_repo_name(repo) {
+        bad(
+            f("repo"),
+            format!("{repo:?} is not a repo name: use letters, digits, `-` and `_`"),
+        );
+    }
+    if !is_clean_absolute(path) {
+        bad(
+            f("path"),
+            format!(
+                "{} must be an absolute path without `.` or `..`",
+                path.display()
+            ),
+        );
+    }
+}
+
 impl Plan {
     /// Checks the whole plan.
     pub fn validate(&self) -> Result<(), PlanError> {
@@ -90,37 +123,14 @@ impl Plan {
         let mut names = HashSet::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let f = |k: &str| format!("inputs[{i}].{k}");
-            if !is_name(&input.name) {
-                bad(f("name"), format!("{:?} is not a valid name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter", input.name));
-            } else if !names.insert(input.name.clone()) {
-                bad(
-                    f("name"),
-                    format!(
-                        "{:?} is used twice: give each input and output its own name",
-                        input.name
-                    ),
-                );
-            }
-            if !is_repo_name(&input.repo) {
-                bad(
-                    f("repo"),
-                    format!(
-                        "{:?} is not a repo name: use letters, digits, `-` and `_`",
-                        input.repo
-                    ),
-                );
-            }
+            check_item(
+                &f,
+                (&input.name, &input.repo, &input.path),
+                &mut names,
+                &mut bad,
+            );
             if input.bundle.is_some() && input.label.is_some() {
                 bad(f("bundle"), "both `bundle` and `label` are set: keep one (or neither, for the latest bundle)".into());
-            }
-            if !is_clean_absolute(&input.path) {
-                bad(
-                    f("path"),
-                    format!(
-                        "{} must be an absolute path without `.` or `..`",
-                        input.path.display()
-                    ),
-                );
             }
             if input.mode == InputMode::Mount && input.name_filter.is_some() {
                 bad(
@@ -132,35 +142,12 @@ impl Plan {
         }
         for (i, output) in self.outputs.iter().enumerate() {
             let f = |k: &str| format!("outputs[{i}].{k}");
-            if !is_name(&output.name) {
-                bad(f("name"), format!("{:?} is not a valid name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter", output.name));
-            } else if !names.insert(output.name.clone()) {
-                bad(
-                    f("name"),
-                    format!(
-                        "{:?} is used twice: give each input and output its own name",
-                        output.name
-                    ),
-                );
-            }
-            if !is_repo_name(&output.repo) {
-                bad(
-                    f("repo"),
-                    format!(
-                        "{:?} is not a repo name: use letters, digits, `-` and `_`",
-                        output.repo
-                    ),
-                );
-            }
-            if !is_clean_absolute(&output.path) {
-                bad(
-                    f("path"),
-                    format!(
-                        "{} must be an absolute path without `.` or `..`",
-                        output.path.display()
-                    ),
-                );
-            }
+            check_item(
+                &f,
+                (&output.name, &output.repo, &output.path),
+                &mut names,
+                &mut bad,
+            );
             if output.message.trim().is_empty() {
                 bad(
                     f("message"),

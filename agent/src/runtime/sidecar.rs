@@ -283,14 +283,14 @@ impl Run<'_> {
                 InputMode::Download => format!("downloading {what}"),
                 InputMode::Mount => format!("mounting {what}"),
             });
+            tokio::fs::create_dir_all(&i.path).await.map_err(|e| {
+                Reason::new(
+                    ReasonCode::InputFailed,
+                    format!("{what}: cannot create the directory: {e}"),
+                )
+            })?;
             match i.mode {
                 InputMode::Download => {
-                    tokio::fs::create_dir_all(&i.path).await.map_err(|e| {
-                        Reason::new(
-                            ReasonCode::InputFailed,
-                            format!("{what}: cannot create the directory: {e}"),
-                        )
-                    })?;
                     let req = DownloadRequest {
                         repo: i.repo.clone(),
                         bundle,
@@ -308,12 +308,6 @@ impl Run<'_> {
                     ids.insert(n.clone(), report.bundle.id);
                 }
                 InputMode::Mount => {
-                    tokio::fs::create_dir_all(&i.path).await.map_err(|e| {
-                        Reason::new(
-                            ReasonCode::InputFailed,
-                            format!("{what}: cannot create the mount point: {e}"),
-                        )
-                    })?;
                     let req = MountRequest {
                         repo: i.repo.clone(),
                         bundle,

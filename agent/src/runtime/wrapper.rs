@@ -102,7 +102,7 @@ impl Wrapper<'_> {
         signals: &mut Forwarded,
         watcher: &mut Watcher,
     ) -> Result<u8, Stop> {
-        self.wait_ready(signals, watcher).await?;
+        self.wait_for_sidecars(false, signals, watcher).await?;
         let mut child = match tokio::process::Command::new(program)
             .args(args)
             .process_group(0)
@@ -168,7 +168,7 @@ impl Wrapper<'_> {
             return Err(stop);
         }
         let app_code = self.outcome.exit_code.unwrap_or(-1);
-        self.wait_outputs(signals, watcher).await?;
+        self.wait_for_sidecars(true, signals, watcher).await?;
         Ok(u8::try_from(app_code).unwrap_or(1))
     }
 
@@ -262,26 +262,46 @@ impl Wrapper<'_> {
         self.look(uploads).map(|_| ())
     }
 
-    /// Waits until every sidecar is ready.
-    async fn wait_ready(
+    /// Waits until every sidecar is ready (`uploads` false) or every sidecar with outputs
+    /// is done (`uploads` true), within the plan's deadline for that step.
+    async fn wait_for_sidecars(
         &mut self,
+        uploads: bool,
         signals: &mut Forwarded,
         watcher: &mut Watcher,
     ) -> Result<(), Stop> {
-        let limit = self.plan.deadlines.ready;
+        let (limit, field, missed) = if uploads {
+            (
+                self.plan.deadlines.upload,
+                "upload",
+                "did not finish their uploads",
+            )
+        } else {
+            (self.plan.deadlines.ready, "ready", "were not ready")
+        };
         let deadline = Instant::now() + limit;
         let mut last_log = Instant::now();
         loop {
-            match self.look(false)? {
+            match self.look(uploads)? {
                 Look::AllThere => return Ok(()),
                 Look::Waiting(names) if Instant::now() >= deadline => {
-                    return Err(Stop::new(EXIT_DEADLINE, ReasonCode::Deadline, format!(
-                        "sidecars {names:?} were not ready within {} (deadlines.ready); the application was not started",
-                        humantime::format_duration(limit))));
+                    let after = if uploads {
+                        "they may still finish"
+                    } else {
+                        "the application was not started"
+                    };
+                    return Err(Stop::new(
+                        EXIT_DEADLINE,
+                        ReasonCode::Deadline,
+                        format!(
+                            "sidecars {names:?} {missed} within {} (deadlines.{field}); {after}",
+                            humantime::format_duration(limit)
+                        ),
+                    ));
                 }
                 Look::Waiting(names) => {
                     if last_log.elapsed() >= Duration::from_secs(10) {
-                        tracing::info!(?names, "waiting for sidecars");
+                        tracing::info!(?names, "waiting for sidecars ({field})");
                         last_log = Instant::now();
                     }
                 }
@@ -290,38 +310,12 @@ impl Wrapper<'_> {
                 _ = watcher.changed() => {}
                 () = tokio::time::sleep_until(deadline) => {}
                 sig = signals.recv() => {
-                    if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                    if uploads {
+                        // The application is gone; the uploads are what is left of its work.
+                        tracing::warn!(signal = ?sig, "waiting for the uploads to finish first");
+                    } else if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
                         return Err(Stop::new(EXIT_TERMINATED, ReasonCode::Terminated, format!("{sig:?} before the application started")));
                     }
-                }
-            }
-        }
-    }
-
-    /// Waits until every sidecar with outputs is done.
-    async fn wait_outputs(
-        &mut self,
-        signals: &mut Forwarded,
-        watcher: &mut Watcher,
-    ) -> Result<(), Stop> {
-        let limit = self.plan.deadlines.upload;
-        let deadline = Instant::now() + limit;
-        loop {
-            match self.look(true)? {
-                Look::AllThere => return Ok(()),
-                Look::Waiting(names) if Instant::now() >= deadline => {
-                    return Err(Stop::new(EXIT_DEADLINE, ReasonCode::Deadline, format!(
-                        "sidecars {names:?} did not finish their uploads within {} (deadlines.upload); they may still finish",
-                        humantime::format_duration(limit))));
-                }
-                Look::Waiting(_) => {}
-            }
-            tokio::select! {
-                _ = watcher.changed() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                sig = signals.recv() => {
-                    // The application is gone; the uploads are what is left of its work.
-                    tracing::warn!(signal = ?sig, "waiting for the uploads to finish first");
                 }
             }
         }
