@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +17,8 @@ use fuser::{
 };
 
 use super::cache::LeafCache;
+use super::pool::BufferPool;
+use super::prefetch::Prefetcher;
 use super::span::{spans, Span};
 use super::tree::{FileNode, Node, NodeKind, Tree};
 use crate::cafs::leaf::Leaf;
@@ -40,9 +43,19 @@ pub struct Owner {
     pub time: SystemTime,
 }
 
-/// Leaves read ahead of a sequential reader at once, at most (each is also bounded by the
-/// leaf cache it lands in).
-const PREFETCH: usize = 2;
+/// Most leaves read ahead of one reader, and in flight at once for all of them.
+const MAX_PREFETCH_LEAVES: u64 = 16;
+
+/// How a memory budget of `memory_bytes` for leaves of `leaf_bytes` is shared: the
+/// read-ahead window cap (an eighth of the leaves, at most [`MAX_PREFETCH_LEAVES`]), and
+/// the bytes left for the cache. Leaves being read ahead are held apart from the cache
+/// until verified, so both count.
+pub fn share_memory(memory_bytes: usize, leaf_bytes: u64) -> (u64, usize) {
+    let leaves = u64::try_from(memory_bytes).unwrap_or(u64::MAX) / leaf_bytes.max(1);
+    let cap = (leaves / 8).min(MAX_PREFETCH_LEAVES);
+    let in_flight = usize::try_from(cap.saturating_mul(leaf_bytes)).unwrap_or(usize::MAX);
+    (cap, memory_bytes.saturating_sub(in_flight))
+}
 
 /// A bundle served read-only.
 pub struct BundleFs {
@@ -52,30 +65,44 @@ pub struct BundleFs {
     owner: Owner,
     keys: Mutex<HashMap<u64, Arc<Vec<Key>>>>,
     leaves: Arc<Leaves>,
+    /// Read-ahead fetches in flight, for all files.
     prefetch: Arc<tokio::sync::Semaphore>,
+    /// Read-ahead window cap, in leaves.
+    prefetch_cap: u64,
+    /// Read-ahead state of each open file, by handle.
+    handles: Mutex<HashMap<u64, Prefetcher>>,
+    next_handle: AtomicU64,
 }
 
 /// Verified leaves: the cache, and the fetches in flight.
 struct Leaves {
     reader: BlobReader,
     cache: Mutex<LeafCache>,
+    pool: Arc<BufferPool>,
     fetching: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl BundleFs {
-    /// Serves `tree`, reading blobs with `reader` on `runtime`, with a leaf cache of
-    /// `cache_bytes`.
+    /// Serves `tree`, reading blobs with `reader` on `runtime`, with `memory_bytes` for
+    /// leaves (cached and read ahead, see [`share_memory`]).
     pub fn new(
         tree: Tree,
         reader: BlobReader,
         runtime: tokio::runtime::Handle,
         owner: Owner,
-        cache_bytes: usize,
+        memory_bytes: usize,
     ) -> Self {
+        let leaf_bytes = reader.leaf_size().bytes();
+        let (cap, cache_bytes) = share_memory(memory_bytes, leaf_bytes);
+        let pool = BufferPool::new(
+            usize::try_from(leaf_bytes).unwrap_or(usize::MAX),
+            usize::try_from(cap).unwrap_or(0) + 4,
+        );
         Self {
             leaves: Arc::new(Leaves {
                 reader: reader.clone(),
                 cache: Mutex::new(LeafCache::new(cache_bytes)),
+                pool,
                 fetching: Mutex::new(HashMap::new()),
             }),
             tree,
@@ -83,7 +110,12 @@ impl BundleFs {
             runtime,
             owner,
             keys: Mutex::new(HashMap::new()),
-            prefetch: Arc::new(tokio::sync::Semaphore::new(PREFETCH)),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(cap.max(1)).unwrap_or(1),
+            )),
+            prefetch_cap: cap,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
         }
     }
 
@@ -139,19 +171,21 @@ impl BundleFs {
         Ok(keys)
     }
 
-    /// Bytes `offset .. offset + size` of file `ino` (fewer at the end of the file).
+    /// Bytes `offset .. offset + size` of file `ino` open as `fh` (fewer at the end of the
+    /// file), reading ahead as that handle's [`Prefetcher`] says.
     async fn read_range(
         &self,
         ino: u64,
+        fh: u64,
         file: &FileNode,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Bytes> {
         let layout = LeafLayout::new(file.size, self.reader.leaf_size());
         let spans = spans(&layout, offset, size);
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Ok(Bytes::new());
+        };
         let keys = self.leaf_keys(ino, file).await?;
         let key_of = |index: u64| {
             usize::try_from(index)
@@ -164,13 +198,30 @@ impl BundleFs {
                     ))
                 })
         };
-        // A read reaching the second half of a leaf fetches the next leaf in the background.
-        if let Some(last) = spans.last() {
-            if last.to > (last.leaf.len / 2) as usize {
-                if let Some(next) = layout.leaf(last.leaf.index + 1) {
-                    self.prefetch(*key_of(next.index)?, next, &file.name);
-                }
-            }
+        let ahead = {
+            let mut handles = lock(&self.handles);
+            let p = handles
+                .entry(fh)
+                .or_insert_with(|| Prefetcher::new(self.prefetch_cap));
+            p.on_read(first.leaf.index, last.leaf.index, layout.count())
+        };
+        for next in ahead.filter_map(|i| layout.leaf(i)) {
+            self.prefetch(*key_of(next.index)?, next, &file.name);
+        }
+        if let [Span { leaf, from, to }] = spans[..] {
+            // Most reads fall within one leaf: answer with a slice of it, no copy.
+            let bytes = self
+                .leaves
+                .leaf(key_of(leaf.index)?, &leaf, &file.name)
+                .await?;
+            return if to <= bytes.len() {
+                Ok(bytes.slice(from..to))
+            } else {
+                Err(Error::Task(format!(
+                    "leaf {} of {:?} is shorter than its layout",
+                    leaf.index, file.name
+                )))
+            };
         }
         let mut out = Vec::with_capacity(spans.iter().map(|s| s.to - s.from).sum());
         for Span { leaf, from, to } in spans {
@@ -184,27 +235,26 @@ impl BundleFs {
             })?;
             out.extend_from_slice(slice);
         }
-        Ok(out)
+        Ok(out.into())
     }
 }
 
 impl BundleFs {
-    /// Fetches a leaf into the cache in the background, unless it is there already or
-    /// [`PREFETCH`] leaves are being read ahead. A failure is left for the read that
-    /// needs the leaf to report.
+    /// Fetches a leaf into the cache in the background, unless it is there already; at
+    /// most as many leaves as the window cap are read ahead at once (the others wait
+    /// their turn). A failure is left for the read that needs the leaf to report.
     fn prefetch(&self, key: Key, leaf: Leaf, name: &str) {
         if lock(&self.leaves.cache).contains(&key) {
             return;
         }
-        let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
-            return;
-        };
-        let (leaves, name) = (self.leaves.clone(), name.to_string());
+        let (leaves, name, turns) = (self.leaves.clone(), name.to_string(), self.prefetch.clone());
         self.runtime.spawn(async move {
+            let Ok(_permit) = turns.acquire_owned().await else {
+                return;
+            };
             if let Err(e) = leaves.leaf(&key, &leaf, &name).await {
                 tracing::debug!(file = %name, "read-ahead failed: {e}");
             }
-            drop(permit);
         });
     }
 }
@@ -222,9 +272,16 @@ impl Leaves {
             let hit = lock(&self.cache).get(key);
             match hit {
                 Some(b) => Ok(b),
-                None => self.reader.leaf(key, leaf, name).await.inspect(|b| {
-                    lock(&self.cache).insert(*key, b.clone());
-                }),
+                None => {
+                    // Copied into a pooled buffer on the thread that verifies it.
+                    let pool = self.pool.clone();
+                    self.reader
+                        .leaf_then(key, leaf, name, move |b| Ok(pool.copy(&b)))
+                        .await
+                        .inspect(|b| {
+                            lock(&self.cache).insert(*key, b.clone());
+                        })
+                }
             }
         };
         // The last waiter out removes the gate (the map holds one reference).
@@ -270,15 +327,31 @@ impl Filesystem for BundleFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        // Each open file reads ahead on its own.
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         // The bytes never change: the kernel may keep its page cache across opens.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.handles).remove(&fh.0);
+        reply.ok();
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -291,7 +364,7 @@ impl Filesystem for BundleFs {
         };
         match self
             .runtime
-            .block_on(self.read_range(ino.0, file, offset, size))
+            .block_on(self.read_range(ino.0, fh.0, file, offset, size))
         {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => {
@@ -512,5 +585,25 @@ impl Filesystem for BundleFs {
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_budget_is_shared_between_cache_and_read_ahead() {
+        let leaf = 2 * MIB as u64;
+        assert_eq!(share_memory(64 * MIB, leaf), (4, 56 * MIB));
+        assert_eq!(share_memory(16 * MIB, leaf), (1, 14 * MIB));
+        // Too little memory to read ahead: everything goes to the cache.
+        assert_eq!(share_memory(4 * MIB, leaf), (0, 4 * MIB));
+        assert_eq!(
+            share_memory(4095 * MIB, leaf),
+            (MAX_PREFETCH_LEAVES, 4095 * MIB - 32 * MIB)
+        );
     }
 }

@@ -2,11 +2,14 @@
 //! read before anything is mounted, so a missing repo, bundle or label fails cleanly; the
 //! mount then serves until SIGTERM or SIGINT, and is unmounted before the command returns.
 //!
-//! [`tree`] builds the inodes and [`span`] cuts reads into leaves (both pure), [`cache`]
-//! keeps verified leaves, [`fs`] answers the kernel.
+//! [`tree`] builds the inodes, [`span`] cuts reads into leaves and [`prefetch`] decides how
+//! far to read ahead (all three pure), [`cache`] keeps verified leaves in buffers recycled
+//! by [`pool`], [`fs`] answers the kernel.
 
 pub mod cache;
 pub mod fs;
+pub mod pool;
+pub mod prefetch;
 pub mod span;
 pub mod tree;
 
