@@ -23,6 +23,14 @@ bench:
     cargo build --workspace --release
     bash scripts/bench.sh target/release
 
+# The agent as one static binary (musl), as `datamon-agent install` copies it into any image.
+static:
+    command -v musl-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq musl-tools)
+    rustup target add x86_64-unknown-linux-musl
+    cargo build --release --target x86_64-unknown-linux-musl -p datamon-agent
+    file target/x86_64-unknown-linux-musl/release/datamon-agent
+    ls -l target/x86_64-unknown-linux-musl/release/datamon-agent
+
 # Only the sidecar runtime's overhead (seconds, not minutes).
 bench-runtime:
     cargo build --release -p datamon-agent
