@@ -238,6 +238,14 @@ pub enum BundleCommand {
         /// Let every user of the machine (or pod) read the mount, not only this one.
         #[arg(long)]
         allow_other: bool,
+        /// Also keep verified leaves in this directory (created if missing), so that
+        /// later mounts read them without the store (env DATAMON_CACHE_DIR).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Most MiB of leaves kept in --cache-dir, least recently used out first
+        /// [default: 4096] (env DATAMON_CACHE_MIB).
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=config::MAX_CACHE_MIB))]
+        cache_mib: Option<u64>,
     },
     /// List a repo's bundles, oldest first.
     List {
@@ -494,8 +502,17 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
             bundle,
             label,
             allow_other,
+            cache_dir,
+            cache_mib,
         }) => {
             let stores = open(settings).await?;
+            // Its flags override the settings, as the global flags do.
+            let disk = Settings {
+                cache_dir: cache_dir.or_else(|| settings.cache_dir.clone()),
+                cache_mib: cache_mib.unwrap_or(settings.cache_mib),
+                ..settings.clone()
+            }
+            .disk_cache();
             let req = MountRequest {
                 repo,
                 bundle: BundleRef::from_flags(bundle, label),
@@ -503,6 +520,7 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
                 allow_other,
                 // The mount's data in memory is its leaf cache: the same budget.
                 cache_bytes: settings.tuning().memory_budget,
+                disk_cache: disk,
             };
             crate::mount::mount(&stores, &req).await?;
         }

@@ -33,6 +33,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// Default bound of the on-disk leaf cache of `bundle mount`, in MiB.
+pub const DEFAULT_CACHE_MIB: u64 = 4096;
+
+/// Largest bound of the on-disk leaf cache, in MiB (1 PiB).
+pub const MAX_CACHE_MIB: u64 = 1 << 30;
+
 /// Every setting of the agent's bundle commands.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +69,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `datamon_agent=debug`, ...).
     pub loglevel: String,
+    /// `bundle mount`: also keep verified leaves in this directory, across mounts.
+    pub cache_dir: Option<PathBuf>,
+    /// `bundle mount`: most MiB of leaves kept in `cache_dir`.
+    pub cache_mib: u64,
 }
 
 impl Default for Settings {
@@ -87,6 +97,8 @@ impl Default for Settings {
             request_timeout_secs: store.request_timeout.as_secs(),
             log_format: LogFormat::Auto,
             loglevel: "info".into(),
+            cache_dir: None,
+            cache_mib: DEFAULT_CACHE_MIB,
         }
     }
 }
@@ -169,6 +181,19 @@ impl Settings {
             return Err(invalid("memory_mib", "must be between 4 and 4095 (MiB)"));
         }
         LeafSize::new(self.leaf_size).map_err(|e| invalid("leaf_size", &e.to_string()))?;
+        if self.cache_mib == 0 || self.cache_mib > MAX_CACHE_MIB {
+            return Err(invalid(
+                "cache_mib",
+                &format!("must be between 1 and {MAX_CACHE_MIB} (MiB)"),
+            ));
+        }
+        if self
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(invalid("cache_dir", "must not be empty"));
+        }
         if let Some(c) = &self.config {
             BucketUrl::parse(c).map_err(|e| invalid("config", &e.to_string()))?;
         }
@@ -202,6 +227,16 @@ impl Settings {
             files: self.concurrency,
             memory_budget: self.memory_mib << 20,
         }
+    }
+
+    /// The on-disk leaf cache of `bundle mount`, if a directory is set.
+    pub fn disk_cache(&self) -> Option<crate::mount::disk::DiskCacheConfig> {
+        self.cache_dir
+            .clone()
+            .map(|dir| crate::mount::disk::DiskCacheConfig {
+                dir,
+                bytes: self.cache_mib << 20,
+            })
     }
 
     /// The validated leaf size.
@@ -270,11 +305,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("no_such_setting"), "{e}");
+            jail.create_file("g.yaml", "cache_mib: 0\n")?;
+            let e = load(Some(Path::new("g.yaml")), &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cache_mib"), "{e}");
             jail.create_file("f.yaml", "config: ftp://x\n")?;
             let e = load(Some(Path::new("f.yaml")), &Flags::default())
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("ftp://x"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_disk_cache_comes_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = load(None, &Flags::default()).unwrap();
+            assert_eq!(s.disk_cache(), None);
+            jail.create_file("c.yaml", "cache_dir: /var/cache/datamon\ncache_mib: 10\n")?;
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            let d = s.disk_cache().unwrap();
+            assert_eq!(d.dir, PathBuf::from("/var/cache/datamon"));
+            assert_eq!(d.bytes, 10 << 20);
+            jail.set_env("DATAMON_CACHE_DIR", "/env/cache");
+            jail.set_env("DATAMON_CACHE_MIB", "20");
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            let d = s.disk_cache().unwrap();
+            assert_eq!(d.dir, PathBuf::from("/env/cache"));
+            assert_eq!(d.bytes, 20 << 20);
             Ok(())
         });
     }

@@ -657,3 +657,96 @@ fn reading_a_file_much_larger_than_the_cache_keeps_memory_bounded() {
         assert!(m.terminate().success(), "log:\n{}", m.log());
     }
 }
+
+#[test]
+fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
+    let (mut w, src) = world_with_sample();
+    let cache = w.path("leaf-cache");
+    let dir = empty_dir(&w, "mnt");
+    let c = cache.to_str().unwrap();
+    let mut m = Mounted::start(&w, "r", &dir, &["--cache-dir", c, "--cache-mib", "64"]);
+    assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
+    assert!(m.terminate().success(), "log:\n{}", m.log());
+    drop(m);
+
+    // Every leaf is on disk under its key, and nothing else is.
+    let cached = list_files(&cache);
+    assert!(!cached.is_empty(), "nothing was kept on disk");
+    let names: Vec<String> = cached
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.len() == 128 && n.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{names:?}"
+    );
+    // One cached leaf is damaged (it must be fetched again from the store); every other
+    // leaf is removed from the store, so only the disk cache has it.
+    let damaged = cached
+        .iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 1000)
+        .unwrap();
+    let mut bytes = std::fs::read(damaged).unwrap();
+    bytes[17] ^= 0x55;
+    std::fs::write(damaged, &bytes).unwrap();
+    for name in names
+        .iter()
+        .filter(|n| **n != damaged.file_name().unwrap().to_string_lossy())
+    {
+        std::fs::remove_file(w.blob_dir().join(name))
+            .unwrap_or_else(|e| panic!("leaf {name} is not in the blob bucket: {e}"));
+    }
+
+    // The directory from the environment this time.
+    w.set_env("DATAMON_CACHE_DIR", c);
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
+    assert!(m.terminate().success());
+    assert!(
+        m.log().contains("does not match its key"),
+        "the damaged leaf was not noticed; log:\n{}",
+        m.log()
+    );
+    drop(m);
+
+    // Without the disk cache, the store alone no longer has the bytes.
+    w.set_env("DATAMON_CACHE_DIR", "");
+    let (code, err) = w.fails(&[
+        "bundle",
+        "mount",
+        "--repo",
+        "r",
+        "--mount",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64, "an empty cache directory is a usage error: {err}");
+    assert!(err.contains("cache_dir"), "{err}");
+    let mut w = w;
+    w.set_env("DATAMON_CACHE_DIR", w.path("other-cache").to_str().unwrap());
+    let _m = Mounted::start(&w, "r", &dir, &[]);
+    let e = std::fs::read(dir.join("a/big")).expect_err("read a leaf the store lacks");
+    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+
+    // A cache directory that cannot be created fails before mounting.
+    let file = w.path("not-a-dir");
+    write_file(&file, b"x");
+    let other = empty_dir(&w, "mnt2");
+    let (code, err) = w.fails(&[
+        "bundle",
+        "mount",
+        "--repo",
+        "r",
+        "--mount",
+        other.to_str().unwrap(),
+        "--cache-dir",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cache directory") && err.contains("not-a-dir"),
+        "{err}"
+    );
+    assert!(!is_mounted(&other));
+}

@@ -17,6 +17,7 @@ use fuser::{
 };
 
 use super::cache::LeafCache;
+use super::disk::DiskCache;
 use super::pool::BufferPool;
 use super::prefetch::Prefetcher;
 use super::span::{spans, Span};
@@ -79,18 +80,21 @@ struct Leaves {
     reader: BlobReader,
     cache: Mutex<LeafCache>,
     pool: Arc<BufferPool>,
+    disk: Option<Arc<DiskCache>>,
     fetching: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl BundleFs {
     /// Serves `tree`, reading blobs with `reader` on `runtime`, with `memory_bytes` for
-    /// leaves (cached and read ahead, see [`share_memory`]).
+    /// leaves (cached and read ahead, see [`share_memory`]) and, if given, a cache of
+    /// leaves on disk.
     pub fn new(
         tree: Tree,
         reader: BlobReader,
         runtime: tokio::runtime::Handle,
         owner: Owner,
         memory_bytes: usize,
+        disk: Option<Arc<DiskCache>>,
     ) -> Self {
         let leaf_bytes = reader.leaf_size().bytes();
         let (cap, cache_bytes) = share_memory(memory_bytes, leaf_bytes);
@@ -103,6 +107,7 @@ impl BundleFs {
                 reader: reader.clone(),
                 cache: Mutex::new(LeafCache::new(cache_bytes)),
                 pool,
+                disk,
                 fetching: Mutex::new(HashMap::new()),
             }),
             tree,
@@ -272,16 +277,9 @@ impl Leaves {
             let hit = lock(&self.cache).get(key);
             match hit {
                 Some(b) => Ok(b),
-                None => {
-                    // Copied into a pooled buffer on the thread that verifies it.
-                    let pool = self.pool.clone();
-                    self.reader
-                        .leaf_then(key, leaf, name, move |b| Ok(pool.copy(&b)))
-                        .await
-                        .inspect(|b| {
-                            lock(&self.cache).insert(*key, b.clone());
-                        })
-                }
+                None => self.fetch(key, leaf, name).await.inspect(|b| {
+                    lock(&self.cache).insert(*key, b.clone());
+                }),
             }
         };
         // The last waiter out removes the gate (the map holds one reference).
@@ -293,6 +291,36 @@ impl Leaves {
             fetching.remove(key);
         }
         fetched
+    }
+}
+
+impl Leaves {
+    /// One verified leaf from the disk cache, else from the store (then kept on disk).
+    async fn fetch(&self, key: &Key, leaf: &Leaf, name: &str) -> Result<Bytes> {
+        if let Some(disk) = self.disk.as_ref().filter(|d| d.contains(key)) {
+            let (disk, pool, k, l) = (disk.clone(), self.pool.clone(), *key, *leaf);
+            let hit = tokio::task::spawn_blocking(move || disk.get(&k, &l, &pool)).await?;
+            if let Some(bytes) = hit {
+                return Ok(bytes);
+            }
+        }
+        // Copied into a pooled buffer (and written to disk) on the thread that verifies it.
+        let (pool, disk, k) = (self.pool.clone(), self.disk.clone(), *key);
+        let file = name.to_string();
+        self.reader
+            .leaf_then(key, leaf, name, move |b| {
+                if let Some(disk) = disk {
+                    if let Err(e) = disk.put(&k, &b) {
+                        tracing::warn!(
+                            file = %file,
+                            "cannot keep a leaf in the disk cache: {}",
+                            crate::cli::chain(&e)
+                        );
+                    }
+                }
+                Ok(pool.copy(&b))
+            })
+            .await
     }
 }
 

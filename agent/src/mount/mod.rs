@@ -4,9 +4,10 @@
 //!
 //! [`tree`] builds the inodes, [`span`] cuts reads into leaves and [`prefetch`] decides how
 //! far to read ahead (all three pure), [`cache`] keeps verified leaves in buffers recycled
-//! by [`pool`], [`fs`] answers the kernel.
+//! by [`pool`] and optionally on disk by [`disk`], [`fs`] answers the kernel.
 
 pub mod cache;
+pub mod disk;
 pub mod fs;
 pub mod pool;
 pub mod prefetch;
@@ -46,8 +47,10 @@ pub struct MountRequest {
     pub mount: PathBuf,
     /// Let every user (not only the mounting one) use the mount (FUSE `allow_other`).
     pub allow_other: bool,
-    /// Bytes of verified leaves kept in memory.
+    /// Bytes of verified leaves kept in memory (cached and read ahead).
     pub cache_bytes: usize,
+    /// Keep verified leaves on disk too, across mounts.
+    pub disk_cache: Option<disk::DiskCacheConfig>,
 }
 
 /// Mounts the bundle, prints `mounted <DIR>` once the mount answers, and serves it until
@@ -97,6 +100,14 @@ impl Mounted {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || check_mount_point(&dir)).await??;
         }
+        // A cache directory that cannot be used fails before anything is mounted.
+        let disk = match req.disk_cache.clone() {
+            Some(config) => Some(
+                tokio::task::spawn_blocking(move || disk::DiskCache::open(&config, leaf_size))
+                    .await??,
+            ),
+            None => None,
+        };
         let (uid, gid) = process_owner();
         let owner = fs::Owner {
             uid,
@@ -109,6 +120,7 @@ impl Mounted {
             tokio::runtime::Handle::current(),
             owner,
             req.cache_bytes,
+            disk,
         );
         let mut config = Config::default();
         config.mount_options = vec![

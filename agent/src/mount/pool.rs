@@ -62,14 +62,27 @@ impl BufferPool {
         if data.len() > self.buffer_bytes {
             return Bytes::copy_from_slice(data);
         }
+        let filled: Result<Bytes, std::convert::Infallible> = self.fill(|buf| {
+            buf.extend_from_slice(data);
+            Ok(())
+        });
+        filled.unwrap_or_else(|never| match never {})
+    }
+
+    /// A pooled buffer, emptied, filled by `write` (which should not grow it past one
+    /// buffer: a grown buffer is not taken back).
+    pub fn fill<E>(
+        self: &Arc<Self>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Bytes, E> {
         let recycled = lock(&self.idle).pop();
         let mut buf = recycled.unwrap_or_else(|| Vec::with_capacity(self.buffer_bytes));
         buf.clear();
-        buf.extend_from_slice(data);
-        Bytes::from_owner(Pooled {
+        write(&mut buf)?;
+        Ok(Bytes::from_owner(Pooled {
             buf,
             pool: self.clone(),
-        })
+        }))
     }
 }
 

@@ -315,6 +315,7 @@ impl Run<'_> {
                         // Other containers' users read it.
                         allow_other: true,
                         cache_bytes: s.tuning().memory_budget,
+                        disk_cache: s.disk_cache(),
                     };
                     let m = Mounted::start(&stores, &req)
                         .await

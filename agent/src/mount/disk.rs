@@ -1,0 +1,394 @@
+//! The optional on-disk leaf cache (`--cache-dir`, `--cache-mib`): verified leaves kept as
+//! files named by their key, so that a remount (or another mount of a bundle sharing
+//! leaves) reads them without the store.
+//!
+//! - Only leaves verified against their key are written, each to a temporary file renamed
+//!   into place, so a file under a key's name is never partly written by a live process.
+//! - Every leaf read back is verified again (a crash before the bytes reached the disk, a
+//!   bit flip, a hand edit): a mismatch removes the file and the leaf is fetched anew.
+//! - The files' total size stays under the bound: least recently used out first, with the
+//!   modification time of each file as its last use, so the order survives remounts.
+//!
+//! All of it is blocking file I/O, to be run on a blocking thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::pool::BufferPool;
+use crate::cafs::hasher::leaf_key;
+use crate::cafs::leaf::Leaf;
+use crate::cafs::{Key, LeafSize};
+use crate::error::{Error, Result};
+
+/// Where the cache lives and how large it may grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskCacheConfig {
+    /// The cache directory (created if missing).
+    pub dir: PathBuf,
+    /// Most bytes of leaf files kept.
+    pub bytes: u64,
+}
+
+/// Temporary files older than this are left over by a process that died while writing
+/// them; younger ones may be another live mount's.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// Suffix of temporary files.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Which leaves are on disk, in order of last use (pure bookkeeping).
+#[derive(Debug, Default)]
+struct Index {
+    used: u64,
+    clock: u64,
+    entries: HashMap<Key, (u64, u64)>,
+    order: BTreeMap<u64, Key>,
+}
+
+impl Index {
+    /// Records `key` (`size` bytes) as present and just used.
+    fn touch(&mut self, key: Key, size: u64) {
+        self.remove(&key);
+        self.clock += 1;
+        self.used += size;
+        self.entries.insert(key, (size, self.clock));
+        self.order.insert(self.clock, key);
+    }
+
+    /// Forgets `key`.
+    fn remove(&mut self, key: &Key) {
+        if let Some((size, stamp)) = self.entries.remove(key) {
+            self.order.remove(&stamp);
+            self.used -= size;
+        }
+    }
+
+    /// Forgets the least recently used keys until at most `limit` bytes are left, and
+    /// returns them.
+    fn evict_to(&mut self, limit: u64) -> Vec<Key> {
+        let mut out = Vec::new();
+        while self.used > limit {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((size, _)) = self.entries.remove(&key) {
+                self.used -= size;
+            }
+            out.push(key);
+        }
+        out
+    }
+}
+
+/// An on-disk cache of verified leaves.
+#[derive(Debug)]
+pub struct DiskCache {
+    dir: PathBuf,
+    limit: u64,
+    leaf_size: LeafSize,
+    index: Mutex<Index>,
+    temp: AtomicU64,
+}
+
+impl DiskCache {
+    /// Opens (creating it if needed) the cache in `config.dir` for leaves of `leaf_size`:
+    /// finds the leaves already there, removes temporary files left by a dead process,
+    /// and evicts down to the bound.
+    pub fn open(config: &DiskCacheConfig, leaf_size: LeafSize) -> Result<Arc<Self>> {
+        let dir = &config.dir;
+        std::fs::create_dir_all(dir).map_err(Error::io("create the cache directory", dir))?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(Error::io("read the cache directory", dir))? {
+            let entry = entry.map_err(Error::io("read the cache directory", dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(meta) = entry.metadata() else { continue };
+            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.ends_with(TEMP_SUFFIX) {
+                let age = SystemTime::now().duration_since(used).unwrap_or_default();
+                if meta.is_file() && age > STALE_TEMP {
+                    remove_quietly(&entry.path());
+                }
+                continue;
+            }
+            if let (true, Ok(key)) = (meta.is_file(), name.parse::<Key>()) {
+                found.push((used, key, meta.len()));
+            }
+        }
+        found.sort_by_key(|(used, key, _)| (*used, key.to_hex()));
+        let mut index = Index::default();
+        for (_, key, size) in found {
+            index.touch(key, size);
+        }
+        let cache = Self {
+            dir: dir.clone(),
+            limit: config.bytes,
+            leaf_size,
+            index: Mutex::new(index),
+            temp: AtomicU64::new(0),
+        };
+        let (evicted, leaves, bytes) = {
+            let mut index = lock(&cache.index);
+            let evicted = index.evict_to(cache.limit);
+            (evicted, index.entries.len(), index.used)
+        };
+        cache.remove_files(&evicted);
+        tracing::info!(
+            dir = %dir.display(),
+            leaves,
+            bytes,
+            limit = cache.limit,
+            "on-disk leaf cache"
+        );
+        Ok(Arc::new(cache))
+    }
+
+    /// Bytes of leaves on disk.
+    pub fn used(&self) -> u64 {
+        lock(&self.index).used
+    }
+
+    /// Whether the leaf `key` is on disk, as far as this process knows.
+    pub fn contains(&self, key: &Key) -> bool {
+        lock(&self.index).entries.contains_key(key)
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.dir.join(key.to_hex())
+    }
+
+    /// The leaf `key` (the leaf `leaf` of some file), read into a buffer of `pool` and
+    /// verified; `None` if it is not on disk or does not match its key (the file is then
+    /// removed).
+    pub fn get(&self, key: &Key, leaf: &Leaf, pool: &Arc<BufferPool>) -> Option<Bytes> {
+        if !self.contains(key) {
+            return None;
+        }
+        let path = self.path(key);
+        let read = std::fs::File::open(&path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            if len != leaf.len {
+                return Ok((f, None));
+            }
+            let bytes = pool.fill(|buf| (&mut f).take(len).read_to_end(buf).map(|_| ()))?;
+            Ok((f, Some(bytes)))
+        });
+        let (file, bytes) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                // Removed by another mount sharing the directory, or unreadable.
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), "cannot read a cached leaf: {e}");
+                }
+                lock(&self.index).remove(key);
+                return None;
+            }
+        };
+        let verified = bytes.filter(|b| leaf_key(b, leaf, self.leaf_size) == *key);
+        if verified.is_none() {
+            tracing::warn!(
+                path = %path.display(),
+                "a cached leaf does not match its key: removed it, fetching the leaf again"
+            );
+            lock(&self.index).remove(key);
+            remove_quietly(&path);
+            return None;
+        }
+        // Its modification time is its last use, for the order of eviction after a remount.
+        let _ = file.set_modified(SystemTime::now());
+        lock(&self.index).touch(*key, leaf.len);
+        verified
+    }
+
+    /// Keeps the verified leaf `key` on disk (if it fits at all), evicting the least
+    /// recently used leaves to stay under the bound.
+    pub fn put(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let size = bytes.len() as u64;
+        if size > self.limit || self.contains(key) {
+            return Ok(());
+        }
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(
+            ".{}.{}.{n}{TEMP_SUFFIX}",
+            key.to_hex(),
+            std::process::id()
+        ));
+        let written = std::fs::File::create(&temp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                // Set, not left to the kernel's coarser clock: the order of last uses.
+                f.set_modified(SystemTime::now())
+            })
+            .map_err(Error::io("write the cached leaf", &temp))
+            .and_then(|()| {
+                let path = self.path(key);
+                std::fs::rename(&temp, &path).map_err(Error::io("rename into place", &path))
+            });
+        if written.is_err() {
+            remove_quietly(&temp);
+        }
+        written?;
+        let evicted = {
+            let mut index = lock(&self.index);
+            index.touch(*key, size);
+            index.evict_to(self.limit)
+        };
+        self.remove_files(&evicted);
+        Ok(())
+    }
+
+    fn remove_files(&self, keys: &[Key]) {
+        for key in keys {
+            remove_quietly(&self.path(key));
+        }
+    }
+}
+
+/// Removes a file of the cache; one already gone (another mount sharing the directory
+/// removed it) is fine, and any other failure only leaves a file to be evicted later.
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "cannot remove from the leaf cache: {e}");
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked; the index stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::cafs::LeafLayout;
+
+    fn key(n: u8) -> Key {
+        format!("{n:02x}").repeat(64).parse().unwrap()
+    }
+
+    #[test]
+    fn the_index_evicts_least_recently_used_first() {
+        let mut i = Index::default();
+        i.touch(key(1), 4);
+        i.touch(key(2), 4);
+        i.touch(key(3), 4);
+        i.touch(key(1), 4); // 1 used again: 2 is now the oldest
+        assert_eq!(i.used, 12);
+        assert_eq!(i.evict_to(8), [key(2)]);
+        assert_eq!(i.evict_to(3), [key(3), key(1)]);
+        assert_eq!(i.used, 0);
+        assert!(i.evict_to(0).is_empty());
+    }
+
+    /// Leaves of a test file, with their keys and bytes.
+    type TestLeaves = Vec<(Key, Leaf, Vec<u8>)>;
+
+    /// A cache of `limit` bytes in a new directory, for leaves of 16 bytes, and 3 leaves
+    /// of one file with their keys.
+    fn setup(limit: u64) -> (tempfile::TempDir, DiskCacheConfig, TestLeaves) {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = DiskCacheConfig {
+            dir: tmp.path().join("cache"),
+            bytes: limit,
+        };
+        let ls = LeafSize::new(16).unwrap();
+        let data: Vec<u8> = (0..40u8).collect();
+        let layout = LeafLayout::new(40, ls);
+        let leaves = layout
+            .leaves()
+            .map(|leaf| {
+                let bytes = data[leaf.offset as usize..(leaf.offset + leaf.len) as usize].to_vec();
+                (leaf_key(&bytes, &leaf, ls), leaf, bytes)
+            })
+            .collect();
+        (tmp, config, leaves)
+    }
+
+    #[test]
+    fn leaves_survive_a_reopen_and_are_verified_when_read() {
+        let (_tmp, config, leaves) = setup(1000);
+        let ls = LeafSize::new(16).unwrap();
+        let pool = BufferPool::new(16, 4);
+        let cache = DiskCache::open(&config, ls).unwrap();
+        for (k, _, bytes) in &leaves {
+            cache.put(k, bytes).unwrap();
+        }
+        assert_eq!(cache.used(), 40);
+        drop(cache);
+        let cache = DiskCache::open(&config, ls).unwrap();
+        assert_eq!(cache.used(), 40);
+        for (k, leaf, bytes) in &leaves {
+            assert_eq!(cache.get(k, leaf, &pool).unwrap(), &bytes[..]);
+        }
+        // A file whose bytes changed is never returned, and is removed.
+        let (k, leaf, _) = &leaves[1];
+        std::fs::write(config.dir.join(k.to_hex()), [7u8; 16]).unwrap();
+        assert!(cache.get(k, leaf, &pool).is_none());
+        assert!(!config.dir.join(k.to_hex()).exists());
+        assert!(!cache.contains(k));
+        // A truncated one neither.
+        let (k, leaf, _) = &leaves[0];
+        std::fs::write(config.dir.join(k.to_hex()), [0u8; 3]).unwrap();
+        assert!(cache.get(k, leaf, &pool).is_none());
+        // One deleted behind its back is a miss.
+        let (k, leaf, _) = &leaves[2];
+        std::fs::remove_file(config.dir.join(k.to_hex())).unwrap();
+        assert!(cache.get(k, leaf, &pool).is_none());
+        assert_eq!(cache.used(), 0);
+    }
+
+    #[test]
+    fn the_bound_holds_and_old_temporary_files_go() {
+        let (_tmp, config, leaves) = setup(32);
+        let ls = LeafSize::new(16).unwrap();
+        let pool = BufferPool::new(16, 4);
+        let cache = DiskCache::open(&config, ls).unwrap();
+        let (k0, l0, b0) = &leaves[0];
+        let (k1, _, b1) = &leaves[1];
+        let (k2, _, b2) = &leaves[2];
+        cache.put(k0, b0).unwrap();
+        cache.put(k1, b1).unwrap();
+        assert!(cache.get(k0, l0, &pool).is_some()); // 0 used last: 1 goes first
+        cache.put(k2, b2).unwrap();
+        assert_eq!(cache.used(), 24);
+        assert!(cache.contains(k0) && cache.contains(k2) && !cache.contains(k1));
+        assert!(!config.dir.join(k1.to_hex()).exists());
+        // A leftover temporary file of a dead process is removed on open; a fresh one
+        // (maybe another mount's, being written) is left alone.
+        let old = config.dir.join(".x.1.0.tmp");
+        let fresh = config.dir.join(".y.1.0.tmp");
+        std::fs::write(&old, b"torn").unwrap();
+        std::fs::write(&fresh, b"torn").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * STALE_TEMP)
+            .unwrap();
+        drop(cache);
+        // Reopened smaller: evicted down to the new bound, least recently used first.
+        let small = DiskCacheConfig {
+            bytes: 16,
+            ..config.clone()
+        };
+        let cache = DiskCache::open(&small, ls).unwrap();
+        assert!(!old.exists() && fresh.exists());
+        assert_eq!(cache.used(), 8);
+        assert!(cache.contains(k2) && !cache.contains(k0));
+        // A leaf larger than the whole cache is not kept.
+        let big = DiskCacheConfig { bytes: 4, ..config };
+        let cache = DiskCache::open(&big, ls).unwrap();
+        cache.put(k0, b0).unwrap();
+        assert_eq!(cache.used(), 0);
+    }
+}
