@@ -1,7 +1,17 @@
 //! The pure core of the webhook: a pod and its namespace's defaults in, a verdict out.
-//! (Interface fixed; the implementation is being written.)
+//! No I/O, no Kubernetes client: the server and `inject` both call [`mutate_pod`].
+//!
+//! The steps: skip pods that did not opt in or were already injected
+//! ([`crate::annotations`] names the marks), parse the annotations, render and validate the
+//! plan ([`crate::render`]), lay the agent out as a JSON Patch ([`crate::layout`]).
 
 use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::annotations::{self, Problem, INJECT, STATUS};
+use crate::layout::{self, PLAN_ENV};
+use crate::render;
 
 /// What the namespace says: its annotations (defaults for its pods) and labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +60,95 @@ pub fn mutate_pod(
     namespace: &NamespaceDefaults,
     settings: &WebhookSettings,
 ) -> Verdict {
-    let _ = (pod, namespace, settings);
-    Verdict::Deny("datamon-webhook: mutation is not implemented yet".into())
+    let pod_annotations = string_map(&pod["metadata"]["annotations"]);
+    let labels = string_map(&pod["metadata"]["labels"]);
+    let opted_out = [labels.get(INJECT), pod_annotations.get(INJECT)]
+        .into_iter()
+        .flatten()
+        .any(|v| annotations::opt_in_value(v) == Some(false));
+    if opted_out {
+        return skip(format!("{INJECT} is \"false\""));
+    }
+    if let Some(status) = pod_annotations.get(STATUS) {
+        return skip(format!("already injected ({STATUS}: {status})"));
+    }
+    if !annotations::asks_for_injection(&pod_annotations) {
+        return skip("no datamon.io annotation");
+    }
+    if has_agent(pod) {
+        return skip(format!(
+            "a container already has {PLAN_ENV} (the agent is already there)"
+        ));
+    }
+    if !pod["spec"]["containers"].is_array() {
+        return Verdict::Deny(deny_message(&[Problem::new(
+            "datamon.io",
+            "the object has datamon.io annotations but is not a pod with `spec.containers`",
+        )]));
+    }
+    // Every problem at once: the annotations', then the plan's (with what parsed).
+    let (req, mut problems) = annotations::parse(&pod_annotations, &namespace.annotations);
+    let native = match req.native {
+        annotations::NativeMode::On => true,
+        annotations::NativeMode::Off => false,
+        annotations::NativeMode::Auto => settings.native_sidecars_supported,
+    };
+    let plan = match render::render(&req, native) {
+        Ok(p) => Some(p),
+        Err(more) => {
+            problems.extend(more);
+            None
+        }
+    };
+    let Some(plan) = plan.filter(|_| problems.is_empty()) else {
+        return Verdict::Deny(deny_message(&problems));
+    };
+    let image = req.image.as_deref().unwrap_or(&settings.image);
+    let inputs = layout::Inputs {
+        req: &req,
+        plan: &plan,
+        image,
+        native,
+    };
+    match layout::build(pod, &inputs) {
+        Ok(patch) => Verdict::Patch(patch),
+        Err(problems) => Verdict::Deny(deny_message(&problems)),
+    }
+}
+
+fn skip(reason: impl Into<String>) -> Verdict {
+    Verdict::Skip {
+        reason: reason.into(),
+    }
+}
+
+/// The string members of a JSON object (annotations, labels); anything else is ignored.
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// Whether a container of the pod already carries a plan (our agent or a wrapper).
+fn has_agent(pod: &Value) -> bool {
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod["spec"][k].as_array())
+        .flatten()
+        .filter_map(|c| c["env"].as_array())
+        .flatten()
+        .any(|e| e["name"].as_str() == Some(PLAN_ENV))
+}
+
+/// One message for every problem: the annotation, the problem, the fix.
+pub fn deny_message(problems: &[Problem]) -> String {
+    let n = problems.len();
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!(
+        "datamon: {n} problem{} with the pod's datamon.io annotations: {}",
+        if n == 1 { "" } else { "s" },
+        list.join("; ")
+    )
 }

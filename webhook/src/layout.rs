@@ -1,0 +1,409 @@
+//! Where the agent goes in the pod, as JSON Patch operations on the pod's own JSON.
+//!
+//! - Volumes (emptyDir): the coordination directory, the installed agent (when the
+//!   application is wrapped), and one per distinct input/output path (a download input and
+//!   an output on the same path share one: read-update); a Secret volume for the
+//!   credentials.
+//! - A download-only plan: one plain init container running `sidecar`, appended after the
+//!   pod's own init containers; the application is not wrapped.
+//! - Otherwise: an init container that installs the agent, and the agent itself, either a
+//!   native sidecar (init container, `restartPolicy: Always`, a startupProbe) or a regular
+//!   container appended after the pod's containers. The application container's command
+//!   becomes `<agent dir>/datamon-agent wrap -- <command>` (its `args` stay: Kubernetes
+//!   appends them, as before).
+//! - FUSE (an input with `mode: mount`) only: the agent is privileged and its mount of
+//!   that volume has `Bidirectional` propagation, the application's `HostToContainer`.
+//!
+//! Every name is checked against the pod's own (containers, volumes) and suffixed when
+//! taken; mount paths that the application container already uses are refused.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use datamon_plan::{InputMode, Plan};
+use serde_json::{json, Value};
+
+use crate::annotations::{
+    Problem, Request, COMMAND, COORDINATION, INPUT, OUTPUT, PLAN_DIGEST, STATUS, WRAP,
+};
+use crate::patch::PatchBuilder;
+use crate::render::{needs_sidecar, PARTICIPANT};
+
+/// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
+pub const PLAN_ENV: &str = "DATAMON_PLAN";
+/// Where the credentials Secret is mounted in the agent containers.
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/datamon";
+/// The annotation naming a pod's default container (kubectl's).
+pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// What the layout needs besides the pod.
+pub struct Inputs<'a> {
+    /// The annotations' request.
+    pub req: &'a Request,
+    /// The rendered, valid plan.
+    pub plan: &'a Plan,
+    /// The agent image.
+    pub image: &'a str,
+    /// The agent as a native sidecar.
+    pub native: bool,
+}
+
+/// Where the install init container puts the agent for the wrapper: beside the
+/// coordination directory, `<coordination>-bin` (`/var/run/datamon-bin` by default).
+pub fn agent_dir(plan: &Plan) -> String {
+    format!("{}-bin", s(&plan.coordination).trim_end_matches('/'))
+}
+
+/// A volume of ours and where it is mounted.
+struct DataVolume {
+    name: String,
+    path: PathBuf,
+    /// The annotation that asked for it (for messages).
+    annotation: String,
+    /// A FUSE mount lives there.
+    fuse: bool,
+}
+
+/// Names already used in the pod (or by us), to pick unique ones.
+struct Names(HashSet<String>);
+
+impl Names {
+    fn of(items: &[&Value]) -> Self {
+        Self(
+            items
+                .iter()
+                .filter_map(|v| v.as_array())
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// `base`, or `base-2`, `base-3`… (at most 63 characters), and takes it.
+    fn unique(&mut self, base: &str) -> String {
+        let trimmed = |s: &str, max: usize| -> String {
+            let mut s: String = s.chars().take(max).collect();
+            while s.ends_with('-') {
+                s.pop();
+            }
+            s
+        };
+        let mut name = trimmed(base, 63);
+        let mut n = 2;
+        while self.0.contains(&name) {
+            let suffix = format!("-{n}");
+            name = format!("{}{suffix}", trimmed(base, 63 - suffix.len()));
+            n += 1;
+        }
+        self.0.insert(name.clone());
+        name
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The patch that lays out `inp.plan` in `pod`, or the problems that prevent it.
+pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let spec = &pod["spec"];
+    let containers: &[Value] = spec["containers"].as_array().map_or(&[], Vec::as_slice);
+    let container_names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    if containers.is_empty() {
+        return Err(vec![Problem::new(
+            "datamon.io",
+            "the pod has no containers: datamon needs an application container",
+        )]);
+    }
+    let wrapped = needs_sidecar(inp.req);
+    let agent_dir = agent_dir(inp.plan);
+    let agent_dir = agent_dir.as_str();
+
+    // The application container.
+    let annotations = &pod["metadata"]["annotations"];
+    let app = match &inp.req.wrap {
+        Some(name) => container_names.iter().position(|c| c == name).or_else(|| {
+            problems.push(Problem::new(
+                WRAP,
+                format!(
+                    "no container is named {name:?}: name one of {}",
+                    container_names.join(", ")
+                ),
+            ));
+            None
+        }),
+        None => annotations[DEFAULT_CONTAINER]
+            .as_str()
+            .and_then(|d| container_names.iter().position(|c| *c == d))
+            .or(Some(0)),
+    };
+    let Some(app) = app else {
+        return Err(problems);
+    };
+    let app_name = container_names.get(app).copied().unwrap_or("");
+    let app_c = &containers[app];
+
+    // Its command.
+    let mut command: Option<Vec<Value>> = None;
+    if wrapped {
+        for c in inp.req.commands.keys() {
+            if c != app_name {
+                let why = if container_names.contains(&c.as_str()) {
+                    format!("container {c:?} is not the application container ({app_name:?}): remove the annotation, or set {WRAP}: {c}")
+                } else {
+                    format!(
+                        "no container is named {c:?}: name one of {}",
+                        container_names.join(", ")
+                    )
+                };
+                problems.push(Problem::new(format!("{COMMAND}{c}"), why));
+            }
+        }
+        let own = app_c["command"].as_array().filter(|c| !c.is_empty());
+        match (own, inp.req.commands.get(app_name)) {
+            (Some(_), Some(_)) => problems.push(Problem::new(
+                format!("{COMMAND}{app_name}"),
+                format!("container {app_name:?} has a `command`, which is wrapped as it is: remove the annotation"),
+            )),
+            (Some(own), None) => command = Some(own.clone()),
+            (None, Some(ann)) => {
+                command = Some(ann.iter().map(|a| Value::String(a.clone())).collect());
+            }
+            (None, None) => problems.push(Problem::new(
+                format!("{COMMAND}{app_name}"),
+                format!("container {app_name:?} has no `command`, and the webhook cannot see its image's entrypoint to wrap it: set `command` in the pod spec, or add the annotation {COMMAND}{app_name}: '[\"/entrypoint\", \"arg\"]' with the image's ENTRYPOINT (and CMD, unless `args` gives them)"),
+            )),
+        }
+    }
+
+    // Volumes and mount paths.
+    let mut volume_names = Names::of(&[&spec["volumes"]]);
+    let mut container_names_taken = Names::of(&[
+        &spec["containers"],
+        &spec["initContainers"],
+        &spec["ephemeralContainers"],
+    ]);
+    let run_volume = volume_names.unique("datamon-run");
+    let bin_volume = wrapped.then(|| volume_names.unique("datamon-bin"));
+    let mut data: Vec<DataVolume> = Vec::new();
+    let paths = inp
+        .plan
+        .inputs
+        .iter()
+        .map(|i| (&i.name, &i.path, i.mode == InputMode::Mount, INPUT))
+        .chain(
+            inp.plan
+                .outputs
+                .iter()
+                .map(|o| (&o.name, &o.path, false, OUTPUT)),
+        );
+    for (name, path, fuse, prefix) in paths {
+        if data.iter().any(|d| &d.path == path) {
+            continue; // read-update: one volume
+        }
+        data.push(DataVolume {
+            name: volume_names.unique(&format!("datamon-{name}")),
+            path: path.clone(),
+            annotation: format!("{prefix}{name}"),
+            fuse,
+        });
+    }
+    let creds_volume = inp
+        .req
+        .credentials_secret
+        .as_ref()
+        .map(|secret| (volume_names.unique("datamon-credentials"), secret));
+
+    // Our paths must be free in the application container, and distinct from each other.
+    let app_paths: BTreeSet<String> = app_c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
+    let coordination = s(&inp.plan.coordination);
+    let mut ours: Vec<(String, String)> = vec![(coordination.clone(), COORDINATION.to_string())];
+    if wrapped {
+        ours.push((
+            agent_dir.to_string(),
+            format!("{COORDINATION} (its `-bin` sibling, where the agent is installed)"),
+        ));
+    }
+    for d in &data {
+        ours.push((s(&d.path), d.annotation.clone()));
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (path, annotation) in &ours {
+        if app_paths.contains(path.as_str()) {
+            problems.push(Problem::new(annotation.clone(), format!("container {app_name:?} already mounts a volume at {path}: choose another path for datamon")));
+        }
+        if let Some(first) = seen.insert(path, annotation) {
+            problems.push(Problem::new(annotation.clone(), format!("{path} is also the directory of {first}: give each datamon directory (coordination, agent, inputs, outputs) its own path")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    // The agent containers.
+    let plan_json = serde_json::to_string(inp.plan).unwrap_or_default();
+    let fuse = data.iter().any(|d| d.fuse);
+    let resources = inp.req.resources.to_json();
+    let mut agent_env = vec![json!({"name": PLAN_ENV, "value": plan_json})];
+    let mut env_from = None;
+    let mut agent_mounts = vec![json!({"name": run_volume, "mountPath": coordination})];
+    for d in &data {
+        let mut m = json!({"name": d.name, "mountPath": s(&d.path)});
+        if d.fuse {
+            m["mountPropagation"] = json!("Bidirectional");
+        }
+        agent_mounts.push(m);
+    }
+    if let Some((volume, secret)) = &creds_volume {
+        agent_mounts.push(json!({"name": volume, "mountPath": CREDENTIALS_DIR, "readOnly": true}));
+        env_from = Some(json!([{"secretRef": {"name": secret}}]));
+        let config = inp.plan.store.config.as_deref().unwrap_or("");
+        if !config.starts_with("s3://") && !config.starts_with("file://") {
+            agent_env.push(json!({
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": format!("{CREDENTIALS_DIR}/key.json"),
+            }));
+        }
+    }
+    let security = if fuse {
+        json!({"privileged": true})
+    } else {
+        json!({"allowPrivilegeEscalation": false})
+    };
+    let agent_name = container_names_taken.unique("datamon");
+    let mut agent = json!({
+        "name": agent_name,
+        "image": inp.image,
+        "args": ["sidecar", "--participant", PARTICIPANT],
+        "env": agent_env,
+        "resources": resources,
+        "securityContext": security,
+        "terminationMessagePath": s(&inp.plan.termination_message),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": agent_mounts,
+    });
+    if let Some(env_from) = env_from {
+        agent["envFrom"] = env_from;
+    }
+
+    let mut b = PatchBuilder::new(pod);
+    b.push(
+        &["spec", "volumes"],
+        json!({"name": run_volume, "emptyDir": {}}),
+    );
+    if let Some(bin) = &bin_volume {
+        b.push(&["spec", "volumes"], json!({"name": bin, "emptyDir": {}}));
+    }
+    for d in &data {
+        b.push(
+            &["spec", "volumes"],
+            json!({"name": d.name, "emptyDir": {}}),
+        );
+    }
+    if let Some((volume, secret)) = &creds_volume {
+        b.push(
+            &["spec", "volumes"],
+            json!({"name": volume, "secret": {"secretName": secret}}),
+        );
+    }
+
+    let app_index = app.to_string();
+    let app_path = ["spec", "containers", app_index.as_str()];
+    let at = |k: &'static str| -> Vec<&str> {
+        let mut p = app_path.to_vec();
+        p.push(k);
+        p
+    };
+    match (&bin_volume, command) {
+        (Some(bin), Some(command)) => {
+            // Install, then the agent (native: an init container; classic: a container).
+            let install = json!({
+                "name": container_names_taken.unique("datamon-install"),
+                "image": inp.image,
+                "args": ["install", agent_dir],
+                "resources": resources,
+                "securityContext": {"allowPrivilegeEscalation": false},
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [{"name": bin, "mountPath": agent_dir}],
+            });
+            b.push(&["spec", "initContainers"], install);
+            if inp.native {
+                agent["restartPolicy"] = json!("Always");
+                let ready = inp.plan.deadlines.ready.as_secs();
+                agent["startupProbe"] = json!({
+                    "exec": {"command": ["datamon-agent", "probe", "--participant", PARTICIPANT]},
+                    "periodSeconds": 2,
+                    "timeoutSeconds": 10,
+                    "failureThreshold": ready / 2 + 30,
+                });
+                b.push(&["spec", "initContainers"], agent);
+            } else {
+                b.push(&["spec", "containers"], agent);
+            }
+            // The application, wrapped.
+            let mut wrapped_cmd = vec![
+                json!(format!("{}/datamon-agent", agent_dir.trim_end_matches('/'))),
+                json!("wrap"),
+                json!("--"),
+            ];
+            wrapped_cmd.extend(command);
+            b.set(&at("command"), Value::Array(wrapped_cmd));
+            b.push(
+                &at("env"),
+                json!({"name": PLAN_ENV, "value": serde_json::to_string(inp.plan).unwrap_or_default()}),
+            );
+            b.push(
+                &at("volumeMounts"),
+                json!({"name": run_volume, "mountPath": coordination}),
+            );
+            b.push(
+                &at("volumeMounts"),
+                json!({"name": bin, "mountPath": agent_dir, "readOnly": true}),
+            );
+            if app_c.get("terminationMessagePolicy").is_none() {
+                b.set(
+                    &at("terminationMessagePolicy"),
+                    json!("FallbackToLogsOnError"),
+                );
+            }
+        }
+        _ => {
+            // Download-only: one plain init container does it all.
+            b.push(&["spec", "initContainers"], agent);
+        }
+    }
+    for d in &data {
+        let mut m = json!({"name": d.name, "mountPath": s(&d.path)});
+        if d.fuse {
+            m["mountPropagation"] = json!("HostToContainer");
+        }
+        b.push(&at("volumeMounts"), m);
+    }
+
+    // The pod has annotations: ours brought it here.
+    b.set(&["metadata", "annotations", STATUS], json!("injected"));
+    b.set(
+        &["metadata", "annotations", PLAN_DIGEST],
+        json!(digest(&plan_json)),
+    );
+    Ok(b.finish())
+}
+
+/// A short digest of the plan (BLAKE2b, 128 bits, hex), shown on injected pods.
+pub fn digest(plan_json: &str) -> String {
+    let hash = blake2b_simd::Params::new()
+        .hash_length(16)
+        .hash(plan_json.as_bytes());
+    hash.to_hex().to_string()
+}

@@ -1,0 +1,268 @@
+//! Every invalid annotation is denied with a message that names it, says what is wrong and
+//! how to fix it; problems are all reported at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
+
+use std::collections::BTreeMap;
+
+use datamon_webhook::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
+use serde_json::{json, Value};
+
+const GOOD_INPUT: (&str, &str) = ("datamon.io/input.raw", "{repo: raw, path: /data/raw}");
+
+fn pod(annotations: &[(&str, &str)]) -> Value {
+    let a: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": a},
+        "spec": {"containers": [
+            {"name": "app", "image": "busybox", "command": ["ls"]},
+            {"name": "side", "image": "busybox"},
+        ]},
+    })
+}
+
+fn deny(pod: &Value, ns: &[(&str, &str)]) -> String {
+    let ns = NamespaceDefaults {
+        annotations: ns
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    match mutate_pod(pod, &ns, &WebhookSettings::default()) {
+        Verdict::Deny(m) => m,
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
+#[test]
+fn each_invalid_annotation_is_named_with_its_problem() {
+    // (annotation, value, words the message must hold besides the annotation)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "datamon.io/input.raw",
+            "{repo: raw}",
+            "missing field `path`",
+        ),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: /d, lable: v}",
+            "unknown field `lable`",
+        ),
+        ("datamon.io/input.raw", "[a, b]", "must be a mapping"),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: /d, name: x}",
+            "remove the `name` field",
+        ),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: /d, mode: copy}",
+            "unknown variant `copy`",
+        ),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: relative}",
+            "absolute path",
+        ),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: /d, bundle: b, label: l}",
+            "keep one",
+        ),
+        (
+            "datamon.io/input.Raw",
+            "{repo: raw, path: /d}",
+            "not a valid name",
+        ),
+        (
+            "datamon.io/input.raw",
+            "{repo: raw, path: [unclosed",
+            "not valid YAML",
+        ),
+        (
+            "datamon.io/output.out",
+            "{path: /out}",
+            "missing field `repo`",
+        ),
+        (
+            "datamon.io/output.out",
+            "{repo: r, path: /out, upload: sometimes}",
+            "unknown variant",
+        ),
+        (
+            "datamon.io/output.out",
+            "{repo: r, path: /data/raw/out}",
+            "overlaps",
+        ),
+        (
+            "datamon.io/output.out",
+            "{repo: r, path: /o, message: ''}",
+            "commit message is empty",
+        ),
+        ("datamon.io/input.", "{repo: r, path: /o}", "has no name"),
+        ("datamon.io/config", "not a bucket", "config bucket"),
+        ("datamon.io/context", "bad context", "context name"),
+        ("datamon.io/s3-endpoint", "minio:9000", "http://host:port"),
+        ("datamon.io/coordination", "run/datamon", "absolute path"),
+        (
+            "datamon.io/coordination",
+            "/data/raw",
+            "is also the directory of",
+        ),
+        (
+            "datamon.io/credentials-secret",
+            "My_Secret",
+            "not a Secret name",
+        ),
+        ("datamon.io/image", "", "not an image reference"),
+        (
+            "datamon.io/resources",
+            "{requests: {cpu: lots}}",
+            "not a quantity",
+        ),
+        (
+            "datamon.io/resources",
+            "{request: {cpu: 1}}",
+            "unknown field `request`",
+        ),
+        ("datamon.io/resources", "1Gi", "not a mapping"),
+        (
+            "datamon.io/deadlines",
+            "{ready: soon}",
+            "expected a duration",
+        ),
+        (
+            "datamon.io/deadlines",
+            "{readiness: 1m}",
+            "unknown field `readiness`",
+        ),
+        ("datamon.io/deadlines", "{grace: 0s}", "zero deadline"),
+        ("datamon.io/native-sidecar", "maybe", "auto"),
+        ("datamon.io/wrap", "app,side", "name the one container"),
+        ("datamon.io/wrap", "nope", "no container is named \"nope\""),
+        ("datamon.io/wrap", " ", "empty"),
+        (
+            "datamon.io/command.side",
+            "[run]",
+            "not the application container",
+        ),
+        (
+            "datamon.io/command.ghost",
+            "[run]",
+            "no container is named \"ghost\"",
+        ),
+        ("datamon.io/command.app", "[run]", "has a `command`"),
+        ("datamon.io/command.app", "run me", "not a list"),
+        ("datamon.io/command.app", "[]", "non-empty list"),
+        ("datamon.io/inject", "perhaps", "neither"),
+        (
+            "datamon.io/inputs.raw",
+            "{}",
+            "did you mean `datamon.io/input.raw`",
+        ),
+        ("datamon.io/typo", "x", "unknown annotation"),
+    ];
+    // Cases that need a sidecar (outputs) to reach the layout's checks.
+    let out = (
+        "datamon.io/output.result",
+        "{repo: res, path: /data/result}",
+    );
+    let mut failures = Vec::new();
+    for (key, value, words) in cases {
+        let mut ann = vec![GOOD_INPUT, out, (*key, *value)];
+        if key.starts_with("datamon.io/input.") {
+            ann.retain(|(k, _)| k != &GOOD_INPUT.0 || k == key);
+        }
+        ann.dedup_by(|a, b| a.0 == b.0);
+        let msg = deny(&pod(&ann), &[]);
+        if !msg.contains(key) || !msg.contains(words) {
+            failures.push(format!("{key}: {value:?}: expected {words:?} in:\n  {msg}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn namespace_defaults_are_named_as_such_and_the_pod_wins() {
+    let msg = deny(
+        &pod(&[GOOD_INPUT]),
+        &[
+            ("datamon.io/native-sidecar", "sometimes"),
+            ("datamon.io/image", "a b"),
+        ],
+    );
+    assert!(
+        msg.contains("datamon.io/native-sidecar (namespace default)"),
+        "{msg}"
+    );
+    // The pod's value replaces the bad default: no problem left with that annotation.
+    let msg = deny(
+        &pod(&[GOOD_INPUT, ("datamon.io/native-sidecar", "off")]),
+        &[
+            ("datamon.io/native-sidecar", "sometimes"),
+            ("datamon.io/image", "a b"),
+        ],
+    );
+    assert!(!msg.contains("native-sidecar"), "{msg}");
+    assert!(
+        msg.contains("datamon.io/image (namespace default)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let msg = deny(
+        &pod(&[
+            (
+                "datamon.io/input.raw",
+                "{repo: raw, path: data/raw, lable: v}",
+            ),
+            (
+                "datamon.io/input.img",
+                "{repo: img, path: /img, mode: mount, name_filter: x}",
+            ),
+            ("datamon.io/output.out", "{repo: 'bad repo', path: /out}"),
+            ("datamon.io/native-sidecar", "maybe"),
+        ]),
+        &[],
+    );
+    for want in [
+        "datamon.io/input.raw: unknown field `lable`",
+        "datamon.io/input.img: field `name_filter`",
+        "datamon.io/output.out: field `repo`",
+        "datamon.io/native-sidecar",
+    ] {
+        assert!(msg.contains(want), "{want} missing from {msg}");
+    }
+    assert!(msg.starts_with("datamon: 4 problems"), "{msg}");
+}
+
+#[test]
+fn annotations_without_inputs_or_outputs_are_denied() {
+    let msg = deny(&pod(&[("datamon.io/config", "gs://b")]), &[]);
+    assert!(msg.contains("no input or output"), "{msg}");
+}
+
+#[test]
+fn objects_that_are_not_pods_are_denied_only_when_they_ask_for_datamon() {
+    let ns = NamespaceDefaults::default();
+    let s = WebhookSettings::default();
+    let asks =
+        json!({"metadata": {"annotations": {"datamon.io/input.raw": "{repo: r, path: /r}"}}});
+    assert!(
+        matches!(mutate_pod(&asks, &ns, &s), Verdict::Deny(m) if m.contains("spec.containers"))
+    );
+    for v in [
+        json!(null),
+        json!([1]),
+        json!({"metadata": 3}),
+        json!({"spec": {}}),
+    ] {
+        assert!(
+            matches!(mutate_pod(&v, &ns, &s), Verdict::Skip { .. }),
+            "{v}"
+        );
+    }
+}
