@@ -498,7 +498,9 @@ fn only_allow_other_lets_another_user_read_the_mount() {
 
 #[test]
 fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
-    let (w, src) = world_with_sample();
+    let (mut w, src) = world_with_sample();
+    // Without fusermount3 there is no auto-unmount: a killed process leaves a stale mount.
+    w.set_env("FUSERMOUNT_PATH", "/nonexistent/fusermount3");
     let dir = empty_dir(&w, "mnt");
     // Declared first, so dropped last: its guard cleans up if the second mount fails.
     let mut dead = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
@@ -548,7 +550,7 @@ fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
         );
     }
     let status = m.terminate();
-    assert!(status.success(), "{status}");
+    assert!(status.success(), "{status}; log:\n{}", m.log());
     assert!(!is_mounted(&dir), "the repaired mount stayed mounted");
     // Every stacked mount is gone: the directory answers and is empty again.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
@@ -749,4 +751,34 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
         "{err}"
     );
     assert!(!is_mounted(&other));
+}
+
+#[test]
+fn a_killed_mount_process_leaves_no_stale_mount_behind() {
+    let (w, _src) = world_with_sample();
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
+    let open = File::open(dir.join("a/big")).unwrap();
+    m.child.kill().expect("SIGKILL the mount process");
+    wait_deadline(&mut m.child).expect("the mount process did not die");
+    // fusermount3, left behind by the mount, unmounts it: no "Transport endpoint is not
+    // connected" at the mount point, even with a file still open.
+    let start = Instant::now();
+    while is_mounted(&dir) && start.elapsed() < DEADLINE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !is_mounted(&dir),
+        "still mounted {DEADLINE:?} after the kill; log:\n{}",
+        m.log()
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // The file opened before fails instead of hanging.
+    let mut buf = vec![0u8; 4096];
+    assert!(open.read_at(&mut buf, 4 * MIB as u64).is_err());
+    // And the directory takes a new mount at once.
+    drop(m);
+    let _again = Mounted::start(&w, "r", &dir, &[]);
+    assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
 }

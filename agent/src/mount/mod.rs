@@ -132,8 +132,24 @@ impl Mounted {
         ];
         // Several threads, so that one slow leaf fetch does not stall every other request.
         config.n_threads = Some(SESSION_THREADS);
-        if req.allow_other {
-            config.acl = SessionACL::All;
+        config.acl = if req.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        if fusermount_available() {
+            // fusermount3 stays behind and unmounts if this process dies (kill -9, OOM), so
+            // the mount point never stays "Transport endpoint is not connected". It needs
+            // the kernel's allow_other; fuser still answers only root and the owner.
+            config.mount_options.push(MountOption::AutoUnmount);
+            if !req.allow_other {
+                config.acl = SessionACL::RootAndOwner;
+            }
+        } else {
+            tracing::debug!(
+                "no fusermount3 on PATH: no auto-unmount; a stale mount left by a dead \
+                 process is repaired by the next mount"
+            );
         }
         let session = {
             let target = dir.clone();
@@ -209,29 +225,34 @@ impl Mounted {
 
     /// Waits for a session that was unmounted from outside to stop.
     pub async fn join(self) -> Result<()> {
-        let Self { session, dir, .. } = self;
-        let joined = tokio::time::timeout(
-            UNMOUNT_DEADLINE,
-            tokio::task::spawn_blocking(move || session.join()),
-        )
-        .await;
-        match joined {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(source))) => Err(Error::Mount {
-                op: "serve",
-                path: dir,
-                source,
-            }),
-            Ok(Err(join)) => Err(join.into()),
-            Err(_) => Err(Error::Mount {
-                op: "stop serving",
-                path: dir,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
-                ),
-            }),
-        }
+        join(self.session, &self.dir).await
+    }
+}
+
+/// Waits for a session whose file system was unmounted to stop.
+async fn join(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
+    let dir = dir.to_path_buf();
+    let joined = tokio::time::timeout(
+        UNMOUNT_DEADLINE,
+        tokio::task::spawn_blocking(move || session.join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(source))) => Err(Error::Mount {
+            op: "serve",
+            path: dir,
+            source,
+        }),
+        Ok(Err(join)) => Err(join.into()),
+        Err(_) => Err(Error::Mount {
+            op: "stop serving",
+            path: dir,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the file system did not stop within {UNMOUNT_DEADLINE:?}"),
+            ),
+        }),
     }
 }
 
@@ -253,6 +274,39 @@ async fn unmount(session: fuser::BackgroundSession, dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         source,
     };
+    // Unmount directly first (as root): with auto-unmount, fuser only hands the unmount
+    // to fusermount3 and would wait for a busy mount without knowing it is busy.
+    let direct = {
+        let dir = dir.to_path_buf();
+        tokio::time::timeout(
+            UNMOUNT_DEADLINE,
+            tokio::task::spawn_blocking(move || {
+                nix::mount::umount2(&dir, nix::mount::MntFlags::empty())
+            }),
+        )
+        .await
+    };
+    match direct {
+        Ok(Ok(Ok(()))) => {
+            // The kernel ends the session: only its thread is left to wait for.
+            join(session, dir).await?;
+            tracing::info!(mount = %dir.display(), "unmounted");
+            return Ok(());
+        }
+        Ok(Ok(Err(nix::errno::Errno::EBUSY))) => {
+            nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|errno| failed(std::io::Error::from(errno)))?;
+            tracing::warn!(
+                mount = %dir.display(),
+                "the mount was in use: detached it; files still open fail from now on"
+            );
+            // Not joined: the session serves the open files until this process exits.
+            tokio::task::spawn_blocking(move || drop(session)).await?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    // Unmounted, or not ours to unmount directly (not root): fuser finishes the job.
     let unmounted = tokio::time::timeout(
         UNMOUNT_DEADLINE,
         tokio::task::spawn_blocking(move || session.umount_and_join()),
@@ -294,6 +348,21 @@ async fn wait_for_end(session: &fuser::BackgroundSession, mut signals: Terminati
             }
         }
     }
+}
+
+/// Whether fuser can mount through `fusermount3` (or `fusermount`), as auto-unmount
+/// needs: `FUSERMOUNT_PATH`, else either name on `PATH`.
+fn fusermount_available() -> bool {
+    if let Some(path) = std::env::var_os("FUSERMOUNT_PATH") {
+        return Path::new(&path).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            ["fusermount3", "fusermount"]
+                .iter()
+                .any(|name| dir.join(name).is_file())
+        })
+    })
 }
 
 /// The user and group of this process.
