@@ -2,7 +2,8 @@
 # Bundle store benchmarks: throughput and peak RSS of datamon-agent, as ratios against
 # baselines measured in the same run on the same bytes (cp -r, b2sum, rclone).
 # Usage: scripts/bench.sh BIN_DIR
-# Sizes: BENCH_BIG_MIB (default 2048), BENCH_FILES (default 20000, 4-64 KiB each).
+# Sizes: BENCH_BIG_MIB (default 2048), BENCH_FILES (default 20000, 4-64 KiB each); the mount
+# benchmark (scripts/bench_mount.sh): BENCH_MOUNT_BIG_MIB (default 1024), BENCH_ENTRIES (100000).
 # Set BENCH_COLD=1 to drop the page cache before every timed step (needs root).
 set -euo pipefail
 bin="$(cd "${1:-target/release}" && pwd)"
@@ -87,33 +88,6 @@ for ds in big tree; do
   prep='rm -rf "$work/cp"' timed "cp.$ds.store" cp -r "$work/local/$ds-blob" "$work/cp"; rm -rf "$work/cp"
 done
 
-echo "== datamon-agent bundle mount (FUSE), local-directory store" >&2
-mnt="$work/mnt"
-mount_pid=""
-start_mount() { # start_mount REPO: mounts the latest bundle of REPO on $mnt, waits until served
-  mkdir -p "$mnt"
-  DATAMON_CONTEXT=$1 "$agent" bundle mount --repo "$1" --mount "$mnt" > "$work/mount.out" 2> "$work/mount.err" &
-  mount_pid=$!
-  for _ in $(seq 200); do grep -q '^mounted' "$work/mount.out" 2>/dev/null && return 0; sleep 0.05; done
-  echo "the mount did not become ready:" >&2; cat "$work/mount.err" >&2; exit 1
-}
-stop_mount() { # records the mount's peak RSS (VmHWM) as "mount.<label>.rss"
-  awk -v n="mount.$1.rss" '/^VmHWM/ {print n "\t0\t" $2}' "/proc/$mount_pid/status" >> "$results" 2>/dev/null || true
-  kill -TERM "$mount_pid" 2>/dev/null || true; wait "$mount_pid" 2>/dev/null || true; umount -l "$mnt" 2>/dev/null || true; }
-if [ -e /dev/fuse ]; then
-  s=$(date +%s.%N); start_mount big; e=$(date +%s.%N)
-  echo "mount.big.ready $(echo "$e - $s" | bc) 0" | tr ' ' '\t' >> "$results"
-  repeat=1 timed "mount.big.read.cold" dd if="$mnt/big.bin" of=/dev/null bs=1M status=none
-  repeat=1 timed "mount.big.read.again" dd if="$mnt/big.bin" of=/dev/null bs=1M status=none
-  timed "disk.big.read.warm" dd if="$work/big/big.bin" of=/dev/null bs=1M status=none
-  stop_mount big
-  s=$(date +%s.%N); start_mount tree; e=$(date +%s.%N)
-  echo "mount.tree.ready $(echo "$e - $s" | bc) 0" | tr ' ' '\t' >> "$results"
-  repeat=1 timed "mount.tree.find" bash -c "find '$mnt' -type f | wc -l > /dev/null"
-  timed "disk.tree.find" bash -c "find '$work/tree' -type f | wc -l > /dev/null"
-  repeat=1 timed "mount.tree.read" bash -c "cd '$mnt' && find . -type f -print0 | xargs -0 cat > /dev/null"
-  stop_mount tree
-fi
 rm -rf "$work/local"
 
 echo "== datamon-agent and rclone, S3 server (s3s-fs on 127.0.0.1)" >&2
@@ -165,20 +139,15 @@ def ratio(what, ours, base, unit_bytes=None, goal=""):
     if t(ours) is None or t(base) is None:
         return
     print(f"{what:44} {t(ours):9.2f} s {t(base):9.2f} s {t(base)/t(ours):7.2f}  {goal}")
-if "mount.big.read.cold" in rows:
-    print(f"\n{'mount (FUSE)':44} {'ours':>11} {'base':>11} {'ratio':>7}  goal")
-    line("big file: read through the mount (cold) vs download", "big", "mount.big.read.cold", "local.big.download", ">= 0.6")
-    line("big file: read through the mount again vs page cache", "big", "mount.big.read.again", "disk.big.read.warm", ">= 0.8")
-    ratio("small files: find through the mount vs on disk", "mount.tree.find", "disk.tree.find")
-    line("small files: read all through the mount vs download", "tree", "mount.tree.read", "local.tree.download")
-    print(f"mount peak RSS (64 MiB leaf cache): big {rows.get('mount.big.rss', (0, 0))[1]/1024:.0f} MiB, tree {rows.get('mount.tree.rss', (0, 0))[1]/1024:.0f} MiB (goal < 150 MiB)")
-    print(f"mount ready: big {t('mount.big.ready'):.2f} s, tree ({sys.argv[4]} files) {t('mount.tree.ready'):.2f} s (goal < 1 s)")
 rss = max(v[1] for k, v in rows.items() if k.startswith(("local.", "s3.")))
 print(f"\npeak RSS of datamon-agent over all steps: {rss/1024:.0f} MiB (goal < 200 MiB)")
 for k in sorted(rows):
     if k.startswith(("local.", "s3.")):
         print(f"  {k:24} {rows[k][0]:7.2f} s {rows[k][1]/1024:6.0f} MiB")
 PY
+
+printf '\n== bundle mount (FUSE): its own data (BENCH_MOUNT_BIG_MIB, default 1024; BENCH_ENTRIES, default 100000)\n'
+BENCH_BIG_MIB=${BENCH_MOUNT_BIG_MIB:-1024} "$(dirname "$0")/bench_mount.sh" "$agent"
 
 printf '\n== sidecar runtime: overhead of the wrapper and the protocol (20 rounds)\n'
 python3 "$(dirname "$0")/bench_runtime.py" "$agent" 20

@@ -422,7 +422,11 @@ impl Filesystem for BundleFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree.get(ino.0).map(|n| &n.kind) {
-            Some(NodeKind::Dir(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // Listings never change either: the kernel may cache them across opens.
+            Some(NodeKind::Dir(_)) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Some(NodeKind::File(_)) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
         }
