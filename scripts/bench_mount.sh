@@ -50,6 +50,8 @@ cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 start_mount() {
   mkdir -p "$mnt"
   local s e; s=$(now)
+  # Removed first: the shell truncates it only once the background process starts.
+  rm -f "$work/mount.out"
   DATAMON_CONTEXT=$1 "$agent" bundle mount --repo "$1" --mount "$mnt" > "$work/mount.out" 2> "$work/mount.err" &
   mount_pid=$!
   until grep -q '^mounted' "$work/mount.out" 2>/dev/null; do
@@ -125,6 +127,8 @@ cold; timed disk.wide.ls.cold ls -lR "$work/wide"
 timed disk.wide.ls.warm ls -lR "$work/wide"
 cold; start_mount wide
 timed mount.wide.find.cold find "$mnt"
+found=$(find "$mnt" | wc -l)
+[ "$found" -gt "$entries" ] || { echo "the mount lists $found entries, not $entries" >&2; exit 1; }
 timed mount.wide.find.warm find "$mnt"
 stop_mount
 cold; start_mount wide
