@@ -14,7 +14,7 @@ use crate::bundle::BundleRef;
 use crate::config::{self, LogFormat, Settings};
 use crate::error::Error;
 use crate::model::context::BucketNames;
-use crate::mount::MountRequest;
+use crate::mount::{FileOwner, MountRequest};
 use crate::stores::{self, Stores};
 
 /// Exit code for a usage or configuration error (BSD `EX_USAGE`).
@@ -246,6 +246,12 @@ pub enum BundleCommand {
         /// [default: 4096] (env DATAMON_CACHE_MIB).
         #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=config::MAX_CACHE_MIB))]
         cache_mib: Option<u64>,
+        /// User id the mounted files and directories belong to [default: this process's].
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Group id the mounted files and directories belong to [default: this process's].
+        #[arg(long, value_name = "GID")]
+        gid: Option<u32>,
     },
     /// List a repo's bundles, oldest first.
     List {
@@ -504,6 +510,8 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
             allow_other,
             cache_dir,
             cache_mib,
+            uid,
+            gid,
         }) => {
             let stores = open(settings).await?;
             // Its flags override the settings, as the global flags do.
@@ -521,6 +529,7 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
                 // The mount's data in memory is its leaf cache: the same budget.
                 cache_bytes: settings.tuning().memory_budget,
                 disk_cache: disk,
+                file_owner: FileOwner { uid, gid },
             };
             crate::mount::mount(&stores, &req).await?;
         }

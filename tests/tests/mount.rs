@@ -782,3 +782,41 @@ fn a_killed_mount_process_leaves_no_stale_mount_behind() {
     let _again = Mounted::start(&w, "r", &dir, &[]);
     assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
 }
+
+#[test]
+fn files_and_directories_belong_to_the_given_uid_and_gid() {
+    use std::os::unix::fs::MetadataExt;
+    let (w, src) = world_with_sample();
+    let owned = |dir: &Path| -> Vec<(String, u32, u32)> {
+        ["", "hello.txt", "empty", "a", "a/b/c", "a/big"]
+            .iter()
+            .map(|p| {
+                let md = std::fs::metadata(dir.join(p)).unwrap();
+                (p.to_string(), md.uid(), md.gid())
+            })
+            .collect()
+    };
+    let given = empty_dir(&w, "given");
+    let m = Mounted::start(&w, "r", &given, &["--uid", "1234", "--gid", "5678"]);
+    for (p, uid, gid) in owned(&given) {
+        assert_eq!((uid, gid), (1234, 5678), "{p:?}; log:\n{}", m.log());
+    }
+    // Still readable (0444, 0555) as before.
+    assert_eq!(read_tree(&given), read_tree(&src), "log:\n{}", m.log());
+
+    // Without the flags: this process's own.
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let default = empty_dir(&w, "default");
+    let m = Mounted::start(&w, "r", &default, &["--gid", "42"]);
+    for (p, u, g) in owned(&default) {
+        assert_eq!((u, g), (uid, 42), "{p:?}; log:\n{}", m.log());
+    }
+    let plain = empty_dir(&w, "plain");
+    let m = Mounted::start(&w, "r", &plain, &[]);
+    for (p, u, g) in owned(&plain) {
+        assert_eq!((u, g), (uid, gid), "{p:?}; log:\n{}", m.log());
+    }
+}

@@ -51,6 +51,25 @@ pub struct MountRequest {
     pub cache_bytes: usize,
     /// Keep verified leaves on disk too, across mounts.
     pub disk_cache: Option<disk::DiskCacheConfig>,
+    /// Who the mounted files and directories belong to.
+    pub file_owner: FileOwner,
+}
+
+/// The user and group the mounted files and directories show; `None` is this process's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileOwner {
+    /// User id [default: this process's].
+    pub uid: Option<u32>,
+    /// Group id [default: this process's].
+    pub gid: Option<u32>,
+}
+
+impl FileOwner {
+    /// The user and group ids, this process's filling in those not given.
+    pub fn ids(self) -> (u32, u32) {
+        let (uid, gid) = process_owner();
+        (self.uid.unwrap_or(uid), self.gid.unwrap_or(gid))
+    }
 }
 
 /// Mounts the bundle, prints `mounted <DIR>` once the mount answers, and serves it until
@@ -108,7 +127,7 @@ impl Mounted {
             ),
             None => None,
         };
-        let (uid, gid) = process_owner();
+        let (uid, gid) = req.file_owner.ids();
         let owner = fs::Owner {
             uid,
             gid,
@@ -534,6 +553,22 @@ mod tests {
         assert!(err.contains("not a directory"), "{err}");
         let err = check_mount_point(tmp.path()).unwrap_err().to_string();
         assert!(err.contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn the_file_owner_defaults_to_this_process_per_id() {
+        let (uid, gid) = process_owner();
+        assert_eq!(FileOwner::default().ids(), (uid, gid));
+        let only_uid = FileOwner {
+            uid: Some(1234),
+            gid: None,
+        };
+        assert_eq!(only_uid.ids(), (1234, gid));
+        let both = FileOwner {
+            uid: Some(1),
+            gid: Some(2),
+        };
+        assert_eq!(both.ids(), (1, 2));
     }
 
     #[test]

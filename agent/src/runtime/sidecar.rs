@@ -316,6 +316,7 @@ impl Run<'_> {
                         allow_other: true,
                         cache_bytes: s.tuning().memory_budget,
                         disk_cache: s.disk_cache(),
+                        file_owner: Default::default(),
                     };
                     let m = Mounted::start(&stores, &req)
                         .await
