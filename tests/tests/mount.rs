@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use datamon_e2e::{list_files, noise, read_tree, write_file, World};
+use datamon_e2e::{list_files, noise, pattern, read_tree, write_file, World};
 
 const MIB: usize = 1024 * 1024;
 
@@ -819,4 +819,205 @@ fn files_and_directories_belong_to_the_given_uid_and_gid() {
     for (p, u, g) in owned(&plain) {
         assert_eq!((u, g), (uid, gid), "{p:?}; log:\n{}", m.log());
     }
+}
+
+/// A xorshift generator for test choices (offsets, lengths, files).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn many_concurrent_readers_get_every_byte_right() {
+    let w = World::local();
+    let src = w.path("src");
+    // One file of four leaves (2 MiB each, the last short), and others of one to three.
+    let files: Vec<(String, Vec<u8>)> = [
+        ("shared.bin", 7 * MIB + 123),
+        ("x/one.bin", 3 * MIB + 1),
+        ("x/two.bin", 2 * MIB),
+        ("y/three.bin", 700 * 1024 + 9),
+        ("y/z/four.bin", 5 * MIB - 17),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, size))| (name.to_string(), noise(*size, 100 + i as u64)))
+    .collect();
+    for (name, bytes) in &files {
+        write_file(&src.join(name), bytes);
+    }
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    let dir = empty_dir(&w, "mnt");
+    // A memory cache smaller than the files: readers evict each other's leaves.
+    let m = Mounted::start(&w, "r", &dir, &["--memory-mib", "8"]);
+    const THREADS: u64 = 8;
+    const READS: usize = 150;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (files, dir, m) = (&files, &dir, &m);
+            s.spawn(move || {
+                let mut rng = Rng::new(t + 1);
+                // Half the readers stay on the shared file, the others pick any file.
+                let open: Vec<File> = files
+                    .iter()
+                    .map(|(name, _)| File::open(dir.join(name)).unwrap())
+                    .collect();
+                for i in 0..READS {
+                    let which = if t % 2 == 0 {
+                        0
+                    } else {
+                        rng.below(files.len() as u64) as usize
+                    };
+                    let (name, want) = &files[which];
+                    let size = want.len() as u64;
+                    // Offsets anywhere, including just before a leaf boundary and past EOF.
+                    let off = match rng.below(4) {
+                        0 => (rng.below(4) * 2 * MIB as u64).saturating_sub(rng.below(64)),
+                        _ => rng.below(size + 100),
+                    };
+                    let len = 1 + rng.below(3 * MIB as u64 / 4) as usize;
+                    let got = read_upto(&open[which], off, len);
+                    let from = (off as usize).min(want.len());
+                    let to = (from + len).min(want.len());
+                    assert!(
+                        got == want[from..to],
+                        "reader {t}, read {i}: {name} at {off} (+{len}) returned {} bytes, \
+                         expected {} or different bytes; log:\n{}",
+                        got.len(),
+                        to - from,
+                        m.log()
+                    );
+                }
+            });
+        }
+    });
+    // And whole, after all that.
+    for (name, want) in &files {
+        assert!(
+            std::fs::read(dir.join(name)).unwrap() == *want,
+            "{name} differs"
+        );
+    }
+}
+
+/// Every entry under `root` (relative path → is a directory, size of a file), by
+/// `symlink_metadata` of each path, as `find` or `ls -lR` see them.
+fn stat_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, (bool, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            assert!(
+                md.is_dir() || md.is_file(),
+                "{}: neither a file nor a directory",
+                path.display()
+            );
+            if md.is_dir() {
+                stack.push(path.clone());
+            }
+            let size = if md.is_dir() { 0 } else { md.len() };
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            out.insert(rel, (md.is_dir(), size));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tree_of_100_000_entries_is_listed_and_statted() {
+    let w = World::local();
+    let src = w.path("src");
+    // 100 directories of 999 tiny files each: 100,000 entries. Sizes 0..16 bytes, so few
+    // distinct blobs: the upload stays quick.
+    for d in 0..100 {
+        let sub = src.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..999usize {
+            let size = (d * 999 + f) % 17;
+            std::fs::write(sub.join(format!("f{f:04}.txt")), pattern(size)).unwrap();
+        }
+    }
+    let want = stat_tree(&src);
+    assert_eq!(want.len(), 100_000);
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    let dir = empty_dir(&w, "mnt");
+    let m = Mounted::start(&w, "r", &dir, &[]);
+    let got = stat_tree(&dir);
+    assert_eq!(got.len(), want.len(), "log:\n{}", m.log());
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(p, w)| got.get(*p) != Some(w))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "entries differ, e.g. {differ:?}");
+    // A few files read through, too.
+    for p in ["d000/f0016.txt", "d099/f0998.txt", "d050/f0500.txt"] {
+        assert_eq!(
+            std::fs::read(dir.join(p)).unwrap(),
+            std::fs::read(src.join(p)).unwrap(),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_store_gives_eio_after_bounded_retries_not_a_hang() {
+    let mut w = World::s3();
+    let src = w.path("src");
+    sample_tree(&src);
+    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.upload("r", &src, &[]);
+    w.set_env("DATAMON_RETRIES", "1");
+    w.set_env("DATAMON_RETRY_TIMEOUT_SECS", "2");
+    w.set_env("DATAMON_CONNECT_TIMEOUT_SECS", "1");
+    let dir = empty_dir(&w, "mnt");
+    let mut m = Mounted::start(&w, "r", &dir, &[]);
+    assert_eq!(
+        std::fs::read(dir.join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+    if let datamon_e2e::Backend::S3(s) = &mut w.backend {
+        s.stop();
+    }
+    // In a thread, so that a hang fails the test instead of stalling it.
+    let (tx, rx) = mpsc::channel();
+    let big = dir.join("a/big");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(big));
+    });
+    let read = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "a read with the store gone did not return within 60 s; log:\n{}",
+                m.log()
+            )
+        });
+    let e = read.expect_err("read a file with the store gone");
+    assert_eq!(e.raw_os_error(), Some(5), "{e}; log:\n{}", m.log());
+    let log = m.log();
+    assert!(
+        log.contains("a/big") && log.contains("answering EIO"),
+        "the log does not name the file:\n{log}"
+    );
+    // The mount still answers.
+    assert!(std::fs::metadata(&dir).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4);
+    assert_eq!(std::fs::read(dir.join("empty")).unwrap(), b"");
+    assert!(m.terminate().success(), "log:\n{}", m.log());
 }
