@@ -51,6 +51,21 @@ pub struct Answer {
     pub reason: String,
 }
 
+/// Encodes an answer as the API server reads it. kube's `AdmissionResponse` serializes its
+/// `patch` (bytes) as an array of numbers (kube-rs/kube#1781); the API is a base64 string
+/// (Go's `[]byte` in JSON), so the patch is rewritten as one here.
+pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let mut value = serde_json::to_value(review)?;
+    if let (Some(patch), Some(slot)) = (
+        review.response.as_ref().and_then(|r| r.patch.as_ref()),
+        value.pointer_mut("/response/patch"),
+    ) {
+        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&value)
+}
+
 /// Decodes a body.
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let mut value: Value = serde_json::from_slice(body).map_err(DecodeError::NotJson)?;
@@ -245,6 +260,31 @@ mod tests {
         let json = serde_json::to_value(&answer.review).unwrap();
         assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(json["response"]["allowed"], false);
+    }
+
+    #[test]
+    fn the_patch_goes_out_in_base64() {
+        use base64::Engine;
+        let (request, _) = decoded(&review("Pod", "CREATE"));
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}
+        ]))
+        .unwrap();
+        let review = AdmissionResponse::from(&*request)
+            .with_patch(patch)
+            .unwrap()
+            .into_review();
+        let json: Value = serde_json::from_slice(&encode(&review).unwrap()).unwrap();
+        let b64 = json["response"]["patch"].as_str().unwrap();
+        let ops: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(json["response"]["patchType"], "JSONPatch");
+        assert_eq!(json["response"]["uid"], "u-1");
     }
 
     #[test]

@@ -377,7 +377,7 @@ async fn mutate(
     let Answer {
         review, outcome, ..
     } = answer;
-    let response = match serde_json::to_vec(&review) {
+    let response = match admission::encode(&review) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             // Not expected: the review is plain data.
