@@ -13,6 +13,11 @@
 //!   appends them, as before).
 //! - FUSE (an input with `mode: mount`) only: the agent is privileged and its mount of
 //!   that volume has `Bidirectional` propagation, the application's `HostToContainer`.
+//!   That volume is mounted at the input's parent directory and the FUSE mount served on
+//!   a directory inside it: a FUSE mount stacked on the volume's own mount point is not
+//!   unmounted in the application's namespace (seen on the pod runner: the agent's
+//!   unmount hung until the application's container ended). So that directory holds no
+//!   other datamon directory.
 //!
 //! Every name is checked against the pod's own (containers, volumes) and suffixed when
 //! taken; mount paths that the application container already uses are refused.
@@ -54,7 +59,7 @@ pub fn agent_dir(plan: &Plan) -> String {
     format!("{}-bin", s(&plan.coordination).trim_end_matches('/'))
 }
 
-/// A volume of ours and where it is mounted.
+/// A volume of ours and where it is mounted (a mounted input's parent directory).
 struct DataVolume {
     name: String,
     path: PathBuf,
@@ -203,13 +208,30 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
                 .map(|o| (&o.name, &o.path, false, OUTPUT)),
         );
     for (name, path, fuse, prefix) in paths {
-        if data.iter().any(|d| &d.path == path) {
-            continue; // read-update: one volume
+        let annotation = format!("{prefix}{name}");
+        // A FUSE mount is served on a directory inside its volume, never on the volume's
+        // own mount point (unmounting would not reach the application's copy of it).
+        let path = if fuse {
+            match path.parent().filter(|p| p.parent().is_some()) {
+                Some(parent) => parent.to_path_buf(),
+                None => {
+                    problems.push(Problem::new(annotation, format!("a mounted input is served from a volume at its parent directory, so {} needs one: use e.g. /mnt/datamon/{name}", path.display())));
+                    continue;
+                }
+            }
+        } else {
+            path.clone()
+        };
+        if let Some(d) = data.iter().find(|d| d.path == path) {
+            if d.fuse != fuse {
+                problems.push(Problem::new(annotation, format!("{} is both the directory of {} and the parent directory of a mounted input: put mounted inputs in a directory of their own, e.g. /mnt/datamon/<name>", path.display(), d.annotation)));
+            }
+            continue; // read-update, or mounts side by side: one volume
         }
         data.push(DataVolume {
             name: volume_names.unique(&format!("datamon-{name}")),
-            path: path.clone(),
-            annotation: format!("{prefix}{name}"),
+            path,
+            annotation,
             fuse,
         });
     }
@@ -237,6 +259,15 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
     }
     for d in &data {
         ours.push((s(&d.path), d.annotation.clone()));
+    }
+    // The volume under a FUSE mount propagates mounts: no other volume of ours inside.
+    for d in data.iter().filter(|d| d.fuse) {
+        for (path, annotation) in &ours {
+            let q = Path::new(path);
+            if q != d.path && (q.starts_with(&d.path) || d.path.starts_with(q)) {
+                problems.push(Problem::new(d.annotation.clone(), format!("a mounted input is served from a volume at its parent directory {}, which must not hold or be inside another datamon directory ({path}, of {annotation}): put mounted inputs in a directory of their own, e.g. /mnt/datamon/<name>", d.path.display())));
+            }
+        }
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (path, annotation) in &ours {

@@ -101,6 +101,16 @@ fn each_invalid_annotation_is_named_with_its_problem() {
             "commit message is empty",
         ),
         ("datamon.io/input.", "{repo: r, path: /o}", "has no name"),
+        (
+            "datamon.io/input.img",
+            "{repo: i, path: /img, mode: mount}",
+            "needs one",
+        ),
+        (
+            "datamon.io/input.img",
+            "{repo: i, path: /data/img, mode: mount}",
+            "directory of their own",
+        ),
         ("datamon.io/config", "not a bucket", "config bucket"),
         ("datamon.io/context", "bad context", "context name"),
         ("datamon.io/s3-endpoint", "minio:9000", "http://host:port"),
