@@ -109,11 +109,18 @@ fn client_with(
             roots.add(cert.unwrap()).unwrap();
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(datamon_webhook::tls::provider())
+    let mut tls = rustls::ClientConfig::builder_with_provider(datamon_webhook::tls::provider())
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // As the API server: HTTP/2 when offered. TLS 1.2-only clients stay on HTTP/1.1, so
+    // both are exercised.
+    tls.alpn_protocols = if versions.contains(&&rustls::version::TLS13) {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve(HOST, addr)
@@ -216,6 +223,7 @@ async fn answers_over_https_to_a_client_that_verifies_the_ca() {
     }
     let health = client.get(running.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
 
     // A client that does not trust this CA cannot talk to the server.
     let other = new_certs();
@@ -239,15 +247,9 @@ async fn answers_over_https_to_a_client_that_verifies_the_ca() {
         &[&rustls::version::TLS12],
         true,
     );
-    assert_eq!(
-        tls12
-            .get(running.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let health = tls12.get(running.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
     running.stop().await;
 }
 
