@@ -31,6 +31,11 @@ static:
     file target/x86_64-unknown-linux-musl/release/datamon-agent
     ls -l target/x86_64-unknown-linux-musl/release/datamon-agent
 
+# Only the webhook: admission latency and throughput over TLS (wrk), peak RSS.
+bench-webhook:
+    cargo build --release -p datamon-webhook
+    bash scripts/bench-webhook.sh target/release
+
 # Only the sidecar runtime's overhead (seconds, not minutes).
 bench-runtime:
     cargo build --release -p datamon-agent

@@ -151,3 +151,6 @@ BENCH_BIG_MIB=${BENCH_MOUNT_BIG_MIB:-1024} "$(dirname "$0")/bench_mount.sh" "$ag
 
 printf '\n== sidecar runtime: overhead of the wrapper and the protocol (20 rounds)\n'
 python3 "$(dirname "$0")/bench_runtime.py" "$agent" 20
+
+printf '\n== webhook: admission latency and throughput over TLS\n'
+bash "$(dirname "$0")/bench-webhook.sh" "$bin"
