@@ -42,6 +42,10 @@ pub struct Plan {
     /// Agent processes and the work each does; empty means one sidecar named
     /// [`DEFAULT_SIDECAR`] doing everything.
     pub sidecars: Vec<Sidecar>,
+    /// Participant names of the wrapped application containers (`wrap --participant`);
+    /// empty means one, named [`APP`]. Outputs are uploaded once every one has exited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
     /// How long each wait may last.
     pub deadlines: Deadlines,
 }
@@ -56,6 +60,7 @@ impl Default for Plan {
             inputs: Vec::new(),
             outputs: Vec::new(),
             sidecars: Vec::new(),
+            apps: Vec::new(),
             deadlines: Deadlines::default(),
         }
     }
@@ -240,6 +245,16 @@ impl Plan {
             outputs: self.outputs.iter().map(|o| o.name.clone()).collect(),
             lifecycle: Lifecycle::Classic,
         }]
+    }
+
+    /// The wrapped applications' participant names, with the default one when the plan
+    /// names none.
+    pub fn effective_apps(&self) -> Vec<String> {
+        if self.apps.is_empty() {
+            vec![APP.to_string()]
+        } else {
+            self.apps.clone()
+        }
     }
 
     /// The input named `name`.

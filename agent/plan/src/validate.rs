@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use crate::schema::{InputMode, Plan, APP, PROTOCOL_VERSION};
+use crate::schema::{InputMode, Plan, APP, DEFAULT_SIDECAR, PROTOCOL_VERSION};
 
 /// One problem in a plan.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +192,20 @@ impl Plan {
         }
 
         self.validate_sidecars(&mut bad);
+        let mut apps = HashSet::new();
+        for (i, a) in self.apps.iter().enumerate() {
+            if !is_name(a)
+                || self.sidecars.iter().any(|s| &s.name == a)
+                || a == DEFAULT_SIDECAR && self.sidecars.is_empty()
+            {
+                bad(format!("apps[{i}]"), format!("{a:?} is not a valid application participant: use 1 to 63 lowercase letters, digits and `-`, starting with a letter, not a sidecar's name"));
+            } else if !apps.insert(a.clone()) {
+                bad(
+                    format!("apps[{i}]"),
+                    format!("{a:?} is listed twice: give each wrapped container its own name"),
+                );
+            }
+        }
 
         let d = &self.deadlines;
         for (field, value) in [
@@ -397,6 +411,16 @@ sidecars:
         assert!(f.contains(&"inputs[0]".to_string()), "{f:?}"); // twice
         assert!(f.contains(&"inputs[1]".to_string()), "{f:?}"); // never
         assert!(f.contains(&"outputs[0]".to_string()), "{f:?}"); // never
+    }
+
+    #[test]
+    fn several_apps_need_distinct_valid_names() {
+        let plan = parse("apps: [app-a, app-b]\n");
+        plan.validate().unwrap();
+        assert_eq!(plan.effective_apps(), vec!["app-a", "app-b"]);
+        assert_eq!(parse("{}").effective_apps(), vec![APP]);
+        let bad = parse("apps: [x, x, Bad, datamon]\noutputs: [{name: o, repo: r, path: /o}]\n");
+        assert_eq!(fields(&bad), vec!["apps[1]", "apps[2]", "apps[3]"]);
     }
 
     #[test]
