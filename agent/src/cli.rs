@@ -94,6 +94,9 @@ pub enum Command {
         /// The plan.
         #[command(flatten)]
         plan: PlanArgs,
+        /// Which of the plan's application participants this is (`apps` in the plan).
+        #[arg(long, default_value = datamon_plan::APP)]
+        participant: String,
         /// The application's command and arguments, after `--`.
         #[arg(
             trailing_var_arg = true,
@@ -574,9 +577,10 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
         }
         Command::Wrap {
             plan: args,
+            participant,
             command,
         } => {
-            return crate::runtime::wrapper::run(&plan(&args)?, &command).await;
+            return crate::runtime::wrapper::run(&plan(&args)?, &participant, &command).await;
         }
         Command::Probe {
             plan: args,

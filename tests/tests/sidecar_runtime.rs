@@ -766,3 +766,86 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
     let log = std::fs::read_to_string(&side.log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A pod whose plan wraps two application containers, `app-a` and `app-b`; `b_script` is
+/// the second one's.
+fn two_apps_pod(world: &World, s: &Scratch, b_script: &str) -> PodReport {
+    world.ok(&[
+        "repo",
+        "create",
+        "--repo",
+        "results",
+        "--description",
+        "test",
+    ]);
+    let mut plan = plan(
+        json!([]),
+        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
+        Layout::Native,
+    );
+    plan["apps"] = json!(["app-a", "app-b"]);
+    let a_script = format!(
+        "mkdir -p {out} && echo a > {out}/a.txt",
+        out = p("data/out")
+    );
+    let mut pod =
+        serde_json::to_value(datamon_pod(&plan, Layout::Native, &a_script, &s.seen)).unwrap();
+    let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+    let mut b = containers[0].clone();
+    for (c, name, script) in [
+        (&mut containers[0], "app-a", a_script.as_str()),
+        (&mut b, "app-b", b_script),
+    ] {
+        c["name"] = json!(name);
+        c["command"] = json!([
+            p("bin/datamon-agent"),
+            "wrap",
+            "--participant",
+            name,
+            "--",
+            "sh",
+            "-c",
+            script
+        ]);
+    }
+    containers.push(b);
+    run(world, serde_json::from_value(pod).unwrap(), &s.pod)
+}
+
+#[test]
+fn two_wrapped_containers_upload_once_both_succeeded() {
+    let world = World::local();
+    let s = scratch();
+    // The second app finishes after the first has exited, so the upload must wait for it.
+    let b = format!(
+        "i=0; while [ ! -e {run}/app-a.json ] || ! grep -q exited {run}/app-a.json; do sleep 0.05; i=$((i+1)); [ $i -lt 600 ] || exit 9; done; mkdir -p {out} && echo b > {out}/b.txt",
+        run = p("run"), out = p("data/out"),
+    );
+    let report = two_apps_pod(&world, &s, &b);
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    let id = message(&report, "app-b")["outputs"]["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(message(&report, "app-a")["outputs"]["result"], id.as_str());
+    let files = bundle_files(&world, "results", &id);
+    assert_eq!(
+        files,
+        vec![
+            ("a.txt".to_string(), b"a\n".to_vec()),
+            ("b.txt".to_string(), b"b\n".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn one_of_two_wrapped_containers_failing_uploads_nothing() {
+    let world = World::local();
+    let s = scratch();
+    let report = two_apps_pod(&world, &s, "exit 3");
+    assert_eq!(report.phase, Phase::Failed);
+    assert_eq!(exit_code(&report, "app-a"), Some(0), "{}", report.logs());
+    assert_eq!(exit_code(&report, "app-b"), Some(3));
+    assert!(bundles(&world, "results").is_empty());
+    assert_eq!(message(&report, "datamon")["reason"]["code"], "app_failed");
+}

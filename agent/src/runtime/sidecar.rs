@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, UploadWhen, APP};
+use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, UploadWhen};
 
 use crate::bundle::download::{download, DownloadRequest};
 use crate::bundle::upload::{upload, UploadRequest};
@@ -34,6 +34,43 @@ enum AppEnd {
     Exited(i32),
     /// It did not run to its end (the wrapper says why).
     Failed(Reason),
+}
+
+/// How one application participant ended, if it did (`Some(Err(()))`: not started yet).
+fn app_end(app: &str, status: Status) -> Option<Result<AppEnd, ()>> {
+    match status {
+        Status::Known(s) if s.phase == Phase::Exited => {
+            Some(Ok(AppEnd::Exited(s.exit_code.unwrap_or(-1))))
+        }
+        Status::Known(s) if s.phase == Phase::Failed => {
+            Some(Ok(AppEnd::Failed(s.reason.unwrap_or_else(|| {
+                Reason::new(
+                    ReasonCode::AppFailed,
+                    format!("the wrapper {app} gave no reason"),
+                )
+            }))))
+        }
+        Status::Known(_) => None,
+        Status::Dead(s) => Some(Ok(AppEnd::Failed(Reason::new(
+            ReasonCode::AppDied,
+            format!("the wrapper {app} (pid {}) died while {:?}", s.pid, s.phase),
+        )))),
+        Status::Absent => Some(Err(())),
+    }
+}
+
+/// The outcome of every application together: the first failure, else the first non-zero
+/// exit code, else 0.
+fn combine(ends: Vec<AppEnd>) -> AppEnd {
+    let mut code = 0;
+    for end in ends {
+        match end {
+            AppEnd::Failed(r) => return AppEnd::Failed(r),
+            AppEnd::Exited(c) if code == 0 => code = c,
+            AppEnd::Exited(_) => {}
+        }
+    }
+    AppEnd::Exited(code)
 }
 
 /// Runs the sidecar `name` of `plan`; returns the process exit code.
@@ -342,36 +379,30 @@ impl Run<'_> {
         let start_deadline = Instant::now() + self.plan.deadlines.start;
         let mut give_up: Option<Instant> = None;
         loop {
-            let status = self
-                .board
-                .status(APP)
-                .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
-            match status {
-                Status::Known(s) if s.phase == Phase::Exited => {
-                    return Ok(AppEnd::Exited(s.exit_code.unwrap_or(-1)))
+            let mut ends = Vec::new();
+            let mut absent = Vec::new();
+            for app in self.plan.effective_apps() {
+                let status = self
+                    .board
+                    .status(&app)
+                    .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
+                match app_end(&app, status) {
+                    Some(Ok(end)) => ends.push(end),
+                    Some(Err(())) => absent.push(app),
+                    None => {}
                 }
-                Status::Known(s) if s.phase == Phase::Failed => {
-                    return Ok(AppEnd::Failed(s.reason.unwrap_or_else(|| {
-                        Reason::new(ReasonCode::AppFailed, "the wrapper gave no reason")
-                    })))
-                }
-                Status::Known(_) => {}
-                Status::Dead(s) => {
-                    return Ok(AppEnd::Failed(Reason::new(
-                        ReasonCode::AppDied,
-                        format!("the wrapper (pid {}) died while {:?}", s.pid, s.phase),
-                    )))
-                }
-                Status::Absent if Instant::now() >= start_deadline => {
-                    return Err(Reason::new(
-                        ReasonCode::Deadline,
-                        format!(
-                            "the application wrapper did not start within {} (deadlines.start): is the application's command wrapped with `datamon-agent wrap`?",
-                            humantime::format_duration(self.plan.deadlines.start)
-                        ),
-                    ))
-                }
-                Status::Absent => {}
+            }
+            if !absent.is_empty() && Instant::now() >= start_deadline {
+                return Err(Reason::new(
+                    ReasonCode::Deadline,
+                    format!(
+                        "the application wrapper(s) {absent:?} did not start within {} (deadlines.start): is the application's command wrapped with `datamon-agent wrap`?",
+                        humantime::format_duration(self.plan.deadlines.start)
+                    ),
+                ));
+            }
+            if ends.len() == self.plan.effective_apps().len() {
+                return Ok(combine(ends));
             }
             if let Some(m) = mounts.iter().find(|m| m.is_finished()) {
                 return Err(Reason::new(
@@ -400,5 +431,37 @@ impl Run<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_application_decides_the_uploads() {
+        let failed = Reason::new(ReasonCode::SidecarDied, "x");
+        assert_eq!(
+            combine(vec![AppEnd::Exited(0), AppEnd::Exited(0)]),
+            AppEnd::Exited(0)
+        );
+        assert_eq!(
+            combine(vec![
+                AppEnd::Exited(0),
+                AppEnd::Exited(3),
+                AppEnd::Exited(4)
+            ]),
+            AppEnd::Exited(3)
+        );
+        assert_eq!(
+            combine(vec![AppEnd::Exited(3), AppEnd::Failed(failed.clone())]),
+            AppEnd::Failed(failed)
+        );
+        assert_eq!(app_end("app", Status::Absent), Some(Err(())));
+        let running = State::new("app", Phase::Running);
+        assert_eq!(app_end("app", Status::Known(running.clone())), None);
+        assert!(
+            matches!(app_end("app", Status::Dead(running)), Some(Ok(AppEnd::Failed(r))) if r.code == ReasonCode::AppDied)
+        );
     }
 }

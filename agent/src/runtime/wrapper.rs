@@ -8,7 +8,7 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use datamon_plan::{Plan, APP};
+use datamon_plan::Plan;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
@@ -41,8 +41,9 @@ impl Stop {
     }
 }
 
-/// Runs `command` as the plan's application; returns the wrapper's exit code.
-pub async fn run(plan: &Plan, command: &[String]) -> crate::Result<u8> {
+/// Runs `command` as the plan's application participant `me`; returns the wrapper's exit
+/// code.
+pub async fn run(plan: &Plan, me: &str, command: &[String]) -> crate::Result<u8> {
     let mut signals = Forwarded::catch()?;
     let Some((program, args)) = command.split_first() else {
         return Err(crate::Error::Plan(
@@ -50,15 +51,21 @@ pub async fn run(plan: &Plan, command: &[String]) -> crate::Result<u8> {
                 .into(),
         ));
     };
+    if !plan.effective_apps().iter().any(|a| a == me) {
+        return Err(crate::Error::Plan(format!(
+            "the plan has no application participant {me:?}: pass --participant with one of {:?}",
+            plan.effective_apps()
+        )));
+    }
     let board = Board::open(&plan.coordination)?;
-    let _lock = board.hold(APP)?;
-    board.write(&State::new(APP, Phase::Starting))?;
+    let _lock = board.hold(me)?;
+    board.write(&State::new(me, Phase::Starting))?;
     let mut watcher = board.watch()?;
     let mut w = Wrapper {
         plan,
         board: &board,
         outcome: Outcome {
-            participant: APP.to_string(),
+            participant: me.to_string(),
             ..Outcome::default()
         },
     };
@@ -67,7 +74,7 @@ pub async fn run(plan: &Plan, command: &[String]) -> crate::Result<u8> {
         Err(stop) => {
             eprintln!("datamon-agent wrap: {}", stop.reason);
             tracing::error!(reason = %stop.reason, "the application did not complete");
-            let mut st = State::failed(APP, stop.reason.clone());
+            let mut st = State::failed(me, stop.reason.clone());
             st.exit_code = w.outcome.exit_code;
             // If even this cannot be written, the sidecars see the wrapper gone: the same
             // conclusion.
@@ -127,7 +134,7 @@ impl Wrapper<'_> {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let mut st = State::new(APP, Phase::Running);
+        let mut st = State::new(&self.outcome.participant, Phase::Running);
         self.write(&st)?;
         tracing::info!(program, pid = ?pgid, "application started");
 
