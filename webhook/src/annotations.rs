@@ -40,7 +40,7 @@ pub const RESOURCES: &str = "datamon.io/resources";
 pub const DEADLINES: &str = "datamon.io/deadlines";
 /// `auto`, `on` or `off`: the agent as a native sidecar.
 pub const NATIVE_SIDECAR: &str = "datamon.io/native-sidecar";
-/// The application container (the one wrapped and given the data).
+/// The application containers (wrapped and given the data), comma-separated.
 pub const WRAP: &str = "datamon.io/wrap";
 /// Opt-in label (pods: `"true"`, namespaces: `enabled`); as a pod label or annotation,
 /// `"false"` opts a pod out.
@@ -154,8 +154,9 @@ pub struct Request {
     pub resources: Resources,
     /// Native sidecar mode.
     pub native: NativeMode,
-    /// The application container named by `datamon.io/wrap`.
-    pub wrap: Option<String>,
+    /// The application containers named by `datamon.io/wrap`, in annotation order; empty
+    /// means the default one (kubectl's default container, else the first).
+    pub wrap: Vec<String>,
     /// `datamon.io/command.<container>`: container → command.
     pub commands: BTreeMap<String, Vec<String>>,
 }
@@ -237,7 +238,7 @@ pub fn parse(
             }
         } else if key == WRAP {
             match parse_wrap(&found) {
-                Ok(w) => req.wrap = Some(w),
+                Ok(w) => req.wrap = w,
                 Err(p) => problems.push(p),
             }
         } else if key == INJECT {
@@ -393,32 +394,35 @@ fn parse_command(found: &Found<'_>, container: &str) -> Result<Vec<String>, Prob
     }
 }
 
-/// `datamon.io/wrap`: the one application container.
-fn parse_wrap(found: &Found<'_>) -> Result<String, Problem> {
+/// `datamon.io/wrap`: the application containers, comma-separated, each named once.
+fn parse_wrap(found: &Found<'_>) -> Result<Vec<String>, Problem> {
+    let bad = |p: String| Problem::new(found.to_string(), p);
     let names: Vec<&str> = found
         .value
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    match names.as_slice() {
-        [one] if is_dns_label(one) => Ok((*one).to_string()),
-        [one] => Err(Problem::new(
-            found.to_string(),
-            format!("{one:?} is not a container name: name one of the pod's containers"),
-        )),
-        [] => Err(Problem::new(
-            found.to_string(),
-            "empty: name the application container, or remove the annotation to wrap the first container",
-        )),
-        _ => Err(Problem::new(
-            found.to_string(),
-            format!(
-                "{} containers named: a pod has one application in the data plan; name the one container that reads the inputs and writes the outputs",
-                names.len()
-            ),
-        )),
+    if names.is_empty() {
+        return Err(bad(
+            "empty: name the application containers (comma-separated), or remove the annotation to wrap the first container".to_string(),
+        ));
     }
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if !is_dns_label(name) {
+            return Err(bad(format!(
+                "{name:?} is not a container name: name one or more of the pod's containers, comma-separated"
+            )));
+        }
+        if out.iter().any(|n| n == name) {
+            return Err(bad(format!(
+                "container {name:?} is listed twice: name each application container once"
+            )));
+        }
+        out.push(name.to_string());
+    }
+    Ok(out)
 }
 
 /// The scalar annotations (pod value, else namespace default).
@@ -646,7 +650,7 @@ mod tests {
             &map(&[
                 ("datamon.io/input.raw", "{repo: r, path: /d, lable: x}"),
                 ("datamon.io/outputs.x", "{}"),
-                ("datamon.io/wrap", "a,b"),
+                ("datamon.io/wrap", "a,b,a"),
                 ("datamon.io/command.app", "python job.py"),
             ]),
             &map(&[("datamon.io/resources", "{requests: {cpu: lots}}")]),
@@ -658,13 +662,29 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("did you mean `datamon.io/output.x`"), "{all}");
-        assert!(all.contains("datamon.io/wrap: 2 containers"), "{all}");
+        assert!(
+            all.contains("datamon.io/wrap: container \"a\" is listed twice"),
+            "{all}"
+        );
         assert!(all.contains("datamon.io/command.app: not a list"), "{all}");
         assert!(
             all.contains("datamon.io/resources (namespace default): `requests.cpu`"),
             "{all}"
         );
         assert_eq!(e.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn wrap_names_several_containers_in_order() {
+        let (req, problems) = parse(
+            &map(&[
+                ("datamon.io/output.out", "{repo: r, path: /data/out}"),
+                ("datamon.io/wrap", " trainer, evaluator ,"),
+            ]),
+            &map(&[]),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(req.wrap, ["trainer", "evaluator"]);
     }
 
     #[test]

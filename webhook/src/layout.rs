@@ -8,9 +8,11 @@
 //!   pod's own init containers; the application is not wrapped.
 //! - Otherwise: an init container that installs the agent, and the agent itself, either a
 //!   native sidecar (init container, `restartPolicy: Always`, a startupProbe) or a regular
-//!   container appended after the pod's containers. The application container's command
+//!   container appended after the pod's containers. Each application container's command
 //!   becomes `<agent dir>/datamon-agent wrap -- <command>` (its `args` stay: Kubernetes
-//!   appends them, as before).
+//!   appends them, as before); with several (`datamon.io/wrap: a,b`), each is its own
+//!   participant: `wrap --participant app-<container> -- <command>`, as the plan's `apps`
+//!   lists them.
 //! - FUSE (an input with `mode: mount`) only: the agent is privileged and its mount of
 //!   that volume has `Bidirectional` propagation, the application's `HostToContainer`.
 //!   That volume is mounted at the input's parent directory and the FUSE mount served on
@@ -129,60 +131,77 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
     let agent_dir = agent_dir(inp.plan);
     let agent_dir = agent_dir.as_str();
 
-    // The application container.
+    // The application containers (indices into `containers`).
     let annotations = &pod["metadata"]["annotations"];
-    let app = match &inp.req.wrap {
-        Some(name) => container_names.iter().position(|c| c == name).or_else(|| {
-            problems.push(Problem::new(
-                WRAP,
-                format!(
-                    "no container is named {name:?}: name one of {}",
-                    container_names.join(", ")
-                ),
-            ));
-            None
-        }),
-        None => annotations[DEFAULT_CONTAINER]
+    let apps: Vec<usize> = if inp.req.wrap.is_empty() {
+        let default = annotations[DEFAULT_CONTAINER]
             .as_str()
-            .and_then(|d| container_names.iter().position(|c| *c == d))
-            .or(Some(0)),
+            .and_then(|d| container_names.iter().position(|c| *c == d));
+        vec![default.unwrap_or(0)]
+    } else {
+        let found: Vec<Option<usize>> = inp
+            .req
+            .wrap
+            .iter()
+            .map(|name| container_names.iter().position(|c| c == name))
+            .collect();
+        for (name, at) in inp.req.wrap.iter().zip(&found) {
+            if at.is_none() {
+                problems.push(Problem::new(
+                    WRAP,
+                    format!(
+                        "no container is named {name:?}: name one or more of {}",
+                        container_names.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        found.into_iter().flatten().collect()
     };
-    let Some(app) = app else {
-        return Err(problems);
-    };
-    let app_name = container_names.get(app).copied().unwrap_or("");
-    let app_c = &containers[app];
+    let app_names: Vec<&str> = apps
+        .iter()
+        .map(|&i| container_names.get(i).copied().unwrap_or(""))
+        .collect();
 
-    // Its command.
-    let mut command: Option<Vec<Value>> = None;
+    // Their commands.
+    let mut commands: Vec<Vec<Value>> = Vec::new();
     if wrapped {
         for c in inp.req.commands.keys() {
-            if c != app_name {
-                let why = if container_names.contains(&c.as_str()) {
-                    format!("container {c:?} is not the application container ({app_name:?}): remove the annotation, or set {WRAP}: {c}")
-                } else {
+            if !app_names.contains(&c.as_str()) {
+                let why = if !container_names.contains(&c.as_str()) {
                     format!(
                         "no container is named {c:?}: name one of {}",
                         container_names.join(", ")
                     )
+                } else if let [app_name] = app_names.as_slice() {
+                    format!("container {c:?} is not the application container ({app_name:?}): remove the annotation, or set {WRAP}: {c}")
+                } else {
+                    format!("container {c:?} is not an application container (wrapped: {}): remove the annotation, or add {c} to {WRAP}", app_names.join(", "))
                 };
                 problems.push(Problem::new(format!("{COMMAND}{c}"), why));
             }
         }
-        let own = app_c["command"].as_array().filter(|c| !c.is_empty());
-        match (own, inp.req.commands.get(app_name)) {
-            (Some(_), Some(_)) => problems.push(Problem::new(
-                format!("{COMMAND}{app_name}"),
-                format!("container {app_name:?} has a `command`, which is wrapped as it is: remove the annotation"),
-            )),
-            (Some(own), None) => command = Some(own.clone()),
-            (None, Some(ann)) => {
-                command = Some(ann.iter().map(|a| Value::String(a.clone())).collect());
+        for (&app, &app_name) in apps.iter().zip(&app_names) {
+            let own = containers[app]["command"]
+                .as_array()
+                .filter(|c| !c.is_empty());
+            match (own, inp.req.commands.get(app_name)) {
+                (Some(_), Some(_)) => problems.push(Problem::new(
+                    format!("{COMMAND}{app_name}"),
+                    format!("container {app_name:?} has a `command`, which is wrapped as it is: remove the annotation"),
+                )),
+                (Some(own), None) => commands.push(own.clone()),
+                (None, Some(ann)) => {
+                    commands.push(ann.iter().map(|a| Value::String(a.clone())).collect());
+                }
+                (None, None) => problems.push(Problem::new(
+                    format!("{COMMAND}{app_name}"),
+                    format!("container {app_name:?} has no `command`, and the webhook cannot see its image's entrypoint to wrap it: set `command` in the pod spec, or add the annotation {COMMAND}{app_name}: '[\"/entrypoint\", \"arg\"]' with the image's ENTRYPOINT (and CMD, unless `args` gives them)"),
+                )),
             }
-            (None, None) => problems.push(Problem::new(
-                format!("{COMMAND}{app_name}"),
-                format!("container {app_name:?} has no `command`, and the webhook cannot see its image's entrypoint to wrap it: set `command` in the pod spec, or add the annotation {COMMAND}{app_name}: '[\"/entrypoint\", \"arg\"]' with the image's ENTRYPOINT (and CMD, unless `args` gives them)"),
-            )),
         }
     }
 
@@ -241,13 +260,18 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
         .as_ref()
         .map(|secret| (volume_names.unique("datamon-credentials"), secret));
 
-    // Our paths must be free in the application container, and distinct from each other.
-    let app_paths: BTreeSet<String> = app_c["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["mountPath"].as_str())
-        .map(|p| p.trim_end_matches('/').to_string())
+    // Our paths must be free in the application containers, and distinct from each other.
+    let app_paths: Vec<BTreeSet<String>> = apps
+        .iter()
+        .map(|&app| {
+            containers[app]["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["mountPath"].as_str())
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect()
+        })
         .collect();
     let coordination = s(&inp.plan.coordination);
     let mut ours: Vec<(String, String)> = vec![(coordination.clone(), COORDINATION.to_string())];
@@ -271,8 +295,10 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (path, annotation) in &ours {
-        if app_paths.contains(path.as_str()) {
-            problems.push(Problem::new(annotation.clone(), format!("container {app_name:?} already mounts a volume at {path}: choose another path for datamon")));
+        for (taken, app_name) in app_paths.iter().zip(&app_names) {
+            if taken.contains(path.as_str()) {
+                problems.push(Problem::new(annotation.clone(), format!("container {app_name:?} already mounts a volume at {path}: choose another path for datamon")));
+            }
         }
         if let Some(first) = seen.insert(path, annotation) {
             problems.push(Problem::new(annotation.clone(), format!("{path} is also the directory of {first}: give each datamon directory (coordination, agent, inputs, outputs) its own path")));
@@ -349,15 +375,12 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
         );
     }
 
-    let app_index = app.to_string();
-    let app_path = ["spec", "containers", app_index.as_str()];
-    let at = |k: &'static str| -> Vec<&str> {
-        let mut p = app_path.to_vec();
-        p.push(k);
-        p
+    let app_indices: Vec<String> = apps.iter().map(ToString::to_string).collect();
+    let at = |i: usize, k: &'static str| -> Vec<&str> {
+        vec!["spec", "containers", app_indices[i].as_str(), k]
     };
-    match (&bin_volume, command) {
-        (Some(bin), Some(command)) => {
+    match &bin_volume {
+        Some(bin) => {
             // Install, then the agent (native: an init container; classic: a container).
             let install = json!({
                 "name": container_names_taken.unique("datamon-install"),
@@ -382,44 +405,52 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
             } else {
                 b.push(&["spec", "containers"], agent);
             }
-            // The application, wrapped.
-            let mut wrapped_cmd = vec![
-                json!(format!("{}/datamon-agent", agent_dir.trim_end_matches('/'))),
-                json!("wrap"),
-                json!("--"),
-            ];
-            wrapped_cmd.extend(command);
-            b.set(&at("command"), Value::Array(wrapped_cmd));
-            b.push(
-                &at("env"),
-                json!({"name": PLAN_ENV, "value": serde_json::to_string(inp.plan).unwrap_or_default()}),
-            );
-            b.push(
-                &at("volumeMounts"),
-                json!({"name": run_volume, "mountPath": coordination}),
-            );
-            b.push(
-                &at("volumeMounts"),
-                json!({"name": bin, "mountPath": agent_dir, "readOnly": true}),
-            );
-            if app_c.get("terminationMessagePolicy").is_none() {
-                b.set(
-                    &at("terminationMessagePolicy"),
-                    json!("FallbackToLogsOnError"),
+            // The applications, wrapped: one participant each when the plan names them.
+            for (i, command) in commands.into_iter().enumerate() {
+                let mut wrapped_cmd = vec![
+                    json!(format!("{}/datamon-agent", agent_dir.trim_end_matches('/'))),
+                    json!("wrap"),
+                ];
+                if let Some(participant) = inp.plan.apps.get(i) {
+                    wrapped_cmd.push(json!("--participant"));
+                    wrapped_cmd.push(json!(participant));
+                }
+                wrapped_cmd.push(json!("--"));
+                wrapped_cmd.extend(command);
+                b.set(&at(i, "command"), Value::Array(wrapped_cmd));
+                b.push(&at(i, "env"), json!({"name": PLAN_ENV, "value": plan_json}));
+                b.push(
+                    &at(i, "volumeMounts"),
+                    json!({"name": run_volume, "mountPath": coordination}),
                 );
+                b.push(
+                    &at(i, "volumeMounts"),
+                    json!({"name": bin, "mountPath": agent_dir, "readOnly": true}),
+                );
+                if containers[apps[i]]
+                    .get("terminationMessagePolicy")
+                    .is_none()
+                {
+                    b.set(
+                        &at(i, "terminationMessagePolicy"),
+                        json!("FallbackToLogsOnError"),
+                    );
+                }
             }
         }
-        _ => {
+        None => {
             // Download-only: one plain init container does it all.
             b.push(&["spec", "initContainers"], agent);
         }
     }
-    for d in &data {
-        let mut m = json!({"name": d.name, "mountPath": s(&d.path)});
-        if d.fuse {
-            m["mountPropagation"] = json!("HostToContainer");
+    for i in 0..apps.len() {
+        for d in &data {
+            let mut m = json!({"name": d.name, "mountPath": s(&d.path)});
+            if d.fuse {
+                m["mountPropagation"] = json!("HostToContainer");
+            }
+            b.push(&at(i, "volumeMounts"), m);
         }
-        b.push(&at("volumeMounts"), m);
     }
 
     // The pod has annotations: ours brought it here.

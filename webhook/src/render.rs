@@ -2,12 +2,46 @@
 //! checked with the plan's own validation, whose field names are mapped back to the
 //! annotations the user wrote.
 
-use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, DEFAULT_SIDECAR};
+use datamon_plan::validate::is_name;
+use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, APP, DEFAULT_SIDECAR};
 
-use crate::annotations::{Problem, Request, COORDINATION, DEADLINES, INPUT, OUTPUT};
+use crate::annotations::{Problem, Request, COORDINATION, DEADLINES, INPUT, OUTPUT, WRAP};
 
 /// Participant name of the one agent process the webhook injects.
 pub const PARTICIPANT: &str = DEFAULT_SIDECAR;
+
+/// The wrapper participant names of the containers `wrap` names: none (the plan's default,
+/// [`APP`]) for one container or fewer, else `app-<container>` for each (cut to 63
+/// characters), or the problem when two names cannot be told apart.
+pub fn app_participants(wrap: &[String]) -> Result<Vec<String>, Problem> {
+    if wrap.len() <= 1 {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = Vec::new();
+    for container in wrap {
+        let mut name: String = format!("{APP}-{container}").chars().take(63).collect();
+        while name.ends_with('-') {
+            name.pop();
+        }
+        if !is_name(&name) || name == PARTICIPANT {
+            return Err(Problem::new(
+                WRAP,
+                format!("container {container:?} gives no valid participant name ({name:?}): rename the container (lowercase letters, digits and `-`)"),
+            ));
+        }
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            return Err(Problem::new(
+                WRAP,
+                format!(
+                    "containers {:?} and {container:?} both give the participant name {name:?} (app-<container>, cut to 63 characters): give them names that differ within their first 59 characters",
+                    wrap[i]
+                ),
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
 
 /// Whether the plan needs an agent beside the application (mounts to serve, outputs to
 /// upload); without, one plain init container does everything.
@@ -26,6 +60,14 @@ pub fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> {
     };
     if let Some(c) = &req.coordination {
         plan.coordination = c.clone();
+    }
+    // Only a wrapped application is a participant (download-only plans wrap nothing).
+    let mut wrap_problem = None;
+    if needs_sidecar(req) {
+        match app_participants(&req.wrap) {
+            Ok(apps) => plan.apps = apps,
+            Err(p) => wrap_problem = Some(p),
+        }
     }
     let lifecycle = if native && needs_sidecar(req) {
         Lifecycle::Native
@@ -46,6 +88,7 @@ pub fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> {
             .map(|p| to_annotation(&plan, &p.field, &p.problem))
             .collect(),
     };
+    problems.extend(wrap_problem);
     if plan.coordination.parent().is_none() {
         problems.push(Problem::new(
             COORDINATION,
@@ -100,6 +143,9 @@ fn to_annotation(plan: &Plan, field: &str, problem: &str) -> Problem {
     }
     if field == "coordination" {
         return Problem::new(COORDINATION, problem);
+    }
+    if field.starts_with("apps[") {
+        return Problem::new(WRAP, problem);
     }
     if let Some(sub) = field.strip_prefix("deadlines.") {
         return Problem::new(DEADLINES, with_field(sub));

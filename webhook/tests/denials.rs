@@ -149,8 +149,14 @@ fn each_invalid_annotation_is_named_with_its_problem() {
         ),
         ("datamon.io/deadlines", "{grace: 0s}", "zero deadline"),
         ("datamon.io/native-sidecar", "maybe", "auto"),
-        ("datamon.io/wrap", "app,side", "name the one container"),
         ("datamon.io/wrap", "nope", "no container is named \"nope\""),
+        (
+            "datamon.io/wrap",
+            "app,nope",
+            "no container is named \"nope\"",
+        ),
+        ("datamon.io/wrap", "app,side,app", "\"app\" is listed twice"),
+        ("datamon.io/wrap", "app,Side", "not a container name"),
         ("datamon.io/wrap", " ", "empty"),
         (
             "datamon.io/command.side",
@@ -275,4 +281,73 @@ fn objects_that_are_not_pods_are_denied_only_when_they_ask_for_datamon() {
             "{v}"
         );
     }
+}
+
+#[test]
+fn several_wrapped_containers_are_allowed_each_with_its_participant() {
+    let out = (
+        "datamon.io/output.result",
+        "{repo: res, path: /data/result}",
+    );
+    let p = pod(&[
+        GOOD_INPUT,
+        out,
+        ("datamon.io/wrap", "app,side"),
+        ("datamon.io/command.side", "[run]"),
+    ]);
+    let ns = NamespaceDefaults::default();
+    let Verdict::Patch(patch) = mutate_pod(&p, &ns, &WebhookSettings::default()) else {
+        panic!("not patched");
+    };
+    let mut patched = p.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    let c = &patched["spec"]["containers"];
+    for (i, participant, tail) in [(0, "app-app", "ls"), (1, "app-side", "run")] {
+        let cmd: Vec<&str> = c[i]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cmd[1..],
+            ["wrap", "--participant", participant, "--", tail],
+            "{cmd:?}"
+        );
+        let plan: Value = serde_json::from_str(c[i]["env"][0]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(plan["apps"], json!(["app-app", "app-side"]));
+    }
+    // A command annotation for a container that is not wrapped is still refused.
+    let msg = deny(
+        &pod(&[
+            GOOD_INPUT,
+            out,
+            ("datamon.io/wrap", "app"),
+            ("datamon.io/command.side", "[run]"),
+        ]),
+        &[],
+    );
+    assert!(msg.contains("not the application container"), "{msg}");
+}
+
+#[test]
+fn participant_names_that_cannot_be_told_apart_are_denied() {
+    let long = "a".repeat(58);
+    let (a, b) = (format!("{long}-one"), format!("{long}-two"));
+    let p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {
+            "datamon.io/output.result": "{repo: res, path: /data/result}",
+            "datamon.io/wrap": format!("{a},{b}"),
+        }},
+        "spec": {"containers": [
+            {"name": a, "image": "busybox", "command": ["ls"]},
+            {"name": b, "image": "busybox", "command": ["ls"]},
+        ]},
+    });
+    let msg = deny(&p, &[]);
+    assert!(
+        msg.contains("datamon.io/wrap") && msg.contains("both give the participant name"),
+        "{msg}"
+    );
 }

@@ -147,7 +147,16 @@ fn value(r: &mut Rng, key: &str) -> String {
     } else if key.ends_with("native-sidecar") {
         r.pick(&["auto", "on", "off"]).to_string()
     } else if key.ends_with("wrap") || key.ends_with("default-container") {
-        r.pick(&["app", "side", "datamon", "nope"]).to_string()
+        r.pick(&[
+            "app",
+            "side",
+            "datamon",
+            "nope",
+            "app,side",
+            "side, app",
+            "app,app",
+        ])
+        .to_string()
     } else if key.ends_with("coordination") {
         r.pick(&["/var/run/dm", "/data/raw", "/"]).to_string()
     } else {
