@@ -569,6 +569,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 async fn kube_client() -> Result<kube::Client, String> {
+    tls::install_default_provider();
     let config = kube::Config::infer()
         .await
         .map_err(|e| tls::error_chain(&e))?;

@@ -77,6 +77,15 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process's default crypto provider, for the TLS connections this crate
+/// does not configure itself (kube's client). Needed whenever both of rustls's providers
+/// are compiled in (a workspace build also links the agent's aws-lc-rs), where rustls
+/// cannot pick one on its own. Calling it again does nothing.
+pub fn install_default_provider() {
+    // An Err means a provider is already installed: that one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Reads a certificate chain and its key from PEM files, checking that they belong together.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert)?;

@@ -658,6 +658,7 @@ fn json_response(status: axum::http::StatusCode, v: Value) -> axum::response::Re
 }
 
 fn kube_client(addr: SocketAddr) -> kube::Client {
+    datamon_webhook::tls::install_default_provider();
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     kube::Client::try_from(config).unwrap()
 }
