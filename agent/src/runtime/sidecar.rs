@@ -377,18 +377,19 @@ impl Run<'_> {
             .watch()
             .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
         let start_deadline = Instant::now() + self.plan.deadlines.start;
+        let apps = self.plan.effective_apps();
         let mut give_up: Option<Instant> = None;
         loop {
             let mut ends = Vec::new();
             let mut absent = Vec::new();
-            for app in self.plan.effective_apps() {
+            for app in &apps {
                 let status = self
                     .board
-                    .status(&app)
+                    .status(app)
                     .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))?;
-                match app_end(&app, status) {
+                match app_end(app, status) {
                     Some(Ok(end)) => ends.push(end),
-                    Some(Err(())) => absent.push(app),
+                    Some(Err(())) => absent.push(app.clone()),
                     None => {}
                 }
             }
@@ -401,7 +402,7 @@ impl Run<'_> {
                     ),
                 ));
             }
-            if ends.len() == self.plan.effective_apps().len() {
+            if ends.len() == apps.len() {
                 return Ok(combine(ends));
             }
             if let Some(m) = mounts.iter().find(|m| m.is_finished()) {
