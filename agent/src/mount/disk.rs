@@ -1,11 +1,13 @@
-//! The optional on-disk leaf cache (`--cache-dir`, `--cache-mib`): verified leaves kept as
+//! The optional on-disk cache (`--cache-dir`, `--cache-mib`): verified leaves kept as
 //! files named by their key, so that a remount (or another mount of a bundle sharing
-//! leaves) reads them without the store.
+//! leaves) reads them without the store; and whole files (`<root key>.file`), assembled
+//! from verified leaves, that the kernel reads directly (see [`super::whole`]).
 //!
 //! - Only leaves verified against their key are written, each to a temporary file renamed
 //!   into place, so a file under a key's name is never partly written by a live process.
 //! - Every leaf read back is verified again (a crash before the bytes reached the disk, a
-//!   bit flip, a hand edit): a mismatch removes the file and the leaf is fetched anew.
+//!   bit flip, a hand edit): a mismatch removes the file and the leaf is fetched anew. A
+//!   whole file is verified once per mount before its first use.
 //! - The files' total size stays under the bound: least recently used out first, with the
 //!   modification time of each file as its last use, so the order survives remounts.
 //!
@@ -13,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::lock;
 use super::pool::BufferPool;
 use crate::cafs::hasher::leaf_key;
 use crate::cafs::leaf::Leaf;
@@ -42,18 +46,48 @@ const STALE_TEMP: Duration = Duration::from_secs(600);
 /// Suffix of temporary files.
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// Which leaves are on disk, in order of last use (pure bookkeeping).
+/// Suffix of whole files.
+const FILE_SUFFIX: &str = ".file";
+
+/// What the cache holds under a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Entry {
+    /// A leaf, by its key.
+    Leaf(Key),
+    /// A whole file, by its root key.
+    File(Key),
+}
+
+impl Entry {
+    /// The entry a cache directory's file name stands for, if any.
+    fn parse(name: &str) -> Option<Self> {
+        match name.strip_suffix(FILE_SUFFIX) {
+            Some(hex) => hex.parse().ok().map(Entry::File),
+            None => name.parse().ok().map(Entry::Leaf),
+        }
+    }
+
+    /// The file name of the entry in the cache directory.
+    fn name(&self) -> String {
+        match self {
+            Entry::Leaf(k) => k.to_hex(),
+            Entry::File(k) => format!("{}{FILE_SUFFIX}", k.to_hex()),
+        }
+    }
+}
+
+/// Which entries are on disk, in order of last use (pure bookkeeping).
 #[derive(Debug, Default)]
 struct Index {
     used: u64,
     clock: u64,
-    entries: HashMap<Key, (u64, u64)>,
-    order: BTreeMap<u64, Key>,
+    entries: HashMap<Entry, (u64, u64)>,
+    order: BTreeMap<u64, Entry>,
 }
 
 impl Index {
     /// Records `key` (`size` bytes) as present and just used.
-    fn touch(&mut self, key: Key, size: u64) {
+    fn touch(&mut self, key: Entry, size: u64) {
         self.remove(&key);
         self.clock += 1;
         self.used += size;
@@ -62,7 +96,7 @@ impl Index {
     }
 
     /// Forgets `key`.
-    fn remove(&mut self, key: &Key) {
+    fn remove(&mut self, key: &Entry) {
         if let Some((size, stamp)) = self.entries.remove(key) {
             self.order.remove(&stamp);
             self.used -= size;
@@ -71,7 +105,7 @@ impl Index {
 
     /// Forgets the least recently used keys until at most `limit` bytes are left, and
     /// returns them.
-    fn evict_to(&mut self, limit: u64) -> Vec<Key> {
+    fn evict_to(&mut self, limit: u64) -> Vec<Entry> {
         let mut out = Vec::new();
         while self.used > limit {
             let Some((_, key)) = self.order.pop_first() else {
@@ -117,11 +151,11 @@ impl DiskCache {
                 }
                 continue;
             }
-            if let (true, Ok(key)) = (meta.is_file(), name.parse::<Key>()) {
+            if let (true, Some(key)) = (meta.is_file(), Entry::parse(name)) {
                 found.push((used, key, meta.len()));
             }
         }
-        found.sort_by_key(|(used, key, _)| (*used, key.to_hex()));
+        found.sort_by_key(|(used, key, _)| (*used, key.name()));
         let mut index = Index::default();
         for (_, key, size) in found {
             index.touch(key, size);
@@ -156,11 +190,179 @@ impl DiskCache {
 
     /// Whether the leaf `key` is on disk, as far as this process knows.
     pub fn contains(&self, key: &Key) -> bool {
-        lock(&self.index).entries.contains_key(key)
+        lock(&self.index).entries.contains_key(&Entry::Leaf(*key))
+    }
+
+    /// Whether the whole file of root key `root` is on disk, as far as this process knows.
+    pub fn contains_file(&self, root: &Key) -> bool {
+        lock(&self.index).entries.contains_key(&Entry::File(*root))
     }
 
     fn path(&self, key: &Key) -> PathBuf {
-        self.dir.join(key.to_hex())
+        self.entry_path(&Entry::Leaf(*key))
+    }
+
+    fn entry_path(&self, entry: &Entry) -> PathBuf {
+        self.dir.join(entry.name())
+    }
+
+    /// Most bytes the cache holds.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// A new temporary file in the cache directory for the whole file `root`, to be
+    /// completed with [`Self::keep_file`] (or removed).
+    pub fn temp_file(&self, root: &Key) -> Result<(std::fs::File, PathBuf)> {
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(
+            ".{}.{}.{n}{FILE_SUFFIX}{TEMP_SUFFIX}",
+            root.to_hex(),
+            std::process::id()
+        ));
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(Error::io("create a whole file in the cache", &temp))?;
+        Ok((file, temp))
+    }
+
+    /// Renames the completed, verified temporary file `temp` (`size` bytes) into place as
+    /// the whole file `root`, evicting the least recently used entries to stay under the
+    /// bound.
+    pub fn keep_file(&self, root: &Key, temp: &Path, size: u64) -> Result<()> {
+        let entry = Entry::File(*root);
+        let path = self.entry_path(&entry);
+        let kept = std::fs::File::options()
+            .write(true)
+            .open(temp)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(Error::io("complete the whole file", temp))
+            .and_then(|()| {
+                std::fs::rename(temp, &path).map_err(Error::io("rename into place", &path))
+            });
+        if kept.is_err() {
+            remove_quietly(temp);
+        }
+        kept?;
+        let evicted = {
+            let mut index = lock(&self.index);
+            index.touch(entry, size);
+            index.evict_to(self.limit)
+        };
+        self.remove_files(&evicted);
+        Ok(())
+    }
+
+    /// The whole file `root`, opened for reading and marked as just used; `None` if it is
+    /// not on disk (any more).
+    pub fn open_file(&self, root: &Key) -> Option<std::fs::File> {
+        let entry = Entry::File(*root);
+        let size = lock(&self.index)
+            .entries
+            .get(&entry)
+            .map(|(size, _)| *size)?;
+        let path = self.entry_path(&entry);
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                if let Ok(w) = std::fs::File::options().write(true).open(&path) {
+                    let _ = w.set_modified(SystemTime::now());
+                }
+                lock(&self.index).touch(entry, size);
+                Some(f)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), "cannot open a cached file: {e}");
+                }
+                lock(&self.index).remove(&entry);
+                None
+            }
+        }
+    }
+
+    /// The leaf `key` (the leaf `leaf` of the file `root`) read from the whole file
+    /// `root` on disk and verified; `None` if that file is not on disk or the bytes do not
+    /// match (the file is then removed).
+    pub fn get_in_file(
+        &self,
+        root: &Key,
+        key: &Key,
+        leaf: &Leaf,
+        pool: &Arc<BufferPool>,
+    ) -> Option<Bytes> {
+        let entry = Entry::File(*root);
+        if !lock(&self.index).entries.contains_key(&entry) {
+            return None;
+        }
+        let path = self.entry_path(&entry);
+        let len = usize::try_from(leaf.len).ok()?;
+        let read = std::fs::File::open(&path).and_then(|f| {
+            pool.fill(|buf| {
+                buf.resize(len, 0);
+                f.read_exact_at(buf, leaf.offset)
+            })
+        });
+        match read {
+            Ok(bytes) if leaf_key(&bytes, leaf, self.leaf_size) == *key => Some(bytes),
+            Ok(_) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "a cached file does not match its leaves: removed it"
+                );
+                lock(&self.index).remove(&entry);
+                remove_quietly(&path);
+                None
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), "cannot read a cached file: {e}");
+                }
+                lock(&self.index).remove(&entry);
+                None
+            }
+        }
+    }
+
+    /// Checks every leaf of the whole file `root` against `leaves` (each leaf's key and
+    /// place); a file that does not match (or cannot be read) is removed. Returns whether
+    /// it matched.
+    pub fn verify_file(&self, root: &Key, leaves: &[(Key, Leaf)], size: u64) -> bool {
+        let entry = Entry::File(*root);
+        let path = self.entry_path(&entry);
+        let checked = std::fs::File::open(&path).and_then(|f| {
+            if f.metadata()?.len() != size {
+                return Ok(false);
+            }
+            let mut buf = Vec::new();
+            for (key, leaf) in leaves {
+                buf.clear();
+                (&f).take(leaf.len).read_to_end(&mut buf)?;
+                if buf.len() as u64 != leaf.len || leaf_key(&buf, leaf, self.leaf_size) != *key {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        });
+        match checked {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "a cached file does not match its leaves: removed it"
+                );
+                lock(&self.index).remove(&entry);
+                remove_quietly(&path);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read a cached file: {e}");
+                lock(&self.index).remove(&entry);
+                false
+            }
+        }
     }
 
     /// The leaf `key` (the leaf `leaf` of some file), read into a buffer of `pool` and
@@ -186,7 +388,7 @@ impl DiskCache {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(path = %path.display(), "cannot read a cached leaf: {e}");
                 }
-                lock(&self.index).remove(key);
+                lock(&self.index).remove(&Entry::Leaf(*key));
                 return None;
             }
         };
@@ -196,13 +398,13 @@ impl DiskCache {
                 path = %path.display(),
                 "a cached leaf does not match its key: removed it, fetching the leaf again"
             );
-            lock(&self.index).remove(key);
+            lock(&self.index).remove(&Entry::Leaf(*key));
             remove_quietly(&path);
             return None;
         }
         // Its modification time is its last use, for the order of eviction after a remount.
         let _ = file.set_modified(SystemTime::now());
-        lock(&self.index).touch(*key, leaf.len);
+        lock(&self.index).touch(Entry::Leaf(*key), leaf.len);
         verified
     }
 
@@ -236,16 +438,16 @@ impl DiskCache {
         written?;
         let evicted = {
             let mut index = lock(&self.index);
-            index.touch(*key, size);
+            index.touch(Entry::Leaf(*key), size);
             index.evict_to(self.limit)
         };
         self.remove_files(&evicted);
         Ok(())
     }
 
-    fn remove_files(&self, keys: &[Key]) {
-        for key in keys {
-            remove_quietly(&self.path(key));
+    fn remove_files(&self, entries: &[Entry]) {
+        for entry in entries {
+            remove_quietly(&self.entry_path(entry));
         }
     }
 }
@@ -258,11 +460,6 @@ fn remove_quietly(path: &Path) {
             tracing::warn!(path = %path.display(), "cannot remove from the leaf cache: {e}");
         }
     }
-}
-
-/// A poisoned lock only means another thread panicked; the index stays usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -279,13 +476,18 @@ mod tests {
     #[test]
     fn the_index_evicts_least_recently_used_first() {
         let mut i = Index::default();
-        i.touch(key(1), 4);
-        i.touch(key(2), 4);
-        i.touch(key(3), 4);
-        i.touch(key(1), 4); // 1 used again: 2 is now the oldest
+        let (one, two, three) = (
+            Entry::Leaf(key(1)),
+            Entry::File(key(2)),
+            Entry::Leaf(key(3)),
+        );
+        i.touch(one, 4);
+        i.touch(two, 4);
+        i.touch(three, 4);
+        i.touch(one, 4); // 1 used again: 2 is now the oldest
         assert_eq!(i.used, 12);
-        assert_eq!(i.evict_to(8), [key(2)]);
-        assert_eq!(i.evict_to(3), [key(3), key(1)]);
+        assert_eq!(i.evict_to(8), [two]);
+        assert_eq!(i.evict_to(3), [three, one]);
         assert_eq!(i.used, 0);
         assert!(i.evict_to(0).is_empty());
     }

@@ -1,6 +1,8 @@
 //! The FUSE file system of a mounted bundle: metadata from the [`Tree`], file bytes read
 //! leaf by leaf through the [`BlobReader`] (every leaf verified) and kept in a bounded
-//! [`LeafCache`]. Everything that would change the tree answers EROFS.
+//! [`LeafCache`]; with a disk cache, whole files read through are kept and later opens
+//! are passed through to them ([`WholeFiles`]). Everything that would change the tree
+//! answers EROFS.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -11,17 +13,20 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use super::cache::LeafCache;
 use super::disk::DiskCache;
+use super::lock;
 use super::pool::BufferPool;
 use super::prefetch::Prefetcher;
 use super::span::{spans, Span};
 use super::tree::{FileNode, Node, NodeKind, Tree};
+use super::whole::{Opened, WholeFiles};
 use crate::cafs::leaf::Leaf;
 use crate::cafs::reader::BlobReader;
 use crate::cafs::{Key, LeafLayout};
@@ -73,6 +78,22 @@ pub struct BundleFs {
     /// Read-ahead state of each open file, by handle.
     handles: Mutex<HashMap<u64, Prefetcher>>,
     next_handle: AtomicU64,
+    /// Whole files, with a disk cache.
+    whole: Option<Arc<WholeFiles<BackingId>>>,
+    /// Whether the kernel passes opens through to backing files (set at init).
+    passthrough: bool,
+    /// The inode of each open handle counted in the whole files' open modes.
+    moded: Mutex<HashMap<u64, u64>>,
+}
+
+/// Where else than the leaf cache a leaf may be on disk, and whether to keep it there.
+#[derive(Clone, Copy, Debug, Default)]
+struct OnDisk {
+    /// The root key of the file read: its whole file may be on disk.
+    root: Option<Key>,
+    /// Keep the leaf in the disk cache: not while its whole file is being assembled
+    /// (the whole file will hold it).
+    keep: bool,
 }
 
 /// Verified leaves: the cache, and the fetches in flight.
@@ -103,6 +124,9 @@ impl BundleFs {
             usize::try_from(cap).unwrap_or(0) + 4,
         );
         Self {
+            whole: disk.clone().map(|d| Arc::new(WholeFiles::new(d))),
+            passthrough: false,
+            moded: Mutex::new(HashMap::new()),
             leaves: Arc::new(Leaves {
                 reader: reader.clone(),
                 cache: Mutex::new(LeafCache::new(cache_bytes)),
@@ -203,6 +227,7 @@ impl BundleFs {
                     ))
                 })
         };
+        let on_disk = self.on_disk(ino, file, layout.count());
         let ahead = {
             let mut handles = lock(&self.handles);
             let p = handles
@@ -211,14 +236,15 @@ impl BundleFs {
             p.on_read(first.leaf.index, last.leaf.index, layout.count())
         };
         for next in ahead.filter_map(|i| layout.leaf(i)) {
-            self.prefetch(*key_of(next.index)?, next, &file.name);
+            self.prefetch(*key_of(next.index)?, next, &file.name, on_disk);
         }
         if let [Span { leaf, from, to }] = spans[..] {
             // Most reads fall within one leaf: answer with a slice of it, no copy.
             let bytes = self
                 .leaves
-                .leaf(key_of(leaf.index)?, &leaf, &file.name)
+                .leaf(key_of(leaf.index)?, &leaf, &file.name, on_disk)
                 .await?;
+            self.offer_whole(ino, file, layout.count(), leaf, &bytes);
             return if to <= bytes.len() {
                 Ok(bytes.slice(from..to))
             } else {
@@ -231,7 +257,8 @@ impl BundleFs {
         let mut out = Vec::with_capacity(spans.iter().map(|s| s.to - s.from).sum());
         for Span { leaf, from, to } in spans {
             let key = key_of(leaf.index)?;
-            let bytes = self.leaves.leaf(key, &leaf, &file.name).await?;
+            let bytes = self.leaves.leaf(key, &leaf, &file.name, on_disk).await?;
+            self.offer_whole(ino, file, layout.count(), leaf, &bytes);
             let slice = bytes.get(from..to).ok_or_else(|| {
                 Error::Task(format!(
                     "leaf {} of {:?} is shorter than its layout",
@@ -245,10 +272,92 @@ impl BundleFs {
 }
 
 impl BundleFs {
+    /// The whole files, when the kernel passes opens through.
+    fn whole(&self) -> Option<&Arc<WholeFiles<BackingId>>> {
+        self.whole.as_ref().filter(|_| self.passthrough)
+    }
+
+    /// Where leaves of file `ino` (of `leaves` leaves) may be on disk, and whether to keep
+    /// them there.
+    fn on_disk(&self, ino: u64, file: &FileNode, leaves: u64) -> OnDisk {
+        let Some(whole) = self.whole().filter(|_| leaves > 1) else {
+            return OnDisk {
+                root: None,
+                keep: true,
+            };
+        };
+        OnDisk {
+            root: file.hash.parse().ok(),
+            keep: !whole.assembling(ino),
+        }
+    }
+
+    /// Offers a verified leaf read from file `ino` to the assembly of the whole file.
+    fn offer_whole(&self, ino: u64, file: &FileNode, leaves: u64, leaf: Leaf, bytes: &Bytes) {
+        let Some(whole) = self.whole() else { return };
+        if leaves < 2 {
+            return;
+        }
+        if let Ok(root) = file.hash.parse::<Key>() {
+            whole.offer(&self.runtime, ino, &root, file.size, leaves, leaf, bytes);
+        }
+    }
+
+    /// Opens file `ino` as handle `fh`: passed through to its whole file on disk when
+    /// there is one (verified in this mount), else through the page cache.
+    fn open_file(&self, ino: u64, file: &FileNode, fh: u64, reply: ReplyOpen) {
+        // The bytes never change: the kernel may keep its page cache across opens.
+        let flags = FopenFlags::FOPEN_KEEP_CACHE;
+        let whole = self
+            .whole()
+            .filter(|_| file.size > self.reader.leaf_size().bytes());
+        let (Some(whole), Ok(root)) = (whole, file.hash.parse::<Key>()) else {
+            return reply.opened(FileHandle(fh), flags);
+        };
+        lock(&self.moded).insert(fh, ino);
+        match whole.open(ino, &root, |f| reply.open_backing(f)) {
+            // The kernel takes no other flag with a passthrough open (FOPEN_PASSTHROUGH_MASK).
+            Opened::Direct(backing) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+            }
+            Opened::Cached => reply.opened(FileHandle(fh), flags),
+            Opened::Verify => {
+                reply.opened(FileHandle(fh), flags);
+                self.verify_whole(root, file);
+            }
+        }
+    }
+
+    /// Checks the whole file `root` on disk against the leaf keys of `file`, in the
+    /// background; until it passes, opens go through the page cache.
+    fn verify_whole(&self, root: Key, file: &FileNode) {
+        let Some(whole) = self.whole().cloned() else {
+            return;
+        };
+        let (reader, name, size) = (self.reader.clone(), file.name.clone(), file.size);
+        self.runtime.spawn(async move {
+            let layout = LeafLayout::new(size, reader.leaf_size());
+            let ok = match reader.leaf_keys(&root, size, &name).await {
+                Ok(keys) => {
+                    let leaves: Vec<_> = keys.into_iter().zip(layout.leaves()).collect();
+                    let w = whole.clone();
+                    tokio::task::spawn_blocking(move || w.disk().verify_file(&root, &leaves, size))
+                        .await
+                        .unwrap_or(false)
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, "cannot verify a cached file: {e}");
+                    false
+                }
+            };
+            whole.verified(&root, ok);
+        });
+    }
+
     /// Fetches a leaf into the cache in the background, unless it is there already; at
     /// most as many leaves as the window cap are read ahead at once (the others wait
     /// their turn). A failure is left for the read that needs the leaf to report.
-    fn prefetch(&self, key: Key, leaf: Leaf, name: &str) {
+    fn prefetch(&self, key: Key, leaf: Leaf, name: &str, on_disk: OnDisk) {
         if lock(&self.leaves.cache).contains(&key) {
             return;
         }
@@ -257,7 +366,7 @@ impl BundleFs {
             let Ok(_permit) = turns.acquire_owned().await else {
                 return;
             };
-            if let Err(e) = leaves.leaf(&key, &leaf, &name).await {
+            if let Err(e) = leaves.leaf(&key, &leaf, &name, on_disk).await {
                 tracing::debug!(file = %name, "read-ahead failed: {e}");
             }
         });
@@ -267,7 +376,7 @@ impl BundleFs {
 impl Leaves {
     /// One verified leaf, from the cache or fetched. Concurrent reads of the same leaf
     /// (the kernel reads ahead in parallel 128 KiB requests) wait for one fetch.
-    async fn leaf(&self, key: &Key, leaf: &Leaf, name: &str) -> Result<Bytes> {
+    async fn leaf(&self, key: &Key, leaf: &Leaf, name: &str, on_disk: OnDisk) -> Result<Bytes> {
         if let Some(b) = lock(&self.cache).get(key) {
             return Ok(b);
         }
@@ -277,7 +386,7 @@ impl Leaves {
             let hit = lock(&self.cache).get(key);
             match hit {
                 Some(b) => Ok(b),
-                None => self.fetch(key, leaf, name).await.inspect(|b| {
+                None => self.fetch(key, leaf, name, on_disk).await.inspect(|b| {
                     lock(&self.cache).insert(*key, b.clone());
                 }),
             }
@@ -295,17 +404,27 @@ impl Leaves {
 }
 
 impl Leaves {
-    /// One verified leaf from the disk cache, else from the store (then kept on disk).
-    async fn fetch(&self, key: &Key, leaf: &Leaf, name: &str) -> Result<Bytes> {
-        if let Some(disk) = self.disk.as_ref().filter(|d| d.contains(key)) {
+    /// One verified leaf from the disk cache (a leaf, or the whole file), else from the
+    /// store (then kept on disk, if `on_disk` says so).
+    async fn fetch(&self, key: &Key, leaf: &Leaf, name: &str, on_disk: OnDisk) -> Result<Bytes> {
+        if let Some(disk) = &self.disk {
             let (disk, pool, k, l) = (disk.clone(), self.pool.clone(), *key, *leaf);
-            let hit = tokio::task::spawn_blocking(move || disk.get(&k, &l, &pool)).await?;
-            if let Some(bytes) = hit {
-                return Ok(bytes);
+            let in_leaf = disk.contains(key);
+            let in_file = on_disk.root.filter(|r| disk.contains_file(r));
+            if in_leaf || in_file.is_some() {
+                let hit = tokio::task::spawn_blocking(move || {
+                    let from_leaf = || in_leaf.then(|| disk.get(&k, &l, &pool)).flatten();
+                    from_leaf().or_else(|| disk.get_in_file(&in_file?, &k, &l, &pool))
+                })
+                .await?;
+                if let Some(bytes) = hit {
+                    return Ok(bytes);
+                }
             }
         }
         // Copied into a pooled buffer (and written to disk) on the thread that verifies it.
-        let (pool, disk, k) = (self.pool.clone(), self.disk.clone(), *key);
+        let disk = self.disk.clone().filter(|_| on_disk.keep);
+        let (pool, k) = (self.pool.clone(), *key);
         let file = name.to_string();
         self.reader
             .leaf_then(key, leaf, name, move |b| {
@@ -322,11 +441,6 @@ impl Leaves {
             })
             .await
     }
-}
-
-/// A poisoned lock only means another callback panicked; the data (a cache) stays usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Filesystem for BundleFs {
@@ -348,17 +462,35 @@ impl Filesystem for BundleFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if let Err(e) = self.file(ino.0) {
-            return reply.error(e);
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.whole.is_none() {
+            return Ok(());
         }
+        // Backing files may sit on a stacked file system (a container's overlay).
+        let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok();
+        self.passthrough = granted;
+        if granted {
+            tracing::info!("whole files kept on disk are passed through to the kernel");
+        } else {
+            tracing::info!(
+                "the kernel cannot pass files through: every read goes through the mount"
+            );
+        }
+        Ok(())
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let file = match self.file(ino.0) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
         // Each open file reads ahead on its own.
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        // The bytes never change: the kernel may keep its page cache across opens.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        self.open_file(ino.0, file, fh, reply);
     }
 
     fn release(
@@ -372,6 +504,10 @@ impl Filesystem for BundleFs {
         reply: ReplyEmpty,
     ) {
         lock(&self.handles).remove(&fh.0);
+        let moded = lock(&self.moded).remove(&fh.0);
+        if let (Some(ino), Some(whole)) = (moded, &self.whole) {
+            whole.release(ino);
+        }
         reply.ok();
     }
 

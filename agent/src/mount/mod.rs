@@ -4,7 +4,8 @@
 //!
 //! [`tree`] builds the inodes, [`span`] cuts reads into leaves and [`prefetch`] decides how
 //! far to read ahead (all three pure), [`cache`] keeps verified leaves in buffers recycled
-//! by [`pool`] and optionally on disk by [`disk`], [`fs`] answers the kernel.
+//! by [`pool`] and optionally on disk by [`disk`], where [`whole`] also assembles whole
+//! files for the kernel to read directly; [`fs`] answers the kernel.
 
 pub mod cache;
 pub mod disk;
@@ -13,9 +14,11 @@ pub mod pool;
 pub mod prefetch;
 pub mod span;
 pub mod tree;
+pub mod whole;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use fuser::{Config, MountOption, SessionACL};
@@ -529,6 +532,12 @@ pub fn check_mount_point(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A poisoned lock only means another thread panicked; the mount's caches and books stay
+/// usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::lock;
+
 use bytes::Bytes;
 
 /// Buffers of `buffer_bytes` each; at most `keep` idle ones are kept for reuse.
@@ -84,11 +86,6 @@ impl BufferPool {
             pool: self.clone(),
         }))
     }
-}
-
-/// A poisoned lock only means another thread panicked; a list of idle buffers stays usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
