@@ -667,7 +667,21 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
     let dir = empty_dir(&w, "mnt");
     let c = cache.to_str().unwrap();
     let mut m = Mounted::start(&w, "r", &dir, &["--cache-dir", c, "--cache-mib", "64"]);
-    assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
+    // The big file backwards, a leaf at a time: no whole file is assembled, its leaves
+    // are kept one by one (a sequential read is the next test's).
+    let want = std::fs::read(src.join("a/big")).unwrap();
+    let big = File::open(dir.join("a/big")).unwrap();
+    for start in (0..want.len()).step_by(2 * MIB).rev() {
+        let got = read_upto(&big, start as u64, 2 * MIB);
+        assert!(got == want[start..(start + 2 * MIB).min(want.len())]);
+    }
+    drop(big);
+    for name in ["empty", "one-byte", "hello.txt", "a/b/c/deep.txt"] {
+        assert_eq!(
+            std::fs::read(dir.join(name)).unwrap(),
+            std::fs::read(src.join(name)).unwrap()
+        );
+    }
     assert!(m.terminate().success(), "log:\n{}", m.log());
     drop(m);
 
@@ -751,6 +765,121 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
         "{err}"
     );
     assert!(!is_mounted(&other));
+}
+
+/// Waits (at most [`DEADLINE`]) for `found` to give something.
+fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = found() {
+            return t;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The whole file kept in the cache directory `cache`, if there is one.
+fn whole_file(cache: &Path) -> Option<PathBuf> {
+    list_files(cache)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "file"))
+}
+
+#[test]
+fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() {
+    let (mut w, src) = world_with_sample();
+    w.set_env("DATAMON_LOGLEVEL", "info,datamon_agent::mount=debug");
+    let cache = w.path("cache");
+    let dir = empty_dir(&w, "mnt");
+    let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"];
+    let want = std::fs::read(src.join("a/big")).unwrap();
+    let passed = |m: &Mounted| m.log().matches("open passed through").count();
+
+    // Read from start to end: kept whole, in the background; opened again, the kernel
+    // reads the kept file itself.
+    let mut m = Mounted::start(&w, "r", &dir, &args);
+    assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
+    let kept = wait_for("the whole file", || whole_file(&cache));
+    assert!(std::fs::read(&kept).unwrap() == want);
+    assert_eq!(passed(&m), 0);
+    assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
+    assert_eq!(passed(&m), 1, "log:\n{}", m.log());
+    // Small files (one leaf) stay with the page cache.
+    assert_eq!(
+        std::fs::read(dir.join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+    assert!(m.terminate().success());
+    drop(m);
+    // The whole file holds the leaves read after it was begun: they were not kept twice.
+    let leaves = list_files(&cache).len() - 1;
+    assert!(leaves < 3 + 4, "{leaves} files besides the whole file");
+    assert!(list_files(&cache)
+        .iter()
+        .all(|p| !p.to_string_lossy().ends_with(".tmp")));
+
+    // Remounted with the file's leaves gone from the store (its root object stays) and
+    // from the cache: the first open reads through the mount, from the whole file, each
+    // leaf verified; once the file is checked in the background, opens pass through.
+    let root = kept.file_stem().unwrap().to_string_lossy().into_owned();
+    let away = w.path("blobs-away");
+    std::fs::create_dir_all(&away).unwrap();
+    for p in list_files(&w.blob_dir()) {
+        if p.file_name().unwrap().to_string_lossy() != root {
+            std::fs::rename(&p, away.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    for p in list_files(&cache) {
+        if p != kept {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let mut m = Mounted::start(&w, "r", &dir, &args);
+    assert!(
+        std::fs::read(dir.join("a/big")).unwrap() == want,
+        "log:\n{}",
+        m.log()
+    );
+    wait_for("the check of the whole file", || {
+        m.log().contains("cached file verified").then_some(())
+    });
+    assert_eq!(passed(&m), 0);
+    assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
+    assert_eq!(passed(&m), 1, "log:\n{}", m.log());
+    assert!(m.terminate().success());
+    drop(m);
+
+    // A damaged whole file is noticed, removed and never served; the leaves come from
+    // the store again.
+    for p in list_files(&away) {
+        std::fs::rename(&p, w.blob_dir().join(p.file_name().unwrap())).unwrap();
+    }
+    let mut bytes = std::fs::read(&kept).unwrap();
+    bytes[3 * MIB] ^= 0x40;
+    std::fs::write(&kept, &bytes).unwrap();
+    let mut m = Mounted::start(&w, "r", &dir, &args);
+    assert!(
+        std::fs::read(dir.join("a/big")).unwrap() == want,
+        "log:\n{}",
+        m.log()
+    );
+    assert!(
+        m.log().contains("does not match its leaves"),
+        "log:\n{}",
+        m.log()
+    );
+    // Gone, or (if the background check removed it before the read began) kept anew
+    // from the store.
+    wait_for("the damaged file removed", || {
+        let file = whole_file(&cache);
+        file.is_none_or(|p| std::fs::read(p).is_ok_and(|b| b == want))
+            .then_some(())
+    });
+    assert!(m.terminate().success());
 }
 
 #[test]

@@ -167,7 +167,7 @@ impl DiskCache {
             index: Mutex::new(index),
             temp: AtomicU64::new(0),
         };
-        let (evicted, leaves, bytes) = {
+        let (evicted, entries, bytes) = {
             let mut index = lock(&cache.index);
             let evicted = index.evict_to(cache.limit);
             (evicted, index.entries.len(), index.used)
@@ -175,10 +175,10 @@ impl DiskCache {
         cache.remove_files(&evicted);
         tracing::info!(
             dir = %dir.display(),
-            leaves,
+            entries,
             bytes,
             limit = cache.limit,
-            "on-disk leaf cache"
+            "on-disk cache"
         );
         Ok(Arc::new(cache))
     }
@@ -547,6 +547,63 @@ mod tests {
         std::fs::remove_file(config.dir.join(k.to_hex())).unwrap();
         assert!(cache.get(k, leaf, &pool).is_none());
         assert_eq!(cache.used(), 0);
+    }
+
+    #[test]
+    fn a_whole_file_is_kept_found_again_verified_and_serves_its_leaves() {
+        let (_tmp, config, leaves) = setup(1000);
+        let ls = LeafSize::new(16).unwrap();
+        let pool = BufferPool::new(16, 4);
+        let root = key(9);
+        let data: Vec<u8> = leaves.iter().flat_map(|(_, _, b)| b.clone()).collect();
+        let places: Vec<(Key, Leaf)> = leaves.iter().map(|(k, l, _)| (*k, *l)).collect();
+        let cache = DiskCache::open(&config, ls).unwrap();
+        let (mut f, temp) = cache.temp_file(&root).unwrap();
+        f.write_all(&data).unwrap();
+        assert!(!cache.contains_file(&root));
+        cache.keep_file(&root, &temp, 40).unwrap();
+        assert!(!temp.exists() && cache.contains_file(&root));
+        drop(cache);
+        // Found again after a reopen, under its own name; a leaf of it is served.
+        let cache = DiskCache::open(&config, ls).unwrap();
+        assert!(cache.contains_file(&root) && cache.used() == 40);
+        assert!(cache.verify_file(&root, &places, 40));
+        let (k, leaf, bytes) = &leaves[1];
+        assert_eq!(
+            cache.get_in_file(&root, k, leaf, &pool).unwrap(),
+            &bytes[..]
+        );
+        let mut f = cache.open_file(&root).unwrap();
+        let mut read = Vec::new();
+        f.read_to_end(&mut read).unwrap();
+        assert_eq!(read, data);
+        // Changed on disk: the check fails and the file is gone.
+        let path = config.dir.join(format!("{}.file", root.to_hex()));
+        let mut bad = data.clone();
+        bad[20] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(!cache.verify_file(&root, &places, 40));
+        assert!(!path.exists() && !cache.contains_file(&root));
+        assert!(cache.open_file(&root).is_none());
+        // A damaged leaf read from the file removes it too.
+        let (mut f, temp) = cache.temp_file(&root).unwrap();
+        f.write_all(&bad).unwrap();
+        cache.keep_file(&root, &temp, 40).unwrap();
+        assert!(cache.get_in_file(&root, k, leaf, &pool).is_none());
+        assert!(!path.exists() && cache.used() == 0);
+        // A file larger than the bound evicts everything, itself too.
+        let small = DiskCache::open(
+            &DiskCacheConfig {
+                bytes: 16,
+                ..config
+            },
+            ls,
+        )
+        .unwrap();
+        let (mut f, temp) = small.temp_file(&root).unwrap();
+        f.write_all(&data).unwrap();
+        small.keep_file(&root, &temp, 40).unwrap();
+        assert!(!small.contains_file(&root) && !path.exists());
     }
 
     #[test]

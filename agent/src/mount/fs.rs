@@ -318,6 +318,7 @@ impl BundleFs {
         match whole.open(ino, &root, |f| reply.open_backing(f)) {
             // The kernel takes no other flag with a passthrough open (FOPEN_PASSTHROUGH_MASK).
             Opened::Direct(backing) => {
+                tracing::debug!(file = %file.name, "open passed through to the cached file");
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
             }
             Opened::Cached => reply.opened(FileHandle(fh), flags),

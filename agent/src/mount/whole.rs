@@ -169,8 +169,8 @@ impl<B: Clone> Modes<B> {
     }
 
     /// Closes one handle of `ino`; the last one out frees the inode to change mode (and
-    /// drops the backing file id).
-    pub fn release(&mut self, ino: u64) {
+    /// drops the backing file id). Returns whether it was the last.
+    pub fn release(&mut self, ino: u64) -> bool {
         let last = match self.inodes.get_mut(&ino) {
             Some(Mode::Cached(n) | Mode::Direct(_, n)) => {
                 *n = n.saturating_sub(1);
@@ -181,6 +181,7 @@ impl<B: Clone> Modes<B> {
         if last {
             self.inodes.remove(&ino);
         }
+        last
     }
 
     /// Whether `ino` is open passed through.
@@ -264,15 +265,19 @@ impl<B> WholeFiles<B> {
         lock(&self.assemblies).contains_key(&ino)
     }
 
-    /// Closes one handle of `ino`.
+    /// Closes one handle of `ino`. Once nothing has it open, an unfinished assembly is
+    /// given up: the leaves it lacks will not be read (leaves being written finish).
     pub fn release(&self, ino: u64) {
-        lock(&self.modes).release(ino);
+        if lock(&self.modes).release(ino) {
+            lock(&self.assemblies).remove(&ino);
+        }
     }
 
     /// Records the outcome of a verification asked for by [`Self::open`].
     pub fn verified(&self, root: &Key, ok: bool) {
         lock(&self.verifying).remove(root);
         if ok {
+            tracing::debug!(root = %root.to_hex(), "cached file verified: later opens pass it through");
             lock(&self.verified).insert(*root);
         }
     }
@@ -392,8 +397,8 @@ mod tests {
         // Open again: the same backing file, whatever is offered now.
         assert_eq!(m.open(1, || None), Some(7));
         assert!(m.is_direct(1));
-        m.release(1);
-        m.release(1);
+        assert!(!m.release(1));
+        assert!(m.release(1));
         assert!(!m.is_direct(1));
         // Open through the page cache: a backing file offered later waits for the close.
         assert_eq!(m.open(1, || None), None);
@@ -405,7 +410,7 @@ mod tests {
         assert_eq!(m.open(1, || Some(9)), Some(9));
         // Other inodes are apart; releasing an unknown one is harmless.
         assert_eq!(m.open(2, || None), None);
-        m.release(3);
+        assert!(!m.release(3));
         assert!(m.is_direct(1) && !m.is_direct(2));
     }
 
