@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
@@ -82,6 +82,8 @@ pub struct BundleFs {
     whole: Option<Arc<WholeFiles<BackingId>>>,
     /// Whether the kernel passes opens through to backing files (set at init).
     passthrough: bool,
+    /// How to tell the kernel to drop cached pages, once the session runs.
+    notifier: Arc<OnceLock<Notifier>>,
     /// The inode of each open handle counted in the whole files' open modes.
     moded: Mutex<HashMap<u64, u64>>,
 }
@@ -119,12 +121,27 @@ impl BundleFs {
     ) -> Self {
         let leaf_bytes = reader.leaf_size().bytes();
         let (cap, cache_bytes) = share_memory(memory_bytes, leaf_bytes);
+        let notifier: Arc<OnceLock<Notifier>> = Arc::new(OnceLock::new());
         let pool = BufferPool::new(
             usize::try_from(leaf_bytes).unwrap_or(usize::MAX),
             usize::try_from(cap).unwrap_or(0) + 4,
         );
         Self {
-            whole: disk.clone().map(|d| Arc::new(WholeFiles::new(d))),
+            whole: disk.clone().map(|d| {
+                let (notifier, runtime) = (notifier.clone(), runtime.clone());
+                Arc::new(WholeFiles::new(d, move |ino| {
+                    // Not on the thread answering the kernel: the kernel may wait for it.
+                    let notifier = notifier.clone();
+                    runtime.spawn_blocking(move || {
+                        if let Some(Err(e)) =
+                            notifier.get().map(|n| n.inval_inode(INodeNo(ino), 0, 0))
+                        {
+                            tracing::debug!(ino, "cannot drop the page cache of a kept file: {e}");
+                        }
+                    });
+                }))
+            }),
+            notifier,
             passthrough: false,
             moded: Mutex::new(HashMap::new()),
             leaves: Arc::new(Leaves {
@@ -146,6 +163,11 @@ impl BundleFs {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         }
+    }
+
+    /// Where to put the session's notifier once the file system is mounted.
+    pub fn notifier(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
@@ -324,14 +346,14 @@ impl BundleFs {
             Opened::Cached => reply.opened(FileHandle(fh), flags),
             Opened::Verify => {
                 reply.opened(FileHandle(fh), flags);
-                self.verify_whole(root, file);
+                self.verify_whole(ino, root, file);
             }
         }
     }
 
     /// Checks the whole file `root` on disk against the leaf keys of `file`, in the
     /// background; until it passes, opens go through the page cache.
-    fn verify_whole(&self, root: Key, file: &FileNode) {
+    fn verify_whole(&self, ino: u64, root: Key, file: &FileNode) {
         let Some(whole) = self.whole().cloned() else {
             return;
         };
@@ -351,7 +373,7 @@ impl BundleFs {
                     false
                 }
             };
-            whole.verified(&root, ok);
+            whole.verified(ino, &root, ok);
         });
     }
 

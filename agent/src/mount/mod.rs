@@ -144,6 +144,7 @@ impl Mounted {
             req.cache_bytes,
             disk,
         );
+        let notifier = filesystem.notifier();
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::RO,
@@ -183,6 +184,8 @@ impl Mounted {
                     source,
                 })?
         };
+        // Cannot be set twice: this is the only place, and it runs once.
+        let _ = notifier.set(session.notifier());
         // The first request through the mount proves it is served.
         let probe = {
             let dir = dir.clone();

@@ -12,6 +12,9 @@
 //! - [`Modes`]: how each inode is open. The kernel refuses a passthrough open while the
 //!   inode is open through the page cache and the reverse, so an inode switches mode only
 //!   when nothing has it open (pure bookkeeping).
+//! - Once a file is kept whole (or checked after a remount), the mount's own page cache of
+//!   it is dropped as soon as nothing has it open: the kernel would otherwise drop it
+//!   during the first passthrough open, and it duplicates the kept file's.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
@@ -104,10 +107,12 @@ impl Assembly {
         Ok(self.unclaimed == 0 && self.written == self.claimed.len())
     }
 
-    /// The temporary file, handed over to be renamed into place (the assembly then no
-    /// longer removes it).
-    pub fn take_temp(&mut self) -> Option<PathBuf> {
-        self.temp.take()
+    /// The complete temporary file, flushed to the disk (the kernel reads a passed
+    /// through file without any check, so it must survive a crash whole) and handed over
+    /// to be renamed into place: the assembly then no longer removes it.
+    pub fn finish(&mut self) -> std::io::Result<Option<PathBuf>> {
+        self.file.sync_data()?;
+        Ok(self.temp.take())
     }
 }
 
@@ -188,6 +193,11 @@ impl<B: Clone> Modes<B> {
     pub fn is_direct(&self, ino: u64) -> bool {
         matches!(self.inodes.get(&ino), Some(Mode::Direct(..)))
     }
+
+    /// Whether anything has `ino` open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.inodes.contains_key(&ino)
+    }
 }
 
 /// Whole files of one mount: the assemblies under way, the files verified in this
@@ -198,6 +208,10 @@ pub struct WholeFiles<B> {
     assemblies: Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>,
     verified: Mutex<HashSet<Key>>,
     verifying: Mutex<HashSet<Key>>,
+    /// Inodes whose page cache is to be dropped once nothing has them open.
+    stale: Mutex<HashSet<u64>>,
+    /// Drops the mount's page cache of an inode.
+    drop_pages: Box<dyn Fn(u64) + Send + Sync>,
 }
 
 /// What [`WholeFiles::open`] found.
@@ -212,14 +226,26 @@ pub enum Opened<B> {
 }
 
 impl<B> WholeFiles<B> {
-    /// Whole files kept in `disk`.
-    pub fn new(disk: Arc<DiskCache>) -> Self {
+    /// Whole files kept in `disk`; `drop_pages` drops the mount's page cache of an inode.
+    pub fn new(disk: Arc<DiskCache>, drop_pages: impl Fn(u64) + Send + Sync + 'static) -> Self {
         Self {
             disk,
             modes: Mutex::new(Modes::default()),
             assemblies: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             verifying: Mutex::new(HashSet::new()),
+            stale: Mutex::new(HashSet::new()),
+            drop_pages: Box::new(drop_pages),
+        }
+    }
+
+    /// The page cache of `ino` is no longer needed: dropped now if nothing has the inode
+    /// open, else when the last handle closes.
+    fn pages_stale(&self, ino: u64) {
+        if lock(&self.modes).is_open(ino) {
+            lock(&self.stale).insert(ino);
+        } else {
+            (self.drop_pages)(ino);
         }
     }
 
@@ -270,15 +296,20 @@ impl<B> WholeFiles<B> {
     pub fn release(&self, ino: u64) {
         if lock(&self.modes).release(ino) {
             lock(&self.assemblies).remove(&ino);
+            if lock(&self.stale).remove(&ino) {
+                (self.drop_pages)(ino);
+            }
         }
     }
 
-    /// Records the outcome of a verification asked for by [`Self::open`].
-    pub fn verified(&self, root: &Key, ok: bool) {
+    /// Records the outcome of a verification of inode `ino`'s whole file asked for by
+    /// [`Self::open`].
+    pub fn verified(&self, ino: u64, root: &Key, ok: bool) {
         lock(&self.verifying).remove(root);
         if ok {
             tracing::debug!(root = %root.to_hex(), "cached file verified: later opens pass it through");
             lock(&self.verified).insert(*root);
+            self.pages_stale(ino);
         }
     }
 
@@ -352,17 +383,26 @@ impl<B> WholeFiles<B> {
             return;
         }
         let (root, size) = (a.root, a.size);
-        if let Some(temp) = a.take_temp() {
-            match self.disk.keep_file(&root, &temp, size) {
-                Ok(()) => {
-                    lock(&self.verified).insert(root);
-                    tracing::debug!(root = %root.to_hex(), size, "whole file kept on disk");
-                }
-                Err(e) => tracing::warn!("cannot keep a whole file: {e}"),
+        let kept = a
+            .finish()
+            .map_err(|e| e.to_string())
+            .and_then(|temp| match temp {
+                Some(temp) => self
+                    .disk
+                    .keep_file(&root, &temp, size)
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            });
+        match kept {
+            Ok(()) => {
+                lock(&self.verified).insert(root);
+                tracing::debug!(root = %root.to_hex(), size, "whole file kept on disk");
             }
+            Err(e) => tracing::warn!("cannot keep a whole file: {e}"),
         }
         drop(a);
         self.drop_assembly(ino, assembly);
+        self.pages_stale(ino);
     }
 
     /// Forgets the assembly of `ino` if it is still `assembly` (its temporary file goes
@@ -434,7 +474,7 @@ mod tests {
         assert!(a.write(&leaves[2], bytes(&leaves[2])).unwrap());
         assert_eq!(std::fs::read(&temp).unwrap(), data);
         // Taken over: dropping the assembly leaves the file.
-        assert_eq!(a.take_temp(), Some(temp.clone()));
+        assert_eq!(a.finish().unwrap(), Some(temp.clone()));
         drop(a);
         assert!(temp.exists());
     }
