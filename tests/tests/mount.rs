@@ -882,6 +882,53 @@ fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() 
     assert!(m.terminate().success());
 }
 
+/// Runs `work` on a thread and waits for it at most [`DEADLINE`]: a hang fails the test.
+fn within_deadline<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what}: not done within {DEADLINE:?}"))
+}
+
+#[test]
+fn a_file_kept_whole_while_still_open_switches_to_passthrough_after_its_last_close() {
+    let (mut w, src) = world_with_sample();
+    w.set_env("DATAMON_LOGLEVEL", "info,datamon_agent::mount=debug");
+    let cache = w.path("cache");
+    let dir = empty_dir(&w, "mnt");
+    let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"];
+    let want = std::fs::read(src.join("a/big")).unwrap();
+    let mut m = Mounted::start(&w, "r", &dir, &args);
+    let path = dir.join("a/big");
+    // Read to the end through a handle kept open until the file is kept whole.
+    let first = File::open(&path).unwrap();
+    let got = read_upto(&first, 0, want.len() + 1);
+    assert!(got == want);
+    wait_for("the whole file", || whole_file(&cache));
+    // Another open meanwhile goes through the page cache, and reads every byte.
+    let p = path.clone();
+    let second = within_deadline("a read while the first handle is open", move || {
+        let f = File::open(&p).unwrap();
+        (read_upto(&f, 0, 6 * MIB), f)
+    });
+    assert!(second.0 == want);
+    assert_eq!(m.log().matches("open passed through").count(), 0);
+    // Once both are closed (the mount's page cache is dropped then), opens pass through.
+    drop(first);
+    drop(second.1);
+    let p = path.clone();
+    let again = within_deadline("a read after the last close", move || {
+        std::fs::read(&p).unwrap()
+    });
+    assert!(again == want);
+    wait_for("a passthrough open", || {
+        (m.log().matches("open passed through").count() == 1).then_some(())
+    });
+    assert!(m.terminate().success(), "log:\n{}", m.log());
+}
+
 #[test]
 fn a_killed_mount_process_leaves_no_stale_mount_behind() {
     let (w, _src) = world_with_sample();

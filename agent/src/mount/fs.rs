@@ -128,17 +128,12 @@ impl BundleFs {
         );
         Self {
             whole: disk.clone().map(|d| {
-                let (notifier, runtime) = (notifier.clone(), runtime.clone());
+                let notifier = notifier.clone();
                 Arc::new(WholeFiles::new(d, move |ino| {
-                    // Not on the thread answering the kernel: the kernel may wait for it.
-                    let notifier = notifier.clone();
-                    runtime.spawn_blocking(move || {
-                        if let Some(Err(e)) =
-                            notifier.get().map(|n| n.inval_inode(INodeNo(ino), 0, 0))
-                        {
-                            tracing::debug!(ino, "cannot drop the page cache of a kept file: {e}");
-                        }
-                    });
+                    let dropped = notifier.get().map(|n| n.inval_inode(INodeNo(ino), 0, 0));
+                    if let Some(Err(e)) = dropped {
+                        tracing::debug!(ino, "cannot drop the page cache of a kept file: {e}");
+                    }
                 }))
             }),
             notifier,
@@ -373,7 +368,8 @@ impl BundleFs {
                     false
                 }
             };
-            whole.verified(ino, &root, ok);
+            // Blocking: it may drop the inode's page cache.
+            let _ = tokio::task::spawn_blocking(move || whole.verified(ino, &root, ok)).await;
         });
     }
 

@@ -13,13 +13,16 @@
 //!   inode is open through the page cache and the reverse, so an inode switches mode only
 //!   when nothing has it open (pure bookkeeping).
 //! - Once a file is kept whole (or checked after a remount), the mount's own page cache of
-//!   it is dropped as soon as nothing has it open: the kernel would otherwise drop it
-//!   during the first passthrough open, and it duplicates the kept file's.
+//!   it is dropped (the kernel would otherwise drop it during the first passthrough open,
+//!   and it duplicates the kept file's), but only while nothing has the inode open: the
+//!   kernel's drop waits for pages being read, and reads wait for this daemon, so a drop
+//!   during a read could wait forever. With the inode open, it waits for the last release.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -30,6 +33,11 @@ use crate::cafs::Key;
 
 /// Most files assembled at once (each holds a temporary file of its size).
 const MAX_ASSEMBLIES: usize = 4;
+
+/// How long an open of a file kept whole waits for the release of handles still open
+/// through the page cache: the kernel sends a release in the background after the close,
+/// so the next open (a program reading a file again) can come first.
+const RELEASE_WAIT: Duration = Duration::from_millis(25);
 
 /// How many leaves past the furthest one taken an assembly still accepts: the kernel's
 /// parallel read-ahead answers slightly out of order.
@@ -107,12 +115,11 @@ impl Assembly {
         Ok(self.unclaimed == 0 && self.written == self.claimed.len())
     }
 
-    /// The complete temporary file, flushed to the disk (the kernel reads a passed
-    /// through file without any check, so it must survive a crash whole) and handed over
-    /// to be renamed into place: the assembly then no longer removes it.
-    pub fn finish(&mut self) -> std::io::Result<Option<PathBuf>> {
-        self.file.sync_data()?;
-        Ok(self.temp.take())
+    /// Hands the complete temporary file over, its handle and its path: the assembly
+    /// then no longer removes it.
+    pub fn hand_over(&mut self) -> std::io::Result<Option<(std::fs::File, PathBuf)>> {
+        let file = self.file.try_clone()?;
+        Ok(self.temp.take().map(|temp| (file, temp)))
     }
 }
 
@@ -194,9 +201,22 @@ impl<B: Clone> Modes<B> {
         matches!(self.inodes.get(&ino), Some(Mode::Direct(..)))
     }
 
+    /// Whether `ino` is open through the page cache.
+    pub fn is_cached(&self, ino: u64) -> bool {
+        matches!(self.inodes.get(&ino), Some(Mode::Cached(_)))
+    }
+
     /// Whether anything has `ino` open.
     pub fn is_open(&self, ino: u64) -> bool {
         self.inodes.contains_key(&ino)
+    }
+
+    /// Whether exactly one handle has `ino` open.
+    pub fn is_last(&self, ino: u64) -> bool {
+        matches!(
+            self.inodes.get(&ino),
+            Some(Mode::Cached(1) | Mode::Direct(_, 1))
+        )
     }
 }
 
@@ -208,10 +228,11 @@ pub struct WholeFiles<B> {
     assemblies: Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>,
     verified: Mutex<HashSet<Key>>,
     verifying: Mutex<HashSet<Key>>,
-    /// Inodes whose page cache is to be dropped once nothing has them open.
-    stale: Mutex<HashSet<u64>>,
-    /// Drops the mount's page cache of an inode.
+    /// Drops the mount's page cache of an inode; blocks, and may wait forever if a read
+    /// of the inode is pending (see [`Self::drop_pages_when_closed`]).
     drop_pages: Box<dyn Fn(u64) + Send + Sync>,
+    /// Inodes whose page cache is to be dropped at their last release.
+    stale: Mutex<HashSet<u64>>,
 }
 
 /// What [`WholeFiles::open`] found.
@@ -234,15 +255,18 @@ impl<B> WholeFiles<B> {
             assemblies: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             verifying: Mutex::new(HashSet::new()),
-            stale: Mutex::new(HashSet::new()),
             drop_pages: Box::new(drop_pages),
+            stale: Mutex::new(HashSet::new()),
         }
     }
 
-    /// The page cache of `ino` is no longer needed: dropped now if nothing has the inode
-    /// open, else when the last handle closes.
-    fn pages_stale(&self, ino: u64) {
-        if lock(&self.modes).is_open(ino) {
+    /// Drops the mount's page cache of `ino` if nothing has it open (then no read can
+    /// hold its pages), else at its last release. Blocks for the drop: not to be called on
+    /// an async task. Opens wait meanwhile (they take the same lock), so none can begin a
+    /// read of the inode during the drop.
+    fn drop_pages_when_closed(&self, ino: u64) {
+        let modes = lock(&self.modes);
+        if modes.is_open(ino) {
             lock(&self.stale).insert(ino);
         } else {
             (self.drop_pages)(ino);
@@ -264,6 +288,11 @@ impl<B> WholeFiles<B> {
         backing: impl FnOnce(&std::fs::File) -> std::io::Result<B>,
     ) -> Opened<B> {
         let mut verify = false;
+        let ready = || lock(&self.verified).contains(root) && self.disk.contains_file(root);
+        let start = Instant::now();
+        while ready() && lock(&self.modes).is_cached(ino) && start.elapsed() < RELEASE_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let direct = lock(&self.modes).open(ino, || {
             if !lock(&self.verified).contains(root) {
                 verify = self.disk.contains_file(root) && lock(&self.verifying).insert(*root);
@@ -294,22 +323,25 @@ impl<B> WholeFiles<B> {
     /// Closes one handle of `ino`. Once nothing has it open, an unfinished assembly is
     /// given up: the leaves it lacks will not be read (leaves being written finish).
     pub fn release(&self, ino: u64) {
-        if lock(&self.modes).release(ino) {
+        let mut modes = lock(&self.modes);
+        // The kernel sends a release once the last read of the handle is answered, so no
+        // read holds a page of the inode if this is its last handle.
+        if modes.is_last(ino) && lock(&self.stale).remove(&ino) {
+            (self.drop_pages)(ino);
+        }
+        if modes.release(ino) {
             lock(&self.assemblies).remove(&ino);
-            if lock(&self.stale).remove(&ino) {
-                (self.drop_pages)(ino);
-            }
         }
     }
 
     /// Records the outcome of a verification of inode `ino`'s whole file asked for by
-    /// [`Self::open`].
+    /// [`Self::open`]. Blocks (see [`Self::drop_pages_when_closed`]).
     pub fn verified(&self, ino: u64, root: &Key, ok: bool) {
         lock(&self.verifying).remove(root);
         if ok {
             tracing::debug!(root = %root.to_hex(), "cached file verified: later opens pass it through");
             lock(&self.verified).insert(*root);
-            self.pages_stale(ino);
+            self.drop_pages_when_closed(ino);
         }
     }
 
@@ -383,16 +415,15 @@ impl<B> WholeFiles<B> {
             return;
         }
         let (root, size) = (a.root, a.size);
-        let kept = a
-            .finish()
-            .map_err(|e| e.to_string())
-            .and_then(|temp| match temp {
-                Some(temp) => self
-                    .disk
-                    .keep_file(&root, &temp, size)
-                    .map_err(|e| e.to_string()),
-                None => Ok(()),
-            });
+        let handed = a.hand_over();
+        // Let go before the slow part: reads offer their leaves under that lock.
+        drop(a);
+        self.drop_assembly(ino, assembly);
+        let kept = match handed {
+            Ok(Some((file, temp))) => self.keep(ino, &root, size, &file, &temp),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
         match kept {
             Ok(()) => {
                 lock(&self.verified).insert(root);
@@ -400,9 +431,30 @@ impl<B> WholeFiles<B> {
             }
             Err(e) => tracing::warn!("cannot keep a whole file: {e}"),
         }
-        drop(a);
-        self.drop_assembly(ino, assembly);
-        self.pages_stale(ino);
+    }
+
+    /// Puts the complete file `temp` in place as the whole file `root` of inode `ino`:
+    /// flushed to the disk first (the kernel reads a passed-through file without any
+    /// check, so it must survive a crash whole), and the mount's page cache of the inode
+    /// dropped before the file is in place, so that no passthrough open races with it.
+    fn keep(
+        &self,
+        ino: u64,
+        root: &Key,
+        size: u64,
+        file: &std::fs::File,
+        temp: &std::path::Path,
+    ) -> std::result::Result<(), String> {
+        if let Err(e) = file.sync_data() {
+            if let Err(e) = std::fs::remove_file(temp) {
+                tracing::debug!(path = %temp.display(), "cannot remove an unfinished file: {e}");
+            }
+            return Err(format!("cannot flush {}: {e}", temp.display()));
+        }
+        self.drop_pages_when_closed(ino);
+        self.disk
+            .keep_file(root, temp, size)
+            .map_err(|e| e.to_string())
     }
 
     /// Forgets the assembly of `ino` if it is still `assembly` (its temporary file goes
@@ -474,7 +526,8 @@ mod tests {
         assert!(a.write(&leaves[2], bytes(&leaves[2])).unwrap());
         assert_eq!(std::fs::read(&temp).unwrap(), data);
         // Taken over: dropping the assembly leaves the file.
-        assert_eq!(a.finish().unwrap(), Some(temp.clone()));
+        assert_eq!(a.hand_over().unwrap().unwrap().1, temp);
+        assert!(a.hand_over().unwrap().is_none());
         drop(a);
         assert!(temp.exists());
     }
