@@ -177,7 +177,7 @@ def time(what, ours, base, goal=""):
     print(f"{what:58} {v(ours):8.3f} s {v(base):8.3f} s {v(base) / v(ours):6.2f}  {goal}")
 speed("sequential read, cold, vs bundle download", "mount.big.read.cold", "download.big.cold", ">= 0.6")
 speed("sequential read, cold, vs disk (page cache dropped)", "mount.big.read.cold", "disk.big.read.cold")
-speed("sequential read, first warm, mount's page cache, vs disk's", "mount.big.read.warm1", "disk.big.read.warm1")
+speed("sequential read, first warm, mount's page cache", "mount.big.read.warm1", "disk.big.read.warm1")
 speed("sequential read, warm (best of 3), mount's page cache", "mount.big.read.warm", "disk.big.read.warm")
 speed("sequential read, cold, keeping it whole, vs download", "mount.big.read.keep", "download.big.cold")
 speed("sequential read, first warm, kept whole on disk", "mount.big.read.whole1", "disk.big.read.warm1", ">= 0.8")
