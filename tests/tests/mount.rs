@@ -789,14 +789,22 @@ fn whole_file(cache: &Path) -> Option<PathBuf> {
         .find(|p| p.extension().is_some_and(|e| e == "file"))
 }
 
-#[test]
-fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() {
+/// The sample world for whole files: the mount logs at debug level; returns it, the
+/// cache directory, the mount point, the mount's arguments and the bytes of `a/big`.
+fn whole_file_world() -> (World, PathBuf, PathBuf, [String; 4], Vec<u8>) {
     let (mut w, src) = world_with_sample();
     w.set_env("DATAMON_LOGLEVEL", "info,datamon_agent::mount=debug");
     let cache = w.path("cache");
     let dir = empty_dir(&w, "mnt");
-    let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"];
+    let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"].map(String::from);
     let want = std::fs::read(src.join("a/big")).unwrap();
+    (w, cache, dir, args, want)
+}
+
+#[test]
+fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() {
+    let (w, cache, dir, args, want) = whole_file_world();
+    let args = args.each_ref().map(String::as_str);
     let passed = |m: &Mounted| m.log().matches("open passed through").count();
 
     // Read from start to end: kept whole, in the background; opened again, the kernel
@@ -894,12 +902,8 @@ fn within_deadline<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Sen
 
 #[test]
 fn a_file_kept_whole_while_still_open_switches_to_passthrough_after_its_last_close() {
-    let (mut w, src) = world_with_sample();
-    w.set_env("DATAMON_LOGLEVEL", "info,datamon_agent::mount=debug");
-    let cache = w.path("cache");
-    let dir = empty_dir(&w, "mnt");
-    let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"];
-    let want = std::fs::read(src.join("a/big")).unwrap();
+    let (w, cache, dir, args, want) = whole_file_world();
+    let args = args.each_ref().map(String::as_str);
     let mut m = Mounted::start(&w, "r", &dir, &args);
     let path = dir.join("a/big");
     // Read to the end through a handle kept open until the file is kept whole.

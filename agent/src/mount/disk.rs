@@ -305,25 +305,13 @@ impl DiskCache {
                 f.read_exact_at(buf, leaf.offset)
             })
         });
-        match read {
-            Ok(bytes) if leaf_key(&bytes, leaf, self.leaf_size) == *key => Some(bytes),
-            Ok(_) => {
-                tracing::warn!(
-                    path = %path.display(),
-                    "a cached file does not match its leaves: removed it"
-                );
-                lock(&self.index).remove(&entry);
-                remove_quietly(&path);
-                None
-            }
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), "cannot read a cached file: {e}");
-                }
-                lock(&self.index).remove(&entry);
-                None
-            }
-        }
+        let outcome = match read {
+            Ok(bytes) if leaf_key(&bytes, leaf, self.leaf_size) == *key => return Some(bytes),
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.file_checked(&entry, outcome);
+        None
     }
 
     /// Checks every leaf of the whole file `root` against `leaves` (each leaf's key and
@@ -346,23 +334,27 @@ impl DiskCache {
             }
             Ok(true)
         });
-        match checked {
-            Ok(true) => true,
+        self.file_checked(&entry, checked)
+    }
+
+    /// The outcome of a check of the whole file `entry`: a mismatch removes the file, a
+    /// file that cannot be read is forgotten. Returns whether it matched.
+    fn file_checked(&self, entry: &Entry, outcome: std::io::Result<bool>) -> bool {
+        let path = self.entry_path(entry);
+        match outcome {
+            Ok(true) => return true,
             Ok(false) => {
                 tracing::warn!(
                     path = %path.display(),
                     "a cached file does not match its leaves: removed it"
                 );
-                lock(&self.index).remove(&entry);
                 remove_quietly(&path);
-                false
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot read a cached file: {e}");
-                lock(&self.index).remove(&entry);
-                false
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), "cannot read a cached file: {e}"),
         }
+        lock(&self.index).remove(entry);
+        false
     }
 
     /// The leaf `key` (the leaf `leaf` of some file), read into a buffer of `pool` and
