@@ -146,8 +146,11 @@ impl Board {
 
     /// What can be told about `participant` now.
     pub fn status(&self, participant: &str) -> Result<Status> {
-        let state = self.read(participant)?;
+        // The lock first: a lock found free means the final state, if any, is already
+        // written. Read the other way round, a state read just before the final one and a
+        // lock checked just after the exit would look like a death.
         let held = self.lock_held(participant)?;
+        let state = self.read(participant)?;
         Ok(Status::judge(state, held))
     }
 

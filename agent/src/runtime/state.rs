@@ -165,9 +165,9 @@ pub enum Status {
 }
 
 impl Status {
-    /// Judges a participant from its state file (read first) and whether its lock is held
-    /// (checked after): a process takes its lock before writing its first state and writes
-    /// its final state before it lets the lock go.
+    /// Judges a participant from whether its lock is held (checked first) and its state
+    /// file (read after): a process takes its lock before writing its first state and
+    /// writes its final state before it lets the lock go.
     pub fn judge(state: Option<State>, lock_held: bool) -> Self {
         match state {
             None => Status::Absent,
