@@ -162,6 +162,24 @@ fn scratch() -> Scratch {
     }
 }
 
+/// Creates the repo `results` in `world` and returns a plan (native sidecar, no input)
+/// whose one output, `result`, uploads `data/out` there, with the fields of `extra` too.
+fn results_plan(world: &World, extra: Value) -> Value {
+    world.ok(&[
+        "repo",
+        "create",
+        "--repo",
+        "results",
+        "--description",
+        "test",
+    ]);
+    let mut output = json!({"name": "result", "repo": "results", "path": p("data/out")});
+    if let (Some(o), Some(e)) = (output.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    plan(json!([]), json!([output]), Layout::Native)
+}
+
 /// The JSON termination message of a container.
 fn message(report: &PodReport, container: &str) -> Value {
     let c = report.container(container).unwrap();
@@ -276,20 +294,10 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
 #[test]
 fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
     for world in World::each() {
-        world.ok(&[
-            "repo",
-            "create",
-            "--repo",
-            "results",
-            "--description",
-            "test",
-        ]);
-        let plan = plan(
-            json!([]),
-            json!([{"name": "result", "repo": "results", "path": p("data/out"),
-                    "message": "nightly", "label": "latest-run",
-                    "contributor": {"name": "Job", "email": "job@example.com"}}]),
-            Layout::Native,
+        let plan = results_plan(
+            &world,
+            json!({"message": "nightly", "label": "latest-run",
+                   "contributor": {"name": "Job", "email": "job@example.com"}}),
         );
         let s = scratch();
         let script = format!(
@@ -451,19 +459,7 @@ fn several_inputs_and_outputs_split_between_an_init_container_and_a_native_sidec
 #[test]
 fn app_exit_3_uploads_nothing_and_fails_the_pod_with_3() {
     let world = World::local();
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
-    let plan = plan(
-        json!([]),
-        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
-        Layout::Native,
-    );
+    let plan = results_plan(&world, json!({}));
     let s = scratch();
     let script = format!(
         "mkdir -p {out} && echo partial > {out}/r.txt && exit 3",
@@ -579,19 +575,7 @@ fn deadlines_end_waits_with_a_reason() {
     );
 
     // The application's own deadline.
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
-    let mut slow = plan(
-        json!([]),
-        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
-        Layout::Native,
-    );
+    let mut slow = results_plan(&world, json!({}));
     slow["deadlines"]["app"] = json!("1s");
     let s = scratch();
     let report = run(
@@ -640,21 +624,9 @@ fn bad_plan_is_refused_before_any_work_with_the_field_named() {
 #[test]
 fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothing() {
     let mut world = World::s3();
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
+    let plan = results_plan(&world, json!({}));
     world.set_env("DATAMON_RETRIES", "2");
     world.set_env("DATAMON_RETRY_TIMEOUT_SECS", "3");
-    let plan = plan(
-        json!([]),
-        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
-        Layout::Native,
-    );
     let s = scratch();
     // The app writes its output, then waits for the test to take the store away.
     let script = format!(
@@ -693,19 +665,7 @@ fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothi
 #[test]
 fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
     let world = World::local();
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
-    let plan = plan(
-        json!([]),
-        json!([{"name": "result", "repo": "results", "path": p("data/out"), "label": "done"}]),
-        Layout::Native,
-    );
+    let plan = results_plan(&world, json!({"label": "done"}));
     let s = scratch();
     let size = 192 * 1024 * 1024;
     let script = format!(
@@ -770,19 +730,7 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
 /// A pod whose plan wraps two application containers, `app-a` and `app-b`; `b_script` is
 /// the second one's.
 fn two_apps_pod(world: &World, s: &Scratch, b_script: &str) -> PodReport {
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
-    let mut plan = plan(
-        json!([]),
-        json!([{"name": "result", "repo": "results", "path": p("data/out")}]),
-        Layout::Native,
-    );
+    let mut plan = results_plan(world, json!({}));
     plan["apps"] = json!(["app-a", "app-b"]);
     let a_script = format!(
         "mkdir -p {out} && echo a > {out}/a.txt",
