@@ -232,13 +232,17 @@ impl DiskCache {
     /// Renames the completed, verified temporary file `temp` (`size` bytes) into place as
     /// the whole file `root`, evicting the least recently used entries to stay under the
     /// bound.
-    pub fn keep_file(&self, root: &Key, temp: &Path, size: u64) -> Result<()> {
+    pub fn keep_file(
+        &self,
+        root: &Key,
+        file: &std::fs::File,
+        temp: &Path,
+        size: u64,
+    ) -> Result<()> {
         let entry = Entry::File(*root);
         let path = self.entry_path(&entry);
-        let kept = std::fs::File::options()
-            .write(true)
-            .open(temp)
-            .and_then(|f| f.set_modified(SystemTime::now()))
+        let kept = file
+            .set_modified(SystemTime::now())
             .map_err(Error::io("complete the whole file", temp))
             .and_then(|()| {
                 std::fs::rename(temp, &path).map_err(Error::io("rename into place", &path))
@@ -267,9 +271,8 @@ impl DiskCache {
         let path = self.entry_path(&entry);
         match std::fs::File::open(&path) {
             Ok(f) => {
-                if let Ok(w) = std::fs::File::options().write(true).open(&path) {
-                    let _ = w.set_modified(SystemTime::now());
-                }
+                // Its modification time is its last use (see `get`).
+                let _ = f.set_modified(SystemTime::now());
                 lock(&self.index).touch(entry, size);
                 Some(f)
             }
@@ -553,7 +556,7 @@ mod tests {
         let (mut f, temp) = cache.temp_file(&root).unwrap();
         f.write_all(&data).unwrap();
         assert!(!cache.contains_file(&root));
-        cache.keep_file(&root, &temp, 40).unwrap();
+        cache.keep_file(&root, &f, &temp, 40).unwrap();
         assert!(!temp.exists() && cache.contains_file(&root));
         drop(cache);
         // Found again after a reopen, under its own name; a leaf of it is served.
@@ -580,7 +583,7 @@ mod tests {
         // A damaged leaf read from the file removes it too.
         let (mut f, temp) = cache.temp_file(&root).unwrap();
         f.write_all(&bad).unwrap();
-        cache.keep_file(&root, &temp, 40).unwrap();
+        cache.keep_file(&root, &f, &temp, 40).unwrap();
         assert!(cache.get_in_file(&root, k, leaf, &pool).is_none());
         assert!(!path.exists() && cache.used() == 0);
         // A file larger than the bound evicts everything, itself too.
@@ -594,7 +597,7 @@ mod tests {
         .unwrap();
         let (mut f, temp) = small.temp_file(&root).unwrap();
         f.write_all(&data).unwrap();
-        small.keep_file(&root, &temp, 40).unwrap();
+        small.keep_file(&root, &f, &temp, 40).unwrap();
         assert!(!small.contains_file(&root) && !path.exists());
     }
 

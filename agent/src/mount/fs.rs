@@ -261,7 +261,7 @@ impl BundleFs {
                 .leaves
                 .leaf(key_of(leaf.index)?, &leaf, &file.name, on_disk)
                 .await?;
-            self.offer_whole(ino, file, layout.count(), leaf, &bytes);
+            self.offer_whole(ino, file.size, on_disk, layout.count(), leaf, &bytes);
             return if to <= bytes.len() {
                 Ok(bytes.slice(from..to))
             } else {
@@ -275,7 +275,7 @@ impl BundleFs {
         for Span { leaf, from, to } in spans {
             let key = key_of(leaf.index)?;
             let bytes = self.leaves.leaf(key, &leaf, &file.name, on_disk).await?;
-            self.offer_whole(ino, file, layout.count(), leaf, &bytes);
+            self.offer_whole(ino, file.size, on_disk, layout.count(), leaf, &bytes);
             let slice = bytes.get(from..to).ok_or_else(|| {
                 Error::Task(format!(
                     "leaf {} of {:?} is shorter than its layout",
@@ -309,14 +309,19 @@ impl BundleFs {
         }
     }
 
-    /// Offers a verified leaf read from file `ino` to the assembly of the whole file.
-    fn offer_whole(&self, ino: u64, file: &FileNode, leaves: u64, leaf: Leaf, bytes: &Bytes) {
-        let Some(whole) = self.whole() else { return };
-        if leaves < 2 {
-            return;
-        }
-        if let Ok(root) = file.hash.parse::<Key>() {
-            whole.offer(&self.runtime, ino, &root, file.size, leaves, leaf, bytes);
+    /// Offers a verified leaf read from file `ino` (`size` bytes in `leaves` leaves) to
+    /// the assembly of its whole file, if `on_disk` names one.
+    fn offer_whole(
+        &self,
+        ino: u64,
+        size: u64,
+        on_disk: OnDisk,
+        leaves: u64,
+        leaf: Leaf,
+        bytes: &Bytes,
+    ) {
+        if let (Some(whole), Some(root)) = (self.whole(), on_disk.root) {
+            whole.offer(&self.runtime, ino, &root, size, leaves, leaf, bytes);
         }
     }
 

@@ -453,7 +453,7 @@ impl<B> WholeFiles<B> {
         }
         self.drop_pages_when_closed(ino);
         self.disk
-            .keep_file(root, temp, size)
+            .keep_file(root, file, temp, size)
             .map_err(|e| e.to_string())
     }
 
