@@ -4,19 +4,22 @@
 #   ./dev.sh demo    the whole flow on a local-directory store
 #   ./dev.sh test    lints and every test (what CI runs)
 #   ./dev.sh bench   benchmarks, as ratios against baselines measured in the same run
+#   ./dev.sh RECIPE  any other recipe of the justfile (`./dev.sh` alone lists them)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh   # as_root
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v b2sum >/dev/null || need_apt+=(coreutils)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v kubectl >/dev/null || need_apt+=(kubectl)        # `kubectl kustomize` of manifests/
-if [ "${1:-}" = bench ]; then
+if [[ "${1:-}" == bench* ]]; then                            # bench and bench-*
   command -v rclone >/dev/null || need_apt+=(rclone)
   command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+  [ -x /usr/bin/time ] || need_apt+=(time)                   # peak RSS of each timed step
   command -v wrk >/dev/null || need_apt+=(wrk)               # webhook load generator
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then

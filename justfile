@@ -13,23 +13,31 @@ test:
     cargo build --workspace
     cargo test --workspace --no-fail-fast
 
+# Rewrite the webhook's golden files (webhook/tests/golden/) from the current code; review the diff.
+golden:
+    UPDATE_GOLDEN=1 cargo test -p datamon-webhook --test golden
+    git status --short webhook/tests/golden
+
 # The whole flow on a local-directory store: context, repo, upload, label, download, verify.
 demo:
     cargo build --workspace --release
     bash scripts/demo.sh target/release
 
-# Benchmarks, printed as ratios against baselines measured in the same run.
+# Every benchmark (bench-store, -mount, -runtime, -webhook), as ratios against baselines measured in the same run.
 bench:
     cargo build --workspace --release
     bash scripts/bench.sh target/release
 
-# The agent as one static binary (musl), as `datamon-agent install` copies it into any image.
-static:
-    command -v musl-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq musl-tools)
-    rustup target add x86_64-unknown-linux-musl
-    cargo build --release --target x86_64-unknown-linux-musl -p datamon-agent
-    file target/x86_64-unknown-linux-musl/release/datamon-agent
-    ls -l target/x86_64-unknown-linux-musl/release/datamon-agent
+# Only the bundle store: upload, download, re-upload on a local directory and on S3.
+bench-store:
+    cargo build --release -p datamon-agent
+    cargo build --release -p datamon-e2e --bin s3-server
+    bash scripts/bench-store.sh target/release
+
+# Only `bundle mount` (FUSE; root and /dev/fuse): reads, listings, ready time, peak RSS.
+bench-mount:
+    cargo build --release -p datamon-agent
+    bash scripts/bench-mount.sh target/release
 
 # Only the webhook: admission latency and throughput over TLS (wrk), peak RSS.
 bench-webhook:
@@ -39,7 +47,15 @@ bench-webhook:
 # Only the sidecar runtime's overhead (seconds, not minutes).
 bench-runtime:
     cargo build --release -p datamon-agent
-    python3 scripts/bench_runtime.py target/release/datamon-agent 20
+    python3 scripts/bench-runtime.py target/release 20
+
+# The agent as one static binary (musl), as `datamon-agent install` copies it into any image.
+static:
+    command -v musl-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq musl-tools)
+    rustup target add x86_64-unknown-linux-musl
+    cargo build --release --target x86_64-unknown-linux-musl -p datamon-agent
+    file target/x86_64-unknown-linux-musl/release/datamon-agent
+    ls -l target/x86_64-unknown-linux-musl/release/datamon-agent
 
 # Repeated-code report on the whole tree.
 dup:

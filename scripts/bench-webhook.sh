@@ -3,7 +3,7 @@
 # load generator in a second process (wrk, Debian), for a pod with three inputs and two
 # outputs. Goal (issue 5): p99 under 5 ms at 1,000 requests/s on 2 cores, peak RSS under 50 MiB.
 #
-#   scripts/bench-webhook.sh target/release      (after cargo build --release -p datamon-webhook)
+#   scripts/bench-webhook.sh [BIN_DIR]   (default target/release: datamon-webhook)
 #
 # Two runs against one server:
 #   paced      ~1,000 req/s: 20 connections, each waiting 20 ms between a response and its next
@@ -12,15 +12,15 @@
 #   saturated  32 connections back to back: the most the server gives while wrk shares the
 #              same two cores (a ceiling for this machine, not for a server with cores of its own).
 # Every answer is checked afterwards through /metrics: each request must have been injected.
+# Durations: PACED_SECS (default 20), SATURATED_SECS (default 15).
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
-BIN_DIR=${1:?usage: scripts/bench-webhook.sh DIR_WITH_RELEASE_BINARIES (e.g. target/release)}
-BIN=$(cd "$BIN_DIR" && pwd)/datamon-webhook
-[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release -p datamon-webhook" >&2; exit 2; }
+BIN="$(bin_dir "${1:-target/release}" datamon-webhook)/datamon-webhook"
 PACED_SECS=${PACED_SECS:-20}
 SATURATED_SECS=${SATURATED_SECS:-15}
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v wrk >/dev/null; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
@@ -29,36 +29,28 @@ for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
 done
 
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_work "${TMPDIR:-/tmp}/datamon-bench-webhook.XXXXXX"
 
 HOST=datamon-webhook.datamon-system.svc
-"$BIN" certs --out "$WORK/certs" >/dev/null 2>&1
+"$BIN" certs --out "$work/certs" >/dev/null 2>&1
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$BIN" serve --listen "127.0.0.1:$PORT" \
-  --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
+  --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
   --namespace-defaults false --native-sidecars true \
-  --log-format json --loglevel info 2>"$WORK/serve.log" &
+  --log-format json --loglevel info 2>"$work/serve.log" &
 SERVER_PID=$!
+at_exit "stop_process $SERVER_PID"
 
-CURL=(curl -sS --cacert "$WORK/certs/ca.crt" --resolve "$HOST:$PORT:127.0.0.1")
+CURL=(curl -sS --cacert "$work/certs/ca.crt" --resolve "$HOST:$PORT:127.0.0.1")
 URL="https://$HOST:$PORT"
 for _ in $(seq 100); do
   "${CURL[@]}" -f "$URL/readyz" >/dev/null 2>&1 && break
   sleep 0.05
 done
-"${CURL[@]}" -f "$URL/readyz" >/dev/null || { echo "the server did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+"${CURL[@]}" -f "$URL/readyz" >/dev/null || { echo "the server did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
 
 # The AdmissionReview: a pod with three inputs (two downloads, one FUSE mount) and two outputs.
-python3 - "$WORK/review.json" <<'EOF'
+python3 - "$work/review.json" <<'EOF'
 import json, sys
 pod = {
     "apiVersion": "v1", "kind": "Pod",
@@ -98,9 +90,9 @@ json.dump(review, open(sys.argv[1], "w"))
 EOF
 
 # One request first: it must be allowed with a patch.
-"${CURL[@]}" -f -H 'Content-Type: application/json' --data-binary "@$WORK/review.json" \
-  "$URL/mutate" >"$WORK/answer.json"
-OPS=$(python3 - "$WORK/answer.json" <<'EOF'
+"${CURL[@]}" -f -H 'Content-Type: application/json' --data-binary "@$work/review.json" \
+  "$URL/mutate" >"$work/answer.json"
+OPS=$(python3 - "$work/answer.json" <<'EOF'
 import base64, json, sys
 r = json.load(open(sys.argv[1]))["response"]
 if not r.get("allowed") or "patch" not in r:
@@ -108,19 +100,19 @@ if not r.get("allowed") or "patch" not in r:
 print(len(json.loads(base64.b64decode(r["patch"]))))
 EOF
 )
-BODY_BYTES=$(stat -c %s "$WORK/review.json")
-ANSWER_BYTES=$(stat -c %s "$WORK/answer.json")
+BODY_BYTES=$(stat -c %s "$work/review.json")
+ANSWER_BYTES=$(stat -c %s "$work/answer.json")
 
-cat >"$WORK/post.lua" <<EOF
-local f = assert(io.open("$WORK/review.json", "rb"))
+cat >"$work/post.lua" <<EOF
+local f = assert(io.open("$work/review.json", "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Host"] = "$HOST"
 EOF
-cp "$WORK/post.lua" "$WORK/paced.lua"
-echo 'function delay() return 20 end' >>"$WORK/paced.lua"
+cp "$work/post.lua" "$work/paced.lua"
+echo 'function delay() return 20 end' >>"$work/paced.lua"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 injected() { "${CURL[@]}" "$URL/metrics" | awk '/^datamon_webhook_admission_requests_total\{outcome="injected"\}/ {print $2}'; }
@@ -128,9 +120,9 @@ injected() { "${CURL[@]}" "$URL/metrics" | awk '/^datamon_webhook_admission_requ
 run() { # name connections threads seconds script
   local name=$1 c=$2 t=$3 d=$4 script=$5 before_ticks after_ticks start end
   before_ticks=$(cpu_ticks); start=$(date +%s.%N)
-  wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$script" "https://127.0.0.1:$PORT/mutate" >"$WORK/$name.txt"
+  wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$script" "https://127.0.0.1:$PORT/mutate" >"$work/$name.txt"
   end=$(date +%s.%N); after_ticks=$(cpu_ticks)
-  python3 - "$WORK/$name.txt" "$name" "$before_ticks" "$after_ticks" "$start" "$end" "$(getconf CLK_TCK)" <<'EOF' >>"$WORK/results.txt"
+  python3 - "$work/$name.txt" "$name" "$before_ticks" "$after_ticks" "$start" "$end" "$(getconf CLK_TCK)" <<'EOF' >>"$work/results.txt"
 import re, sys
 text = open(sys.argv[1]).read()
 name = sys.argv[2]
@@ -150,20 +142,20 @@ print(f"{name} {rps:.0f} {lat['50']:.3f} {lat['90']:.3f} {lat['99']:.3f} {total}
 EOF
 }
 
-: >"$WORK/results.txt"
-wrk -t1 -c4 -d2s -s "$WORK/post.lua" "https://127.0.0.1:$PORT/mutate" >/dev/null   # warm-up
+: >"$work/results.txt"
+wrk -t1 -c4 -d2s -s "$work/post.lua" "https://127.0.0.1:$PORT/mutate" >/dev/null   # warm-up
 BEFORE=$(injected)
-run paced 20 2 "$PACED_SECS" "$WORK/paced.lua"
-run saturated 32 2 "$SATURATED_SECS" "$WORK/post.lua"
+run paced 20 2 "$PACED_SECS" "$work/paced.lua"
+run saturated 32 2 "$SATURATED_SECS" "$work/post.lua"
 AFTER=$(injected)
 HWM_KIB=$(awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
-SENT=$(awk '{s += $6} END {print s}' "$WORK/results.txt")
-ERRORS=$(awk '{s += $7} END {print s}' "$WORK/results.txt")
+SENT=$(awk '{s += $6} END {print s}' "$work/results.txt")
+ERRORS=$(awk '{s += $7} END {print s}' "$work/results.txt")
 # Any answer but an injection (denied, skipped, invalid) is a failure of the run.
 OTHER=$("${CURL[@]}" "$URL/metrics" | awk '/^datamon_webhook_admission_requests_total/ && !/injected/ {s += $2} END {print s + 0}')
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$WORK/results.txt" "$HWM_KIB" "$OPS" "$BODY_BYTES" "$ANSWER_BYTES" "$SENT" "$((AFTER - BEFORE))" "$ERRORS" "$OTHER" "$(nproc)" "$LOAD" <<'EOF'
+python3 - "$work/results.txt" "$HWM_KIB" "$OPS" "$BODY_BYTES" "$ANSWER_BYTES" "$SENT" "$((AFTER - BEFORE))" "$ERRORS" "$OTHER" "$(nproc)" "$LOAD" <<'EOF'
 import sys
 rows = {}
 for line in open(sys.argv[1]):

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole bundle-store flow on a local-directory store: no cloud account, no cluster.
-# Usage: scripts/demo.sh BIN_DIR   (BIN_DIR holds datamon-agent)
+# Usage: scripts/demo.sh [BIN_DIR]   (default target/release: datamon-agent; with root and
+# /dev/fuse, also pod-run for the job pod)
 set -euo pipefail
-bin="$(cd "${1:-target/release}" && pwd)"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+bin="$(bin_dir "${1:-target/release}" datamon-agent)"
 agent="$bin/datamon-agent"
 here="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d /tmp/datamon-demo.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+make_work /tmp/datamon-demo.XXXXXX
 export DATAMON_GLOBAL_CONFIG="file://$work/store/config"
 export DATAMON_CONTRIBUTOR__NAME="Demo User" DATAMON_CONTRIBUTOR__EMAIL="demo@example.com"
 
@@ -16,7 +18,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 step "a dataset: 200 small files and one 20 MiB file"
 mkdir -p "$work/data/images" "$work/data/tables"
 for i in $(seq 1 200); do head -c $((RANDOM % 60000 + 100)) /dev/urandom > "$work/data/images/img$i.bin"; done
-head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/data/tables/big.parquet"
+make_file "$work/data/tables/big.parquet" 20
 echo "id,name" > "$work/data/tables/index.csv"
 
 step "create a context (five buckets, one directory each) and a repo"
@@ -31,9 +33,11 @@ id1=${out#Uploaded bundle id:}
 
 step "change one file and upload again: only new leaves are written"
 echo "3,new row" >> "$work/data/tables/index.csv"
+# shellcheck disable=SC2012 # counts the objects in the blob bucket's directory
 before=$(ls "$work/store/dev-blob" | wc -l)
 out=$("$agent" bundle upload --repo demo --path "$work/data" --message "second version" --label v2)
 echo "$out"
+# shellcheck disable=SC2012
 after=$(ls "$work/store/dev-blob" | wc -l)
 echo "blob objects: $before before, $after after (one new leaf and one new root object)"
 

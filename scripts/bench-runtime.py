@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Overhead of the wrapper and the coordination protocol (issue: sidecar runtime).
 
-usage: bench_runtime.py AGENT [ROUNDS]
+usage: bench-runtime.py [BIN_DIR] [ROUNDS]   (default target/release, 20 rounds)
 
 A stand-in sidecar (this script: it takes the participant's flock and writes its state
 file as the protocol says) declares itself ready while `datamon-agent wrap` waits for it;
@@ -80,7 +80,11 @@ def wrapped(agent, tmp, i):
 
 
 def main():
-    agent = sys.argv[1]
+    bin_dir = sys.argv[1] if len(sys.argv) > 1 else "target/release"
+    agent = os.path.join(os.path.abspath(bin_dir), "datamon-agent")
+    if not os.access(agent, os.X_OK):
+        sys.stderr.write(f"no {agent}: run cargo build --release\n")
+        sys.exit(2)
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     with tempfile.TemporaryDirectory() as tmp:
         base = [direct(tmp) for _ in range(rounds)]

@@ -10,53 +10,37 @@
 # - `find` and `ls -lR` over a tree of many entries, against the same tree on disk;
 # - 4 KiB random reads per second, cold, against the file on disk;
 # - the mount's peak RSS (VmHWM) with the default 64 MiB of leaves in memory.
-# Usage: scripts/bench_mount.sh AGENT_BINARY   (root and /dev/fuse needed)
-# Sizes: BENCH_BIG_MIB (default 1024), BENCH_ENTRIES (default 100000),
-# BENCH_RANDOM_READS (default 2000).
+# Usage: scripts/bench-mount.sh [BIN_DIR]   (default target/release; root and /dev/fuse needed)
+# Sizes: BENCH_MOUNT_BIG_MIB (default 1024), BENCH_ENTRIES (default 100000),
+# BENCH_RANDOM_READS (default 2000). Scratch space: BENCH_DIR (default /tmp).
 set -euo pipefail
-agent="$(realpath "${1:-target/release/datamon-agent}")"
-big_mib=${BENCH_BIG_MIB:-1024}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+agent="$(bin_dir "${1:-target/release}" datamon-agent)/datamon-agent"
+big_mib=${BENCH_MOUNT_BIG_MIB:-1024}
 entries=${BENCH_ENTRIES:-100000}
 random_reads=${BENCH_RANDOM_READS:-2000}
 if [ "$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then
-  echo "bench_mount: needs root and /dev/fuse; skipped" >&2; exit 0
+  echo "bench-mount: needs root and /dev/fuse; skipped" >&2; exit 0
 fi
-work="$(mktemp -d "${BENCH_DIR:-/tmp}/datamon-bench-mount.XXXXXX")"
+make_work "${BENCH_DIR:-/tmp}/datamon-bench-mount.XXXXXX"
 mnt="$work/mnt"
 mount_pid=""
 results="$work/results.tsv"
 stop_mount() {
-  if [ -n "$mount_pid" ]; then
-    kill -TERM "$mount_pid" 2>/dev/null || true; wait "$mount_pid" 2>/dev/null || true
-    mount_pid=""
-  fi
+  stop_process "$mount_pid"
+  mount_pid=""
   if grep -q " $mnt " /proc/self/mountinfo 2>/dev/null; then umount -l "$mnt" || true; fi
 }
-cleanup() { stop_mount; rm -rf "$work"; }
-trap cleanup EXIT
+at_exit stop_mount
 export DATAMON_CONTRIBUTOR__NAME=bench DATAMON_CONTRIBUTOR__EMAIL=bench@example.com
 export DATAMON_GLOBAL_CONFIG="file://$work/store/config"
 : > "$results"
 
 now() { date +%s.%N; }
-# record NAME VALUE
-record() { printf '%s\t%s\n' "$1" "$2" >> "$results"; printf '  %-26s %10.3f\n' "$1" "$2" >&2; }
-# timed NAME CMD...: records the wall time of CMD, in seconds.
-timed() {
-  local name=$1 s e; shift
-  s=$(now); "$@" > /dev/null; e=$(now)
-  record "$name" "$(echo "$e - $s" | bc)"
-}
-# best NAME CMD...: records the shortest wall time of three runs of CMD (warm reads, whose
-# noise on a shared machine is one-sided).
-best() {
-  local name=$1 s e t min=""; shift
-  for _ in 1 2 3; do
-    s=$(now); "$@" > /dev/null; e=$(now); t=$(echo "$e - $s" | bc)
-    if [ -z "$min" ] || [ "$(echo "$t < $min" | bc)" = 1 ]; then min=$t; fi
-  done
-  record "$name" "$min"
-}
+# best NAME CMD...: the shortest wall time of three runs of CMD (warm reads, whose noise
+# on a shared machine is one-sided).
+best() { repeat=3 timed "$@"; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # start_mount REPO [ARGS...]: mounts the latest bundle of REPO on $mnt; records REPO.ready.
 start_mount() {
@@ -93,17 +77,8 @@ PY
 
 echo "== data: one ${big_mib} MiB file; a tree of ${entries} small files" >&2
 mkdir -p "$work/big" "$work/wide"
-head -c $((big_mib * 1024 * 1024)) /dev/urandom > "$work/big/big.bin"
-python3 - "$work/wide" "$entries" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(42)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 100:02}", f"e{(i // 100) % 10}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i}.txt"), "wb") as f:
-        f.write(os.urandom(rnd.randint(0, 64)))
-PY
+make_file "$work/big/big.bin" "$big_mib"
+make_tree "$work/wide" "$entries" 100 10 0 64 txt
 for ds in big wide; do
   export DATAMON_CONTEXT=$ds
   "$agent" context create > /dev/null 2>&1
@@ -164,7 +139,7 @@ python3 - "$results" "$big_mib" "$entries" <<'PY'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, value = line.split("\t")
+    name, value, _ = line.split("\t")
     rows.setdefault(name, []).append(float(value))
 v = lambda n: rows[n][-1]
 big_mib, entries = int(sys.argv[2]), int(sys.argv[3])
