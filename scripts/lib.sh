@@ -84,8 +84,8 @@ record() {
 # timed NAME CMD...: runs CMD $repeat times (default 1) and records NAME with the best wall
 # time and the highest peak RSS of CMD (GNU time's %M). Before each run, untimed: $prep is
 # evaluated, if set, then `settle`. The wall time is read from bash's microsecond clock
-# right around the command, with no process of its own; CMD's output goes to $work/cmd.out
-# and cmd.err, shown if it fails. The best of a few runs is the stable figure: the disks
+# ($EPOCHREALTIME, no process of its own) right around the command, which runs under GNU
+# time for its peak RSS; CMD's output goes to $work/cmd.out and cmd.err, shown if it fails. The best of a few runs is the stable figure: the disks
 # and shared cores of these machines give noise that is one-sided.
 timed() {
   local name=$1 best="" peak=0 start end secs rss
