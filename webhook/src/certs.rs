@@ -22,6 +22,8 @@ use rcgen::{
     KeyUsagePurpose, SerialNumber,
 };
 
+use crate::mutate::k8s_names::is_dns_label;
+
 /// Exit code for a bad command line or bad input (as the agent's).
 const EXIT_USAGE: u8 = 64;
 
@@ -93,7 +95,7 @@ pub struct Issued {
 }
 
 /// The DNS names a client may use for `service` in `namespace`.
-pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
+pub(crate) fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         service.to_string(),
         format!("{service}.{namespace}"),
@@ -171,14 +173,7 @@ fn serial(params: &CertificateParams, key: &KeyPair) -> SerialNumber {
 
 /// A DNS-1123 label, as Service and Namespace names are.
 fn check_label(what: &str, value: &str) -> Result<(), CertsError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
+    if is_dns_label(value) {
         Ok(())
     } else {
         Err(CertsError::Usage(format!(
@@ -189,7 +184,7 @@ fn check_label(what: &str, value: &str) -> Result<(), CertsError> {
 
 /// What `run` wrote, for the summary.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     /// The caBundle value (base64 of ca-bundle.crt).
     pub ca_bundle_b64: String,
     /// How many CAs the bundle holds.
@@ -197,7 +192,7 @@ pub struct Written {
 }
 
 /// Does what `certs` does; the files land in `args.out`.
-pub fn run(args: &CertsArgs) -> Result<Written, CertsError> {
+pub(crate) fn run(args: &CertsArgs) -> Result<Written, CertsError> {
     check_label("service", &args.service)?;
     check_label("namespace", &args.namespace)?;
     if !(1..=36_500).contains(&args.days) || !(1..=36_500).contains(&args.ca_days) {
@@ -317,7 +312,10 @@ pub fn main(args: CertsArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("datamon-webhook certs: {}", crate::tls::error_chain(&e));
+            eprintln!(
+                "datamon-webhook certs: {}",
+                crate::serve::tls::error_chain(&e)
+            );
             match e {
                 CertsError::Usage(_) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::FAILURE,

@@ -144,7 +144,7 @@ fn run(args: &InjectArgs) -> Result<String, InjectError> {
 
 /// Injects every object of `text` (YAML documents or JSON); returns them as YAML
 /// documents separated by `---`. `what` names the input in errors.
-pub fn inject_text(
+pub(crate) fn inject_text(
     text: &str,
     what: &str,
     namespace: &NamespaceDefaults,

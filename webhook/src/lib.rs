@@ -3,26 +3,25 @@
 //! Rewrites pods that opt in so that their data plan (`datamon-plan`) is carried out by the
 //! agent: annotations in, a JSON Patch out.
 //!
-//! - [`mutate`]: the pure core: a pod (and its namespace's defaults) in, a verdict out;
-//!   built from [`annotations`] (parsing, pure), [`render`] (the plan), [`layout`] (where
-//!   the agent goes) and [`patch`] (explicit JSON Patch operations); [`yaml`] prints
-//!   objects so that YAML 1.1 readers (kubectl) read them back unchanged;
-//! - [`inject`]: the same offline, on workload files;
-//! - [`server`]: HTTPS admission endpoint, health, metrics; built from [`admission`]
-//!   (AdmissionReview in and out), [`tls`] (certificates reloaded from files),
-//!   [`namespace`] (namespace defaults, cached) and [`metrics`];
-//! - [`certs`]: serving certificates.
+//! - [`mutate`]: the pure core, no I/O: a pod (and its namespace's defaults) in, a verdict
+//!   out. Built from `annotations` (parsing; every problem collected), `k8s_names`
+//!   (Kubernetes name and quantity checks), `render` (the plan), `layout` (where the agent
+//!   goes) and `patch` (explicit JSON Patch operations);
+//! - [`serve`]: `datamon-webhook serve`, the HTTPS admission endpoint, health and metrics
+//!   around [`mutate::mutate_pod`]. Built from `config` (flags, validated), `native` (does
+//!   the cluster run native sidecars?), `admission` (AdmissionReview in and out), [`serve::tls`]
+//!   (certificates reloaded from files), [`serve::namespace`] (namespace defaults, cached)
+//!   and [`serve::metrics`];
+//! - [`inject`]: `datamon-webhook inject`, the same mutation offline, on workload files;
+//! - [`certs`]: `datamon-webhook certs`, serving certificates;
+//! - [`yaml`]: prints objects so that YAML 1.1 readers (kubectl) read them back unchanged.
+//!
+//! Dependencies point one way: `serve` and `inject` call `mutate`; `mutate` imports neither
+//! them nor any HTTP, TLS, async or Kubernetes client crate. Each subcommand returns a typed
+//! error; the binary (`main.rs`) prints it once and maps it to an exit code.
 
-pub mod admission;
-pub mod annotations;
 pub mod certs;
 pub mod inject;
-pub mod layout;
-pub mod metrics;
 pub mod mutate;
-pub mod namespace;
-pub mod patch;
-pub mod render;
-pub mod server;
-pub mod tls;
+pub mod serve;
 pub mod yaml;

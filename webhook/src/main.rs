@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use datamon_webhook::{certs, inject, server};
+use datamon_webhook::{certs, inject, serve};
 
 /// Gives Kubernetes pods their datamon bundles.
 #[derive(Debug, Parser)]
@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the admission webhook over HTTPS.
-    Serve(server::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Print a workload (Pod, Deployment, StatefulSet, Job, CronJob) with its data plan
     /// injected, as the webhook would (like `istioctl kube-inject`).
     Inject(inject::InjectArgs),
@@ -27,7 +27,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => server::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::Inject(args) => inject::main(args),
         Command::Certs(args) => certs::main(args),
     }

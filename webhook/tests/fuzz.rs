@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use datamon_webhook::annotations;
+use datamon_webhook::mutate::annotations;
 use datamon_webhook::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
 use serde_json::{json, Map, Value};
 

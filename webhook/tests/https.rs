@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datamon_webhook::certs::{issue, Issued};
-use datamon_webhook::server::{serve, NativeSidecars, ServeConfig, ServeError};
-use datamon_webhook::tls::CertFiles;
+use datamon_webhook::serve::tls::CertFiles;
+use datamon_webhook::serve::{serve, NativeSidecars, ServeConfig, ServeError};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -109,11 +109,12 @@ fn client_with(
             roots.add(cert.unwrap()).unwrap();
         }
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(datamon_webhook::tls::provider())
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(datamon_webhook::serve::tls::provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     // As the API server: HTTP/2 when offered. TLS 1.2-only clients stay on HTTP/1.1, so
     // both are exercised.
     tls.alpn_protocols = if versions.contains(&&rustls::version::TLS13) {
@@ -658,15 +659,15 @@ fn json_response(status: axum::http::StatusCode, v: Value) -> axum::response::Re
 }
 
 fn kube_client(addr: SocketAddr) -> kube::Client {
-    datamon_webhook::tls::install_default_provider();
+    datamon_webhook::serve::tls::install_default_provider();
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     kube::Client::try_from(config).unwrap()
 }
 
 #[tokio::test]
 async fn namespace_defaults_are_cached_and_never_block_the_answer() {
-    use datamon_webhook::metrics::Metrics;
-    use datamon_webhook::namespace::{NamespaceLookup, Source};
+    use datamon_webhook::serve::metrics::Metrics;
+    use datamon_webhook::serve::namespace::{NamespaceLookup, Source};
     let api = fake_api().await;
     let metrics = Arc::new(Metrics::new());
     let lookup = NamespaceLookup::new(

@@ -5,7 +5,7 @@
 //! Inputs and outputs are one annotation each (`datamon.io/input.<name>`,
 //! `datamon.io/output.<name>`) whose value is a YAML (flow) mapping of the plan schema's
 //! fields, deserialized into `datamon_plan`'s own types, so an unknown field is refused by
-//! name. The README's "The webhook: annotations" section documents every annotation.
+//! name. `docs/annotations.md` documents every annotation.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,41 +14,43 @@ use std::path::PathBuf;
 use datamon_plan::{Deadlines, Input, Output, Store};
 use serde_json::{Map, Value};
 
+use super::k8s_names::{is_dns_label, is_dns_subdomain, is_quantity, is_resource_name};
+
 /// Prefix of every annotation (and label) of ours.
-pub const PREFIX: &str = "datamon.io/";
+pub(crate) const PREFIX: &str = "datamon.io/";
 /// `datamon.io/input.<name>`: one input of the plan.
-pub const INPUT: &str = "datamon.io/input.";
+pub(crate) const INPUT: &str = "datamon.io/input.";
 /// `datamon.io/output.<name>`: one output of the plan.
-pub const OUTPUT: &str = "datamon.io/output.";
+pub(crate) const OUTPUT: &str = "datamon.io/output.";
 /// `datamon.io/command.<container>`: the command of a container that has none.
-pub const COMMAND: &str = "datamon.io/command.";
+pub(crate) const COMMAND: &str = "datamon.io/command.";
 /// The config bucket (`gs://b`, `s3://b`, `file:///dir`).
-pub const CONFIG: &str = "datamon.io/config";
+pub(crate) const CONFIG: &str = "datamon.io/config";
 /// The datamon context.
-pub const CONTEXT: &str = "datamon.io/context";
+pub(crate) const CONTEXT: &str = "datamon.io/context";
 /// The endpoint of an S3-compatible server.
-pub const S3_ENDPOINT: &str = "datamon.io/s3-endpoint";
+pub(crate) const S3_ENDPOINT: &str = "datamon.io/s3-endpoint";
 /// The coordination directory (the plan's `coordination`).
-pub const COORDINATION: &str = "datamon.io/coordination";
+pub(crate) const COORDINATION: &str = "datamon.io/coordination";
 /// A Secret with the store's credentials.
-pub const CREDENTIALS_SECRET: &str = "datamon.io/credentials-secret";
+pub(crate) const CREDENTIALS_SECRET: &str = "datamon.io/credentials-secret";
 /// The agent image.
-pub const IMAGE: &str = "datamon.io/image";
+pub(crate) const IMAGE: &str = "datamon.io/image";
 /// The agent containers' resources.
-pub const RESOURCES: &str = "datamon.io/resources";
+pub(crate) const RESOURCES: &str = "datamon.io/resources";
 /// The plan's deadlines.
-pub const DEADLINES: &str = "datamon.io/deadlines";
+pub(crate) const DEADLINES: &str = "datamon.io/deadlines";
 /// `auto`, `on` or `off`: the agent as a native sidecar.
-pub const NATIVE_SIDECAR: &str = "datamon.io/native-sidecar";
+pub(crate) const NATIVE_SIDECAR: &str = "datamon.io/native-sidecar";
 /// The application containers (wrapped and given the data), comma-separated.
-pub const WRAP: &str = "datamon.io/wrap";
+pub(crate) const WRAP: &str = "datamon.io/wrap";
 /// Opt-in label (pods: `"true"`, namespaces: `enabled`); as a pod label or annotation,
 /// `"false"` opts a pod out.
-pub const INJECT: &str = "datamon.io/inject";
+pub(crate) const INJECT: &str = "datamon.io/inject";
 /// Set by the webhook on the pods it injected: `injected`.
-pub const STATUS: &str = "datamon.io/status";
+pub(crate) const STATUS: &str = "datamon.io/status";
 /// Set by the webhook: a digest of the injected plan.
-pub const PLAN_DIGEST: &str = "datamon.io/plan-digest";
+pub(crate) const PLAN_DIGEST: &str = "datamon.io/plan-digest";
 
 /// Annotations that take a namespace default.
 const DEFAULTABLE: [&str; 9] = [
@@ -76,7 +78,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with `annotation`.
-    pub fn new(annotation: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(annotation: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
             annotation: annotation.into(),
             problem: problem.into(),
@@ -121,7 +123,7 @@ impl Default for Resources {
 
 impl Resources {
     /// The `resources` field of a container.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         if !self.limits.is_empty() {
             m.insert("limits".into(), serde_json::json!(self.limits));
@@ -186,14 +188,14 @@ impl fmt::Display for Found<'_> {
 
 /// Whether `annotations` hold any annotation of ours that asks for work (anything under
 /// `datamon.io/` but the opt-in and the webhook's own marks).
-pub fn asks_for_injection(annotations: &BTreeMap<String, String>) -> bool {
+pub(crate) fn asks_for_injection(annotations: &BTreeMap<String, String>) -> bool {
     annotations
         .keys()
         .any(|k| k.starts_with(PREFIX) && ![INJECT, STATUS, PLAN_DIGEST].contains(&k.as_str()))
 }
 
 /// `"true"`/`"enabled"` → true, `"false"`/`"disabled"` → false, else `None`.
-pub fn opt_in_value(v: &str) -> Option<bool> {
+pub(crate) fn opt_in_value(v: &str) -> Option<bool> {
     match v.trim() {
         "true" | "enabled" => Some(true),
         "false" | "disabled" => Some(false),
@@ -558,51 +560,8 @@ fn parse_deadlines(found: &Found<'_>, ns_value: Option<&String>) -> Result<Deadl
         .map_err(|e| Problem::new(found.to_string(), format!("{e}: {fix}")))
 }
 
-/// A DNS label (container and volume names): 1–63 of `a-z0-9-`, alphanumeric at both ends.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// A DNS subdomain (Secret names): dot-separated DNS labels, at most 253 characters.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-fn is_resource_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-._/".contains(&c))
-}
-
-/// A Kubernetes quantity: a decimal number and an optional suffix (`m`, `k`, `Mi`, `e3`…).
-pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    let num_ok =
-        !num.is_empty() && num.matches('.').count() <= 1 && num.chars().any(|c| c.is_ascii_digit());
-    let suffix_ok = matches!(
-        suffix,
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-        .is_some_and(|e| !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit()));
-    num_ok && suffix_ok
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -685,15 +644,5 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(req.wrap, ["trainer", "evaluator"]);
-    }
-
-    #[test]
-    fn quantities() {
-        for ok in ["1", "100m", "0.5", "256Mi", "1e3", "+2G", ".5"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "m", "1.2.3", "10MB", "1e", "lots", "1 Gi"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
     }
 }

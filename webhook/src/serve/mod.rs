@@ -2,26 +2,38 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /mutate` | AdmissionReview v1 in, AdmissionReview v1 out ([`crate::admission`]) |
+//! | `POST /mutate` | AdmissionReview v1 in, AdmissionReview v1 out (`admission`) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once a serving certificate is loaded, 503 while none is or once draining |
-//! | `GET /metrics` | Prometheus/OpenMetrics text ([`crate::metrics`]) |
+//! | `GET /metrics` | Prometheus/OpenMetrics text ([`metrics`]) |
 //!
 //! TLS 1.2 and 1.3 only (rustls), the certificate reloaded from its files when they change
-//! ([`crate::tls`]). On SIGTERM (or SIGINT): `/readyz` turns 503, the server keeps serving for
+//! ([`tls`]). On SIGTERM (or SIGINT): `/readyz` turns 503, the server keeps serving for
 //! `--drain-delay` (so endpoints drop it), then stops accepting and lets in-flight requests
 //! finish within `--shutdown-timeout`.
 //!
+//! - `config`: the flags ([`ServeArgs`]) and the checked settings ([`ServeConfig`]);
+//! - `native`: whether the cluster runs native sidecars (`--native-sidecars auto`);
+//! - `admission`: AdmissionReview in, AdmissionReview out, around [`mutate_pod`];
+//! - [`tls`], [`namespace`], [`metrics`]: certificates, namespace defaults, counters.
+//!
 //! `main` validates the flags before anything starts (exit 64 on a bad one), then runs
 //! [`serve`], which tests call directly with a bound listener and their own shutdown signal.
+//!
+//! [`mutate_pod`]: crate::mutate::mutate_pod
+
+mod admission;
+mod config;
+pub mod metrics;
+pub mod namespace;
+mod native;
+pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -32,195 +44,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
-use crate::admission::{self, Answer, Decoded};
-use crate::metrics::{Metrics, Outcome};
 use crate::mutate::WebhookSettings;
-use crate::namespace::NamespaceLookup;
-use crate::tls::{self, CertFiles, ReloadingResolver};
+use admission::{Answer, Decoded};
+pub use config::{ConfigError, LogFormat, NativeSidecars, ServeArgs, ServeConfig};
+use metrics::{Metrics, Outcome};
+use namespace::NamespaceLookup;
+use native::{detect_native_sidecars, NativeSupport};
+use tls::ReloadingResolver;
 
 /// Exit code for bad flags or configuration (as the agent's).
 const EXIT_USAGE: u8 = 64;
-
-/// Whether injected sidecars are native sidecars (init containers with
-/// `restartPolicy: Always`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum NativeSidecars {
-    /// Ask the API server its version: native from Kubernetes 1.29 on. Until it has
-    /// answered, classic sidecars (they work on every version).
-    Auto,
-    /// Always native.
-    #[value(alias = "on")]
-    True,
-    /// Never native: classic sidecar containers.
-    #[value(alias = "off")]
-    False,
-}
-
-/// Log format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// JSON inside Kubernetes (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
-    Auto,
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Arguments of `serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "DATAMON_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// Serving certificate (PEM chain, leaf first); reloaded when it changes.
-    #[arg(
-        long,
-        env = "DATAMON_WEBHOOK_TLS_CERT",
-        default_value = "/etc/datamon-webhook/tls/tls.crt"
-    )]
-    pub tls_cert: PathBuf,
-    /// Its private key (PEM); reloaded when it changes.
-    #[arg(
-        long,
-        env = "DATAMON_WEBHOOK_TLS_KEY",
-        default_value = "/etc/datamon-webhook/tls/tls.key"
-    )]
-    pub tls_key: PathBuf,
-    /// How often to look for a new certificate (e.g. 5s, 500ms).
-    #[arg(long, env = "DATAMON_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub cert_reload_interval: Duration,
-    /// The agent image injected when no annotation names one.
-    #[arg(
-        long,
-        env = "DATAMON_WEBHOOK_AGENT_IMAGE",
-        default_value = "ghcr.io/datamon-sidecar/datamon-agent:latest"
-    )]
-    pub agent_image: String,
-    /// Native sidecars: auto (from the API server's version, 1.29+), true|on, false|off.
-    #[arg(
-        long,
-        env = "DATAMON_WEBHOOK_NATIVE_SIDECARS",
-        value_enum,
-        default_value = "auto"
-    )]
-    pub native_sidecars: NativeSidecars,
-    /// Read namespace annotations as defaults for their pods (needs get on namespaces).
-    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_DEFAULTS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub namespace_defaults: bool,
-    /// How long a namespace's defaults are kept.
-    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
-    pub namespace_cache_ttl: Duration,
-    /// How long to wait for the API server before answering without namespace defaults.
-    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub namespace_lookup_timeout: Duration,
-    /// Largest AdmissionReview accepted, in bytes (413 beyond).
-    #[arg(long, env = "DATAMON_WEBHOOK_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// After SIGTERM, keep serving (with /readyz at 503) this long before closing the listener.
-    #[arg(long, env = "DATAMON_WEBHOOK_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
-    pub drain_delay: Duration,
-    /// Then give in-flight requests this long to finish.
-    #[arg(long, env = "DATAMON_WEBHOOK_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-    /// Log format.
-    #[arg(long, env = "DATAMON_LOG_FORMAT", value_enum, default_value = "auto")]
-    pub log_format: LogFormat,
-    /// Log filter (error, warn, info, debug, or a tracing directive).
-    #[arg(long, env = "DATAMON_LOGLEVEL", default_value = "info")]
-    pub loglevel: String,
-}
-
-/// `500ms`, `5s`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 500ms, 5s or 2m"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// A flag value that cannot work.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-/// Validated settings of the server (everything but where it listens and how it logs).
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// Certificate and key files, and how often to look at them.
-    pub cert_files: CertFiles,
-    /// The agent image injected when no annotation names one.
-    pub agent_image: String,
-    /// Native sidecar mode.
-    pub native_sidecars: NativeSidecars,
-    /// Whether namespace annotations are looked up.
-    pub namespace_defaults: bool,
-    /// How long namespace defaults are cached.
-    pub namespace_cache_ttl: Duration,
-    /// Deadline of one namespace lookup.
-    pub namespace_lookup_timeout: Duration,
-    /// Largest body accepted.
-    pub max_body_bytes: usize,
-    /// Time serving with /readyz at 503 after the shutdown signal.
-    pub drain_delay: Duration,
-    /// Time given to in-flight requests after that.
-    pub shutdown_timeout: Duration,
-}
-
-impl ServeConfig {
-    /// Checks the flags.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        if args.cert_reload_interval < Duration::from_millis(10) {
-            return Err(ConfigError(
-                "--cert-reload-interval must be at least 10ms".into(),
-            ));
-        }
-        if args.namespace_lookup_timeout.is_zero() {
-            return Err(ConfigError(
-                "--namespace-lookup-timeout must be more than 0 (the webhook's own timeoutSeconds bounds it from above)".into(),
-            ));
-        }
-        if args.max_body_bytes < 4096 {
-            return Err(ConfigError(
-                "--max-body-bytes must be at least 4096 (pods are often tens of KiB)".into(),
-            ));
-        }
-        if args.agent_image.trim().is_empty() {
-            return Err(ConfigError("--agent-image must name an image".into()));
-        }
-        Ok(Self {
-            cert_files: CertFiles {
-                cert: args.tls_cert.clone(),
-                key: args.tls_key.clone(),
-                interval: args.cert_reload_interval,
-            },
-            agent_image: args.agent_image.clone(),
-            native_sidecars: args.native_sidecars,
-            namespace_defaults: args.namespace_defaults,
-            namespace_cache_ttl: args.namespace_cache_ttl,
-            namespace_lookup_timeout: args.namespace_lookup_timeout,
-            max_body_bytes: args.max_body_bytes,
-            drain_delay: args.drain_delay,
-            shutdown_timeout: args.shutdown_timeout,
-        })
-    }
-
-    /// Whether the server needs a Kubernetes client.
-    pub fn needs_client(&self) -> bool {
-        self.namespace_defaults || self.native_sidecars == NativeSidecars::Auto
-    }
-}
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -231,63 +64,6 @@ pub enum ServeError {
     /// The listener failed.
     #[error("the HTTPS listener failed")]
     Io(#[from] std::io::Error),
-}
-
-/// Native sidecar support as known now: unknown (0), yes (1), no (2).
-#[derive(Debug, Default)]
-struct NativeSupport(AtomicU8);
-
-impl NativeSupport {
-    fn set(&self, supported: bool) {
-        self.0
-            .store(if supported { 1 } else { 2 }, Ordering::Relaxed);
-    }
-    fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == 1
-    }
-}
-
-/// Whether a server version (`major`, `minor` as the API server writes them, e.g. "1",
-/// "29+") runs native sidecars by default (1.29 and later).
-pub fn supports_native_sidecars(major: &str, minor: &str) -> Option<bool> {
-    let digits = |s: &str| -> Option<u32> {
-        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
-        d.parse().ok()
-    };
-    let (major, minor) = (digits(major)?, digits(minor)?);
-    Some(major > 1 || (major == 1 && minor >= 29))
-}
-
-/// Asks the API server its version until it answers (every 10 s).
-async fn detect_native_sidecars(client: kube::Client, support: Arc<NativeSupport>) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
-            Ok(Ok(info)) => match supports_native_sidecars(&info.major, &info.minor) {
-                Some(supported) => {
-                    support.set(supported);
-                    tracing::info!(
-                        version = %info.git_version,
-                        native_sidecars = supported,
-                        "API server version known"
-                    );
-                    return;
-                }
-                None => {
-                    support.set(false);
-                    tracing::warn!(major = %info.major, minor = %info.minor, "unreadable API server version: classic sidecars");
-                    return;
-                }
-            },
-            Ok(Err(e)) => {
-                let error = tls::error_chain(&e);
-                tracing::warn!(%error, "cannot read the API server's version yet: classic sidecars until it answers");
-            }
-            Err(_) => tracing::warn!(
-                "the API server's version did not come within 5s: classic sidecars until it answers"
-            ),
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
 }
 
 #[derive(Debug)]
@@ -645,27 +421,4 @@ pub fn main(args: ServeArgs) -> ExitCode {
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("x").is_err());
-    }
-
-    #[test]
-    fn native_sidecars_from_1_29() {
-        assert_eq!(supports_native_sidecars("1", "28"), Some(false));
-        assert_eq!(supports_native_sidecars("1", "29+"), Some(true));
-        assert_eq!(supports_native_sidecars("1", "35"), Some(true));
-        assert_eq!(supports_native_sidecars("", "x"), None);
-    }
 }

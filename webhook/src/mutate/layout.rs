@@ -30,21 +30,21 @@ use std::path::{Path, PathBuf};
 use datamon_plan::{InputMode, Plan};
 use serde_json::{json, Value};
 
-use crate::annotations::{
+use super::annotations::{
     Problem, Request, COMMAND, COORDINATION, INPUT, OUTPUT, PLAN_DIGEST, STATUS, WRAP,
 };
-use crate::patch::PatchBuilder;
-use crate::render::{needs_sidecar, PARTICIPANT};
+use super::patch::PatchBuilder;
+use super::render::{needs_sidecar, PARTICIPANT};
 
 /// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
-pub const PLAN_ENV: &str = "DATAMON_PLAN";
+pub(crate) const PLAN_ENV: &str = "DATAMON_PLAN";
 /// Where the credentials Secret is mounted in the agent containers.
-pub const CREDENTIALS_DIR: &str = "/var/run/secrets/datamon";
+pub(crate) const CREDENTIALS_DIR: &str = "/var/run/secrets/datamon";
 /// The annotation naming a pod's default container (kubectl's).
-pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+pub(crate) const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// What the layout needs besides the pod.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// The annotations' request.
     pub req: &'a Request,
     /// The rendered, valid plan.
@@ -57,7 +57,7 @@ pub struct Inputs<'a> {
 
 /// Where the install init container puts the agent for the wrapper: beside the
 /// coordination directory, `<coordination>-bin` (`/var/run/datamon-bin` by default).
-pub fn agent_dir(plan: &Plan) -> String {
+pub(crate) fn agent_dir(plan: &Plan) -> String {
     format!("{}-bin", s(&plan.coordination).trim_end_matches('/'))
 }
 
@@ -113,7 +113,7 @@ fn s(p: &Path) -> String {
 }
 
 /// The patch that lays out `inp.plan` in `pod`, or the problems that prevent it.
-pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Problem>> {
+pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Problem>> {
     let mut problems = Vec::new();
     let spec = &pod["spec"];
     let containers: &[Value] = spec["containers"].as_array().map_or(&[], Vec::as_slice);
@@ -463,7 +463,7 @@ pub fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, Vec<Pro
 }
 
 /// A short digest of the plan (BLAKE2b, 128 bits, hex), shown on injected pods.
-pub fn digest(plan_json: &str) -> String {
+pub(crate) fn digest(plan_json: &str) -> String {
     let hash = blake2b_simd::Params::new()
         .hash_length(16)
         .hash(plan_json.as_bytes());

@@ -5,15 +5,15 @@
 use datamon_plan::validate::is_name;
 use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, APP, DEFAULT_SIDECAR};
 
-use crate::annotations::{Problem, Request, COORDINATION, DEADLINES, INPUT, OUTPUT, WRAP};
+use super::annotations::{Problem, Request, COORDINATION, DEADLINES, INPUT, OUTPUT, WRAP};
 
 /// Participant name of the one agent process the webhook injects.
-pub const PARTICIPANT: &str = DEFAULT_SIDECAR;
+pub(crate) const PARTICIPANT: &str = DEFAULT_SIDECAR;
 
 /// The wrapper participant names of the containers `wrap` names: none (the plan's default,
 /// [`APP`]) for one container or fewer, else `app-<container>` for each (cut to 63
 /// characters), or the problem when two names cannot be told apart.
-pub fn app_participants(wrap: &[String]) -> Result<Vec<String>, Problem> {
+pub(crate) fn app_participants(wrap: &[String]) -> Result<Vec<String>, Problem> {
     if wrap.len() <= 1 {
         return Ok(Vec::new());
     }
@@ -45,12 +45,12 @@ pub fn app_participants(wrap: &[String]) -> Result<Vec<String>, Problem> {
 
 /// Whether the plan needs an agent beside the application (mounts to serve, outputs to
 /// upload); without, one plain init container does everything.
-pub fn needs_sidecar(req: &Request) -> bool {
+pub(crate) fn needs_sidecar(req: &Request) -> bool {
     !req.outputs.is_empty() || req.inputs.iter().any(|i| i.mode == InputMode::Mount)
 }
 
 /// The plan for `req`, with one sidecar doing everything (`native`: as a native sidecar).
-pub fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> {
+pub(crate) fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> {
     let mut plan = Plan {
         store: req.store.clone(),
         inputs: req.inputs.clone(),

@@ -12,12 +12,12 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use serde_json::Value;
 
-use crate::metrics::Outcome;
+use super::metrics::Outcome;
 use crate::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
 
 /// Why a body is not an AdmissionReview.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Not JSON.
     #[error("the body is not JSON (expected an admission.k8s.io/v1 AdmissionReview)")]
     NotJson(#[source] serde_json::Error),
@@ -28,7 +28,7 @@ pub enum DecodeError {
 
 /// A decoded review.
 #[derive(Debug)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// A request to answer, with the object as sent (`None` if it has none).
     Request {
         /// The request, its `object` and `oldObject` taken out.
@@ -42,7 +42,7 @@ pub enum Decoded {
 
 /// An answer and how to count it.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The AdmissionReview to send back.
     pub review: AdmissionReview<DynamicObject>,
     /// How it was answered.
@@ -54,7 +54,9 @@ pub struct Answer {
 /// Encodes an answer as the API server reads it. kube's `AdmissionResponse` serializes its
 /// `patch` (bytes) as an array of numbers (kube-rs/kube#1781); the API is a base64 string
 /// (Go's `[]byte` in JSON), so the patch is rewritten as one here.
-pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn encode(
+    review: &AdmissionReview<DynamicObject>,
+) -> Result<Vec<u8>, serde_json::Error> {
     use base64::Engine;
     let mut value = serde_json::to_value(review)?;
     if let (Some(patch), Some(slot)) = (
@@ -67,7 +69,7 @@ pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_
 }
 
 /// Decodes a body.
-pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let mut value: Value = serde_json::from_slice(body).map_err(DecodeError::NotJson)?;
     let mut object = None;
     if let Some(request) = value.get_mut("request").and_then(Value::as_object_mut) {
@@ -93,7 +95,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 /// The namespace a request is about: the request's, else the object's, else `default`.
-pub fn namespace_of(request: &AdmissionRequest<DynamicObject>, object: Option<&Value>) -> String {
+pub(crate) fn namespace_of(
+    request: &AdmissionRequest<DynamicObject>,
+    object: Option<&Value>,
+) -> String {
     request
         .namespace
         .clone()
@@ -108,7 +113,7 @@ pub fn namespace_of(request: &AdmissionRequest<DynamicObject>, object: Option<&V
 }
 
 /// Whether the request is one the webhook mutates (a pod being created); if not, why.
-pub fn not_ours(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
+pub(crate) fn not_ours(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
     let kind = &request.kind;
     if !(kind.group.is_empty() && kind.version == "v1" && kind.kind == "Pod") {
         return Some(format!(
@@ -133,7 +138,7 @@ pub fn not_ours(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
 }
 
 /// Answers `request` about `object` (a pod), given its namespace's defaults.
-pub fn decide(
+pub(crate) fn decide(
     request: &AdmissionRequest<DynamicObject>,
     object: Option<&Value>,
     namespace: &NamespaceDefaults,
@@ -175,7 +180,7 @@ pub fn decide(
             Err(e) => {
                 let message = format!(
                     "datamon-webhook: cannot encode the patch ({}); this is a bug, please report it",
-                    crate::tls::error_chain(&e)
+                    super::tls::error_chain(&e)
                 );
                 Answer {
                     review: response.deny(&message).into_review(),

@@ -18,7 +18,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Why a certificate and key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -86,20 +86,6 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Reads a certificate chain and its key from PEM files, checking that they belong together.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    certified_key_from_pem(cert, &cert_pem, key, &key_pem)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 fn certified_key_from_pem(
     cert_path: &Path,
     cert_pem: &[u8],
@@ -131,13 +117,13 @@ fn certified_key_from_pem(
 
 /// Hands every handshake the certificate it holds now; empty until the first load.
 #[derive(Debug, Default)]
-pub struct ReloadingResolver {
+pub(crate) struct ReloadingResolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl ReloadingResolver {
     /// Puts `key` in service for every handshake from now on.
-    pub fn set(&self, key: CertifiedKey) {
+    pub(crate) fn set(&self, key: CertifiedKey) {
         let key = Some(Arc::new(key));
         match self.current.write() {
             Ok(mut guard) => *guard = key,
@@ -146,7 +132,7 @@ impl ReloadingResolver {
     }
 
     /// The certificate in service, if any.
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -154,7 +140,7 @@ impl ReloadingResolver {
     }
 
     /// Whether a certificate is in service.
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.current().is_some()
     }
 }
@@ -167,7 +153,7 @@ impl ResolvesServerCert for ReloadingResolver {
 
 /// A rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 and http/1.1, the
 /// certificate from `resolver`.
-pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig, TlsError> {
+pub(crate) fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?
@@ -191,7 +177,7 @@ pub struct CertFiles {
 /// Loads the pair into a resolver, and again whenever the files' contents change. Failures
 /// are logged and counted; the certificate in service stays until a good pair replaces it.
 #[derive(Debug)]
-pub struct Watcher {
+pub(crate) struct Watcher {
     files: CertFiles,
     resolver: Arc<ReloadingResolver>,
     metrics: Arc<Metrics>,
@@ -201,7 +187,11 @@ pub struct Watcher {
 
 impl Watcher {
     /// A watcher of `files` feeding `resolver`; nothing is read yet.
-    pub fn new(files: CertFiles, resolver: Arc<ReloadingResolver>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        files: CertFiles,
+        resolver: Arc<ReloadingResolver>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             files,
             resolver,
@@ -211,7 +201,7 @@ impl Watcher {
     }
 
     /// Looks at the files once; installs the pair if it changed and is good.
-    pub async fn check(&mut self) {
+    pub(crate) async fn check(&mut self) {
         let contents = match (
             tokio::fs::read(&self.files.cert).await,
             tokio::fs::read(&self.files.key).await,
@@ -255,7 +245,7 @@ impl Watcher {
     }
 
     /// Looks at the files every interval, forever (run it as a task).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut ticker = tokio::time::interval(self.files.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -1,6 +1,7 @@
-//! Building a JSON Patch of explicit `add`/`replace` operations against the pod's own JSON
-//! (never a re-serialization of typed structs, which would drop fields these types do not
-//! know: lessons-from-peers, "Type skew"). Appending to an array that the pod lacks
+//! Building a JSON Patch of explicit `add`/`replace` operations against the pod's own JSON.
+//! Never a re-serialization of typed structs: a pod from an API server newer than our
+//! Kubernetes types can carry fields those types do not know, and a patch computed from
+//! the typed copy would silently remove them. Appending to an array that the pod lacks
 //! creates it once, then appends.
 
 use std::collections::HashSet;
@@ -10,20 +11,20 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::Value;
 
 /// Operations against one document.
-pub struct PatchBuilder<'a> {
+pub(crate) struct PatchBuilder<'a> {
     doc: &'a Value,
     ops: Vec<PatchOperation>,
     created: HashSet<String>,
 }
 
 /// A JSON Pointer from its unescaped tokens.
-pub fn pointer(tokens: &[&str]) -> PointerBuf {
+pub(crate) fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
 impl<'a> PatchBuilder<'a> {
     /// A builder for operations on `doc`.
-    pub fn new(doc: &'a Value) -> Self {
+    pub(crate) fn new(doc: &'a Value) -> Self {
         Self {
             doc,
             ops: Vec::new(),
@@ -33,7 +34,7 @@ impl<'a> PatchBuilder<'a> {
 
     /// Sets the member at `path` (`add` creates it or replaces its value; its parent must
     /// exist).
-    pub fn set(&mut self, path: &[&str], value: Value) {
+    pub(crate) fn set(&mut self, path: &[&str], value: Value) {
         let path = pointer(path);
         if self.doc.pointer(path.as_str()).is_some() {
             self.ops
@@ -46,7 +47,7 @@ impl<'a> PatchBuilder<'a> {
 
     /// Appends `value` to the array at `path`, creating the array when the document has
     /// none there (or has `null`).
-    pub fn push(&mut self, path: &[&str], value: Value) {
+    pub(crate) fn push(&mut self, path: &[&str], value: Value) {
         let ptr = pointer(path);
         let exists = matches!(self.doc.pointer(ptr.as_str()), Some(Value::Array(_)))
             || self.created.contains(ptr.as_str());
@@ -65,14 +66,13 @@ impl<'a> PatchBuilder<'a> {
     }
 
     /// The patch.
-    pub fn finish(self) -> Patch {
+    pub(crate) fn finish(self) -> Patch {
         Patch(self.ops)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 use crate::mutate::NamespaceDefaults;
 
 /// Where a lookup's answer came from.
@@ -122,7 +122,7 @@ impl NamespaceLookup {
                 (defaults, Source::Fetched)
             }
             Err(e) => {
-                let error = crate::tls::error_chain(&e);
+                let error = super::tls::error_chain(&e);
                 let stale = cached.is_some();
                 tracing::warn!(
                     namespace,

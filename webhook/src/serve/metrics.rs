@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 /// How an AdmissionReview was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Allowed with a patch.
     Injected,
     /// Allowed without a patch.
@@ -28,7 +28,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Injected => "injected",
             Outcome::Skipped => "skipped",
@@ -95,7 +95,7 @@ impl Metrics {
     }
 
     /// Counts one answered AdmissionReview and its latency.
-    pub fn observe_request(&self, outcome: Outcome, seconds: f64) {
+    pub(crate) fn observe_request(&self, outcome: Outcome, seconds: f64) {
         self.requests
             .get_or_create(&[("outcome", outcome.as_str())])
             .inc();
@@ -103,14 +103,14 @@ impl Metrics {
     }
 
     /// Counts one namespace lookup (`cached`, `fetched`, `failed`, `disabled`).
-    pub fn namespace_lookup(&self, result: &'static str) {
+    pub(crate) fn namespace_lookup(&self, result: &'static str) {
         self.namespace_lookups
             .get_or_create(&[("result", result)])
             .inc();
     }
 
     /// Counts one certificate reload (`ok`, `error`).
-    pub fn cert_reload(&self, result: &'static str) {
+    pub(crate) fn cert_reload(&self, result: &'static str) {
         self.cert_reloads.get_or_create(&[("result", result)]).inc();
     }
 

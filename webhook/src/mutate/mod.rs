@@ -1,19 +1,26 @@
 //! The pure core of the webhook: a pod and its namespace's defaults in, a verdict out.
-//! No I/O, no Kubernetes client: the server and `inject` both call [`mutate_pod`].
+//! No I/O, no Kubernetes client, no HTTP: the server (`crate::serve`) and `inject` both
+//! call [`mutate_pod`].
 //!
-//! The steps: skip pods that did not opt in or were already injected
-//! ([`crate::annotations`] names the marks), parse the annotations, render and validate the
-//! plan ([`crate::render`]), lay the agent out as a JSON Patch ([`crate::layout`]).
+//! The steps: skip pods that did not opt in or were already injected ([`annotations`]
+//! names the marks), parse the annotations, render and validate the plan (`render`), lay
+//! the agent out as a JSON Patch (`layout`, with `patch`). `k8s_names` holds the checks
+//! Kubernetes itself would make of names and quantities.
+
+pub mod annotations;
+pub(crate) mod k8s_names;
+mod layout;
+mod patch;
+mod render;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::annotations::{self, Problem, INJECT, STATUS};
-use crate::layout::{self, PLAN_ENV};
-use crate::render;
+use annotations::{Problem, INJECT, STATUS};
+use layout::PLAN_ENV;
 
-/// What the namespace says: its annotations (defaults for its pods) and labels.
+/// What the namespace says: its annotations (defaults for its pods).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceDefaults {
     /// The namespace's annotations.
@@ -143,7 +150,7 @@ fn has_agent(pod: &Value) -> bool {
 }
 
 /// One message for every problem: the annotation, the problem, the fix.
-pub fn deny_message(problems: &[Problem]) -> String {
+fn deny_message(problems: &[Problem]) -> String {
     let n = problems.len();
     let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
     format!(

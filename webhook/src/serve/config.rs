@@ -1,0 +1,205 @@
+//! The flags of `serve` ([`ServeArgs`], each also an environment variable), and the
+//! settings the server runs with ([`ServeConfig`]): checked at once, before anything starts,
+//! so that a bad value is a usage error (exit 64) that names the flag and the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::tls::CertFiles;
+
+/// Whether injected sidecars are native sidecars (init containers with
+/// `restartPolicy: Always`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NativeSidecars {
+    /// Ask the API server its version: native from Kubernetes 1.29 on. Until it has
+    /// answered, classic sidecars (they work on every version).
+    Auto,
+    /// Always native.
+    #[value(alias = "on")]
+    True,
+    /// Never native: classic sidecar containers.
+    #[value(alias = "off")]
+    False,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// JSON inside Kubernetes (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DATAMON_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Serving certificate (PEM chain, leaf first); reloaded when it changes.
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_TLS_CERT",
+        default_value = "/etc/datamon-webhook/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// Its private key (PEM); reloaded when it changes.
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_TLS_KEY",
+        default_value = "/etc/datamon-webhook/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    /// How often to look for a new certificate (e.g. 5s, 500ms).
+    #[arg(long, env = "DATAMON_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// The agent image injected when no annotation names one.
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_AGENT_IMAGE",
+        default_value = "ghcr.io/datamon-sidecar/datamon-agent:latest"
+    )]
+    pub agent_image: String,
+    /// Native sidecars: auto (from the API server's version, 1.29+), true|on, false|off.
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_NATIVE_SIDECARS",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub native_sidecars: NativeSidecars,
+    /// Read namespace annotations as defaults for their pods (needs get on namespaces).
+    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_DEFAULTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespace_defaults: bool,
+    /// How long a namespace's defaults are kept.
+    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub namespace_cache_ttl: Duration,
+    /// How long to wait for the API server before answering without namespace defaults.
+    #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub namespace_lookup_timeout: Duration,
+    /// Largest AdmissionReview accepted, in bytes (413 beyond).
+    #[arg(long, env = "DATAMON_WEBHOOK_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// After SIGTERM, keep serving (with /readyz at 503) this long before closing the listener.
+    #[arg(long, env = "DATAMON_WEBHOOK_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Then give in-flight requests this long to finish.
+    #[arg(long, env = "DATAMON_WEBHOOK_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "DATAMON_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+    /// Log filter (error, warn, info, debug, or a tracing directive).
+    #[arg(long, env = "DATAMON_LOGLEVEL", default_value = "info")]
+    pub loglevel: String,
+}
+
+/// `500ms`, `5s`, `2m`, or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write e.g. 500ms, 5s or 2m"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A flag value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Validated settings of the server (everything but where it listens and how it logs).
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Certificate and key files, and how often to look at them.
+    pub cert_files: CertFiles,
+    /// The agent image injected when no annotation names one.
+    pub agent_image: String,
+    /// Native sidecar mode.
+    pub native_sidecars: NativeSidecars,
+    /// Whether namespace annotations are looked up.
+    pub namespace_defaults: bool,
+    /// How long namespace defaults are cached.
+    pub namespace_cache_ttl: Duration,
+    /// Deadline of one namespace lookup.
+    pub namespace_lookup_timeout: Duration,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Time serving with /readyz at 503 after the shutdown signal.
+    pub drain_delay: Duration,
+    /// Time given to in-flight requests after that.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Checks the flags.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        if args.cert_reload_interval < Duration::from_millis(10) {
+            return Err(ConfigError(
+                "--cert-reload-interval must be at least 10ms".into(),
+            ));
+        }
+        if args.namespace_lookup_timeout.is_zero() {
+            return Err(ConfigError(
+                "--namespace-lookup-timeout must be more than 0 (the webhook's own timeoutSeconds bounds it from above)".into(),
+            ));
+        }
+        if args.max_body_bytes < 4096 {
+            return Err(ConfigError(
+                "--max-body-bytes must be at least 4096 (pods are often tens of KiB)".into(),
+            ));
+        }
+        if args.agent_image.trim().is_empty() {
+            return Err(ConfigError("--agent-image must name an image".into()));
+        }
+        Ok(Self {
+            cert_files: CertFiles {
+                cert: args.tls_cert.clone(),
+                key: args.tls_key.clone(),
+                interval: args.cert_reload_interval,
+            },
+            agent_image: args.agent_image.clone(),
+            native_sidecars: args.native_sidecars,
+            namespace_defaults: args.namespace_defaults,
+            namespace_cache_ttl: args.namespace_cache_ttl,
+            namespace_lookup_timeout: args.namespace_lookup_timeout,
+            max_body_bytes: args.max_body_bytes,
+            drain_delay: args.drain_delay,
+            shutdown_timeout: args.shutdown_timeout,
+        })
+    }
+
+    /// Whether the server needs a Kubernetes client.
+    pub fn needs_client(&self) -> bool {
+        self.namespace_defaults || self.native_sidecars == NativeSidecars::Auto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}
