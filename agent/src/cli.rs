@@ -6,19 +6,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use datamon_edge::{chain, exit, logging};
 use serde::Serialize;
 
 use crate::bundle::download::{download, DownloadRequest};
 use crate::bundle::upload::{upload, UploadRequest};
 use crate::bundle::BundleRef;
-use crate::config::{self, LogFormat, Settings};
+use crate::config::{self, Settings};
+use crate::context::{self, Stores};
 use crate::error::Error;
 use crate::model::context::BucketNames;
 use crate::mount::{FileOwner, MountRequest};
-use crate::stores::{self, Stores};
-
-/// Exit code for a usage or configuration error (BSD `EX_USAGE`).
-pub const EXIT_USAGE: u8 = 64;
 
 /// datamon-compatible bundle store agent.
 #[derive(Debug, Parser)]
@@ -317,10 +315,10 @@ pub fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(exit::USAGE);
         }
     };
-    init_logging(&settings);
+    logging::init(settings.log_format, &settings.loglevel);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -351,21 +349,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its sources on one line, each said once.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn exit_code(e: &Error) -> u8 {
     match e {
         Error::InvalidName { .. }
@@ -373,30 +356,10 @@ fn exit_code(e: &Error) -> u8 {
         | Error::StoreUrl { .. }
         | Error::NameFilter { .. }
         | Error::LeafSize(_)
-        | Error::Plan(_) => EXIT_USAGE,
-        _ => 1,
+        | Error::Plan(_)
+        | Error::Usage(_) => exit::USAGE,
+        _ => exit::FAILURE,
     }
-}
-
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.loglevel)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match settings.log_format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
 }
 
 async fn open(settings: &Settings) -> crate::Result<Stores> {
@@ -409,7 +372,7 @@ async fn open(settings: &Settings) -> crate::Result<Stores> {
 }
 
 fn plan(args: &PlanArgs) -> crate::Result<datamon_plan::Plan> {
-    crate::runtime::load_plan(args.file.as_deref()).map_err(|e| Error::Plan(e.to_string()))
+    Ok(crate::runtime::load_plan(args.file.as_deref())?)
 }
 
 /// Runs one command; returns the process's exit code.
@@ -430,7 +393,7 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
                 wal,
                 read_log,
             };
-            let doc = stores::create(
+            let doc = context::create(
                 &settings.config_bucket()?,
                 &settings.context,
                 &names,

@@ -15,23 +15,12 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::{BucketUrl, StoreOptions};
 use crate::cafs::LeafSize;
 use crate::model::Contributor;
-use crate::store::{BucketUrl, StoreOptions};
 use crate::tuning::Tuning;
 
-/// How logs are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// JSON inside Kubernetes (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
-    #[default]
-    Auto,
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use datamon_edge::LogFormat;
 
 /// Default bound of the on-disk leaf cache of `bundle mount`, in MiB.
 pub const DEFAULT_CACHE_MIB: u64 = 4096;

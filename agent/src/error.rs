@@ -1,5 +1,6 @@
 //! The agent library's error type: every variant names the input at fault and says what
-//! to do about it. The CLI prints the chain once (`{:#}`) and turns it into an exit code.
+//! to do about it. The CLI prints it once as a chain (`datamon_edge::chain`: each source
+//! after its error, each text said once) and turns it into an exit code (`cli::exit_code`).
 
 use std::path::PathBuf;
 
@@ -204,9 +205,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A data plan that cannot be carried out by this process.
+    /// The data plan cannot be loaded or is not valid.
+    #[error(transparent)]
+    Plan(#[from] crate::runtime::PlanLoadError),
+    /// A command that cannot run as given (a participant the plan does not name, no
+    /// command after `--`): the message says what to pass instead.
     #[error("{0}")]
-    Plan(String),
+    Usage(String),
     /// A name filter that is not a valid regular expression.
     #[error("invalid --name-filter {pattern:?}")]
     NameFilter {
@@ -216,9 +221,21 @@ pub enum Error {
         #[source]
         source: regex::Error,
     },
+    /// A document that cannot be written as YAML.
+    #[error("cannot serialize {what} as YAML")]
+    Serialize {
+        /// What was being written.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_norway::Error,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// An invariant of this program broke: a bug, not bad input.
+    #[error("internal error (a bug in datamon-agent; please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {

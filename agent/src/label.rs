@@ -2,10 +2,10 @@
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::context::Stores;
 use crate::error::{Error, Result};
 use crate::model::label::{self as labeldoc, LabelDoc};
 use crate::model::{names, parse_yaml, to_yaml, Contributor};
-use crate::stores::Stores;
 
 /// Points `label` at bundle `id` (which must exist), replacing any previous target.
 pub async fn set(

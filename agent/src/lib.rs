@@ -1,31 +1,43 @@
 //! # datamon-agent
 //!
 //! Reads and writes datamon repositories, bucket for bucket as datamon does, on GCS, S3
-//! and a local directory.
+//! and a local directory; serves bundles read-only through FUSE; carries out a pod's data
+//! plan around its application. The binary's `main` calls [`cli::main`]; everything else
+//! is internal to the crate.
 //!
-//! Layers, from pure to I/O:
-//! - [`cafs`]: keys, leaves and root objects (pure), and the blob reader and writer;
-//! - [`model`]: the YAML documents and where they live (pure);
-//! - [`store`]: buckets behind `object_store`, with retries and deadlines;
-//! - [`stores`], [`repo`], [`label`], [`bundle`]: the operations datamon's CLI offers;
-//! - [`mount`]: a bundle served read-only through FUSE;
-//! - [`runtime`]: the sidecar runtime: a pod's data plan carried out around its application;
-//! - [`config`] and [`cli`]: settings (defaults < file < env < flags) and the command line.
+//! Layers, from pure to I/O; each imports only the ones above it:
+//! - `sync`, `buffers`, `tuning`, `progress`, `signals`: small mechanisms (poison-tolerant
+//!   locks, recycled leaf buffers, memory budgets, progress lines, caught signals);
+//! - [`error`]: the one error type, each variant naming the input at fault and the fix;
+//! - `cafs`: keys, leaves and root objects (pure), and the blob reader and writer;
+//! - `model`: the YAML documents and where they live (pure);
+//! - `bucket`: buckets behind `object_store`, with retries and deadlines;
+//! - `context`, `repo`, `label`, `bundle`, `destination`: the operations datamon's CLI
+//!   offers;
+//! - `mount`: a bundle served read-only through FUSE;
+//! - `runtime`: the sidecar runtime: a pod's data plan carried out around its application;
+//! - `config` and [`cli`]: settings (defaults < file < env < flags) and the command line.
+//!
+//! Error chains, the logging setup and the usage exit code come from `datamon-edge`, which
+//! the webhook shares.
 
-pub mod bundle;
-pub mod cafs;
+pub(crate) mod bucket;
+pub(crate) mod buffers;
+pub(crate) mod bundle;
+pub(crate) mod cafs;
 pub mod cli;
-pub mod config;
-pub mod destination;
+pub(crate) mod config;
+pub(crate) mod context;
+pub(crate) mod destination;
 pub mod error;
-pub mod label;
-pub mod model;
-pub mod mount;
-pub mod progress;
-pub mod repo;
-pub mod runtime;
-pub mod store;
-pub mod stores;
-pub mod tuning;
+pub(crate) mod label;
+pub(crate) mod model;
+pub(crate) mod mount;
+pub(crate) mod progress;
+pub(crate) mod repo;
+pub(crate) mod runtime;
+pub(crate) mod signals;
+pub(crate) mod sync;
+pub(crate) mod tuning;
 
 pub use error::{Error, Result};

@@ -2,11 +2,11 @@
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::bucket::Created;
+use crate::context::Stores;
 use crate::error::{Error, Result};
 use crate::model::repo::{self as repodoc, RepoDoc};
 use crate::model::{names, parse_yaml, to_yaml, Contributor};
-use crate::store::Created;
-use crate::stores::Stores;
 
 /// Creates a repo (create-only: an existing repo is an error).
 pub async fn create(

@@ -56,74 +56,14 @@ impl MemoryBudget {
             .clone()
             .acquire_many_owned(n)
             .await
-            .map_err(|e| Error::Task(e.to_string()))
-    }
-}
-
-/// Leaf buffers kept for reuse, so that steady-state transfers allocate (and fault in)
-/// no new memory per leaf.
-#[derive(Debug, Default)]
-pub struct BufferPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
-    keep: usize,
-}
-
-impl BufferPool {
-    /// A pool that keeps at most `keep` buffers.
-    pub fn new(keep: usize) -> Self {
-        Self {
-            free: std::sync::Mutex::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// A buffer of exactly `len` bytes (contents unspecified: callers overwrite it).
-    pub fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .free
-            .lock()
-            .ok()
-            .and_then(|mut f| f.pop())
-            .unwrap_or_default();
-        buf.resize(len, 0);
-        buf
-    }
-
-    /// Returns a buffer for reuse.
-    pub fn give(&self, buf: Vec<u8>) {
-        if let Ok(mut f) = self.free.lock() {
-            if f.len() < self.keep {
-                f.push(buf);
-            }
-        }
-    }
-
-    /// Takes back the buffer behind `bytes` if nothing else holds it.
-    pub fn recycle(&self, bytes: bytes::Bytes) {
-        if let Ok(m) = bytes.try_into_mut() {
-            self.give(Vec::from(m));
-        }
+            // Invariant: the semaphore is never closed.
+            .map_err(|e| Error::Internal(format!("memory budget: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pool_reuses_buffers_that_nothing_else_holds() {
-        let pool = BufferPool::new(2);
-        let buf = pool.take(1000);
-        let ptr = buf.as_ptr();
-        let bytes = bytes::Bytes::from(buf);
-        let other = bytes.clone();
-        pool.recycle(bytes); // still shared: not taken back
-        assert_eq!(pool.free.lock().unwrap().len(), 0);
-        pool.recycle(other);
-        let again = pool.take(800);
-        assert_eq!(again.as_ptr(), ptr);
-        assert_eq!(again.len(), 800);
-    }
 
     #[tokio::test]
     async fn a_request_larger_than_the_budget_takes_all_of_it_instead_of_waiting_forever() {

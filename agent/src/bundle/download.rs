@@ -14,11 +14,11 @@ use regex::Regex;
 use super::BundleRef;
 use crate::cafs::reader::BlobReader;
 use crate::cafs::{Key, LeafLayout, LeafSize};
+use crate::context::Stores;
 use crate::destination::{entry_path, Destination};
 use crate::error::{Error, Result};
 use crate::model::bundle::{BundleDoc, BundleEntry};
 use crate::progress::Progress;
-use crate::stores::Stores;
 use crate::tuning::{MemoryBudget, Tuning};
 
 /// What to download.

@@ -6,10 +6,10 @@ pub mod upload;
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::context::Stores;
 use crate::error::{Error, Result};
 use crate::model::bundle::{self as bundledoc, BundleDoc, BundleEntries, BundleEntry};
 use crate::model::{names, parse_yaml};
-use crate::stores::Stores;
 
 /// Which bundle of a repo is meant.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::bucket::Created;
 use crate::cafs::writer::BlobWriter;
 use crate::cafs::LeafSize;
+use crate::context::Stores;
 use crate::error::{Error, Result};
 use crate::model::bundle::{
     self as bundledoc, BundleDoc, BundleEntries, BundleEntry, BUNDLE_VERSION, ENTRIES_PER_DOC,
 };
 use crate::model::{names, to_yaml, Contributor, Timestamp};
 use crate::progress::Progress;
-use crate::store::Created;
-use crate::stores::Stores;
 use crate::tuning::{MemoryBudget, Tuning};
 
 /// What to upload.

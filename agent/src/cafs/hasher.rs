@@ -42,6 +42,7 @@ pub fn root_key<'a>(leaf_keys: impl IntoIterator<Item = &'a Key>, leaf_size: Lea
 }
 
 /// Keys of a whole in-memory file: its leaf keys and its root key.
+#[cfg(test)]
 pub fn file_keys(data: &[u8], leaf_size: LeafSize) -> (Vec<Key>, Key) {
     let layout = super::leaf::LeafLayout::new(data.len() as u64, leaf_size);
     let leaves: Vec<Key> = layout
@@ -66,7 +67,7 @@ mod tests {
     }
 
     fn hex(keys: &[Key]) -> Vec<String> {
-        keys.iter().map(Key::to_hex).collect()
+        keys.iter().map(|k| k.to_hex()).collect()
     }
 
     #[test]

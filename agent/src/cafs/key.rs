@@ -35,7 +35,7 @@ impl Key {
     }
 
     /// The lowercase hex form, which is also the object name in the blob bucket.
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(KEY_LEN * 2);
         for b in self.0 {

@@ -6,8 +6,8 @@ use super::hasher::leaf_key;
 use super::key::Key;
 use super::leaf::{Leaf, LeafSize};
 use super::root;
+use crate::bucket::Bucket;
 use crate::error::{Error, Result};
-use crate::store::Bucket;
 
 /// Reads and verifies objects of one bundle (one leaf size).
 #[derive(Clone, Debug)]

@@ -15,9 +15,10 @@ use super::hasher::{leaf_key, root_key};
 use super::key::Key;
 use super::leaf::{LeafLayout, LeafSize};
 use super::root;
+use crate::bucket::Bucket;
+use crate::buffers::BufferPool;
 use crate::error::{Error, Result};
-use crate::store::Bucket;
-use crate::tuning::{BufferPool, MemoryBudget};
+use crate::tuning::MemoryBudget;
 
 /// Store requests in flight for one batch of small files.
 const SMALL_FILE_REQUESTS: usize = 16;
@@ -53,7 +54,7 @@ impl BlobWriter {
             bucket,
             leaf_size,
             budget,
-            buffers: Arc::new(BufferPool::new(keep)),
+            buffers: BufferPool::new(leaf_size.get() as usize, keep),
             stats: Arc::default(),
         }
     }
@@ -78,7 +79,7 @@ impl BlobWriter {
                 .await?;
             return roots
                 .pop()
-                .ok_or_else(|| Error::Task("no root key for a small file".into()));
+                .ok_or_else(|| Error::Internal("no root key for a small file".into()));
         }
         let open_path = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || File::open(&open_path))
@@ -196,11 +197,14 @@ impl BlobWriter {
                 let ls = writer.leaf_size;
                 let buffers = writer.buffers.clone();
                 let (data, key) = tokio::task::spawn_blocking(move || -> Result<(Bytes, Key)> {
-                    let mut buf = buffers.take(leaf.len as usize);
-                    file.read_exact_at(&mut buf, leaf.offset)
-                        .map_err(|e| changed_while_reading(&path, e))?;
-                    let key = leaf_key(&buf, &leaf, ls);
-                    Ok((Bytes::from(buf), key))
+                    // The buffer goes back to the pool once the store has let go of it.
+                    let data = buffers.fill(|buf| {
+                        buf.resize(leaf.len as usize, 0);
+                        file.read_exact_at(buf, leaf.offset)
+                            .map_err(|e| changed_while_reading(&path, e))
+                    })?;
+                    let key = leaf_key(&data, &leaf, ls);
+                    Ok((data, key))
                 })
                 .await??;
                 writer
@@ -208,8 +212,7 @@ impl BlobWriter {
                     .bytes_hashed
                     .fetch_add(leaf.len, Ordering::Relaxed);
                 on_bytes(leaf.len);
-                writer.store(&key, data.clone()).await?;
-                writer.buffers.recycle(data);
+                writer.store(&key, data).await?;
                 drop(permit);
                 Ok::<_, Error>((leaf.index, key))
             });

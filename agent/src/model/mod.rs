@@ -48,5 +48,8 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
 pub fn to_yaml<T: Serialize>(doc: &T) -> crate::Result<bytes::Bytes> {
     serde_norway::to_string(doc)
         .map(|s| bytes::Bytes::from(s.into_bytes()))
-        .map_err(|e| crate::Error::Task(format!("cannot serialize a document: {e}")))
+        .map_err(|source| crate::Error::Serialize {
+            what: std::any::type_name::<T>(),
+            source,
+        })
 }

@@ -45,11 +45,6 @@ impl Board {
         })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn state_path(&self, participant: &str) -> PathBuf {
         self.dir.join(format!("{participant}.json"))
     }

@@ -13,7 +13,6 @@ pub mod board;
 pub mod outcome;
 pub mod probe;
 pub mod sidecar;
-pub mod signals;
 pub mod state;
 pub mod wrapper;
 

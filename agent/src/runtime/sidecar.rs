@@ -13,15 +13,15 @@ use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, UploadWhen};
 use crate::bundle::download::{download, DownloadRequest};
 use crate::bundle::upload::{upload, UploadRequest};
 use crate::bundle::BundleRef;
-use crate::cli::chain;
 use crate::config::Settings;
+use crate::context::Stores;
 use crate::model::Contributor;
 use crate::mount::{MountRequest, Mounted};
 use crate::runtime::board::Board;
 use crate::runtime::outcome::{self, Outcome};
-use crate::runtime::signals::Termination;
 use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status};
-use crate::stores::Stores;
+use crate::signals::Termination;
+use datamon_edge::chain;
 
 /// After SIGTERM, a sidecar with outputs waits this much longer than the plan's grace
 /// period for the application's outcome before it gives up.
@@ -81,7 +81,7 @@ pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| {
-            crate::Error::Plan(format!(
+            crate::Error::Usage(format!(
                 "the plan has no sidecar named {name:?}: pass --participant with one of {:?}",
                 plan.effective_sidecars()
                     .iter()

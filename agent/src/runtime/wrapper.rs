@@ -13,14 +13,14 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use crate::cli::chain;
 use crate::runtime::board::{Board, Watcher};
 use crate::runtime::outcome::{
     self, Outcome, EXIT_DEADLINE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SIDECAR,
     EXIT_TERMINATED,
 };
-use crate::runtime::signals::Forwarded;
 use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status};
+use crate::signals::Forwarded;
+use datamon_edge::chain;
 
 /// A failure of the protocol, with the exit code it leads to.
 struct Stop {
@@ -46,13 +46,13 @@ impl Stop {
 pub async fn run(plan: &Plan, me: &str, command: &[String]) -> crate::Result<u8> {
     let mut signals = Forwarded::catch()?;
     let Some((program, args)) = command.split_first() else {
-        return Err(crate::Error::Plan(
+        return Err(crate::Error::Usage(
             "no command to run: give it after `--`, as in `datamon-agent wrap -- python job.py`"
                 .into(),
         ));
     };
     if !plan.effective_apps().iter().any(|a| a == me) {
-        return Err(crate::Error::Plan(format!(
+        return Err(crate::Error::Usage(format!(
             "the plan has no application participant {me:?}: pass --participant with one of {:?}",
             plan.effective_apps()
         )));

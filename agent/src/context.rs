@@ -1,15 +1,13 @@
 //! A context's buckets, opened from the config bucket, and `context create`.
 
+use crate::bucket::{Bucket, BucketUrl, Created, StoreOptions};
 use crate::error::{Error, Result};
 use crate::model::context::{self as ctxdoc, BucketNames, ContextDoc};
 use crate::model::{names, parse_yaml, to_yaml};
-use crate::store::{Bucket, BucketUrl, Created, StoreOptions};
 
 /// The buckets that bundle and label operations use.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    /// The context document they were opened from.
-    pub context: ContextDoc,
     /// Leaves and root objects.
     pub blob: Bucket,
     /// Repos and bundles.
@@ -44,7 +42,6 @@ impl Stores {
             blob: open(&doc.blob)?,
             metadata: open(&doc.metadata)?,
             vmetadata: open(&doc.vmetadata)?,
-            context: doc,
         })
     }
 }

@@ -233,15 +233,6 @@ impl Bucket {
         })
     }
 
-    /// Wraps an existing store (tests inject faults this way).
-    pub fn from_store(url: BucketUrl, store: Arc<dyn ObjectStore>) -> Self {
-        Self {
-            url,
-            store,
-            local_dir: None,
-        }
-    }
-
     /// The bucket's URL.
     pub fn url(&self) -> &BucketUrl {
         &self.url
