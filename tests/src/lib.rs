@@ -1,15 +1,98 @@
 //! Helpers for the end-to-end tests: the `datamon-agent` binary run as a user would run
 //! it, a store (local directory or the in-process S3 server), and the independent Python
-//! implementation of the datamon format in `tests/interop/`.
+//! implementation of the datamon format in `tests/interop/`; pods as the webhook lays them
+//! out ([`injected`]) and the pod runner that runs them ([`pod`]); and the plumbing every
+//! test binary shares: one [`DEADLINE`] for every wait, [`wait_until`] and [`within`] to
+//! wait with it, [`sample_tree`], [`MIB`].
 
 // Test support: a failed setup step must stop the test at once, with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod injected;
 pub mod pod;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any wait of the tests may take (a pod to finish, a mount to come up, a
+/// condition to hold): far above what any needs, so that a hang fails the test instead of
+/// stalling it, and a slow shared machine does not.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// One mebibyte.
+pub const MIB: usize = 1024 * 1024;
+
+/// How often [`poll`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What a polled condition gives: `true`, or `Some(value)`, once it holds.
+pub trait Outcome {
+    /// What the wait returns.
+    type Value;
+    /// The value, once the condition holds.
+    fn value(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn value(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn value(self) -> Option<T> {
+        self
+    }
+}
+
+/// Looks at `f` until it holds (every 10 ms) or `limit` has passed: its value, or `None`.
+/// `f` is looked at once more after the limit, so a condition that holds by then counts.
+pub fn poll<O: Outcome>(limit: Duration, mut f: impl FnMut() -> O) -> Option<O::Value> {
+    let until = Instant::now() + limit;
+    loop {
+        let past = Instant::now() >= until;
+        if let Some(v) = f().value() {
+            return Some(v);
+        }
+        if past {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Waits for `f` to hold, at most [`DEADLINE`] (a wait, not a timing assertion): its value;
+/// panics naming `what` and the deadline.
+pub fn wait_until<O: Outcome>(what: &str, f: impl FnMut() -> O) -> O::Value {
+    poll(DEADLINE, f).unwrap_or_else(|| panic!("{what}: not within {DEADLINE:?}"))
+}
+
+/// Runs `work` on a thread and waits for it at most `limit`: its result, or `None` when it
+/// has not returned by then (the thread is left behind).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// Runs `work` on a thread and waits for it at most [`DEADLINE`]: a hang fails the test,
+/// naming `what`, instead of stalling it.
+pub fn within_deadline<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    within(DEADLINE, work).unwrap_or_else(|| panic!("{what}: not done within {DEADLINE:?}"))
+}
 
 /// Path of a workspace binary built next to the running test (`cargo test --workspace`
 /// builds every binary of the workspace first).
@@ -174,6 +257,43 @@ impl World {
         )
     }
 
+    /// Creates the repo `repo`.
+    pub fn create_repo(&self, repo: &str, description: &str) {
+        self.ok(&[
+            "repo",
+            "create",
+            "--repo",
+            repo,
+            "--description",
+            description,
+        ]);
+    }
+
+    /// Downloads the bundle of `repo` that `extra` names (the latest without) to `dest`;
+    /// returns the agent's output.
+    pub fn download(&self, repo: &str, dest: &Path, extra: &[&str]) -> String {
+        let d = dest.to_string_lossy();
+        self.ok(&download_args(repo, &d, extra))
+    }
+
+    /// The files of bundle `id` of `repo`, downloaded to a fresh directory.
+    pub fn bundle_files(&self, repo: &str, id: &str) -> Vec<(String, Vec<u8>)> {
+        let dest = self.path(&format!("check-{repo}-{id}"));
+        self.download(repo, &dest, &["--bundle", id]);
+        read_tree(&dest)
+    }
+
+    /// Creates the repo `repo` and uploads a bundle of `files` (name, bytes) to it; returns
+    /// its id.
+    pub fn seed(&self, repo: &str, files: &[(&str, Vec<u8>)]) -> String {
+        self.create_repo(repo, "test");
+        let dir = self.path(&format!("seed-{repo}"));
+        for (name, bytes) in files {
+            write_file(&dir.join(name), bytes);
+        }
+        self.upload(repo, &dir, &[])
+    }
+
     /// Uploads `dir` to `repo` and returns the new bundle id.
     pub fn upload(&self, repo: &str, dir: &Path, extra: &[&str]) -> String {
         let mut args = vec![
@@ -200,6 +320,15 @@ impl World {
         self.buckets.join("dev-blob")
     }
 
+    /// The first blob of `len` bytes in the blob bucket (a leaf of a known size), which
+    /// must be there (`what` says which).
+    pub fn blob_of_len(&self, len: usize, what: &str) -> PathBuf {
+        list_files(&self.blob_dir())
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == len as u64))
+            .unwrap_or_else(|| panic!("no blob of {len} bytes: {what}"))
+    }
+
     /// The metadata bucket directory.
     pub fn metadata_dir(&self) -> PathBuf {
         self.buckets.join("dev-metadata")
@@ -223,6 +352,27 @@ fn base_env(config: &str, tmp: &tempfile::TempDir) -> Vec<(String, String)> {
         ("DATAMON_RETRY_TIMEOUT_SECS".into(), "5".into()),
         ("DATAMON_CONNECT_TIMEOUT_SECS".into(), "2".into()),
     ]
+}
+
+/// The arguments of `bundle download --repo <repo> --destination <dest>`, then `extra`.
+pub fn download_args<'a>(repo: &'a str, dest: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["bundle", "download", "--repo", repo, "--destination", dest];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A tree of edge cases under `dir`: empty, one-byte and small files; files of exactly one
+/// leaf (2 MiB, the default leaf size), one byte more, and several leaves with a short
+/// last one, at several depths.
+pub fn sample_tree(dir: &Path) {
+    write_file(&dir.join("empty"), b"");
+    write_file(&dir.join("one-byte"), b"x");
+    write_file(&dir.join("hello.txt"), b"hello world\n");
+    write_file(&dir.join("a/b/c/deep.txt"), b"deep");
+    write_file(&dir.join("a/big"), &noise(5 * MIB + 3, 11));
+    write_file(&dir.join("sizes/2mib"), &noise(2 * MIB, 1));
+    write_file(&dir.join("sizes/2mib+1"), &noise(2 * MIB + 1, 2));
+    write_file(&dir.join("sizes/deep/er/5mib+3"), &noise(5 * MIB + 3, 3));
 }
 
 /// Deterministic bytes: byte i is (i * 31 + 7) % 251 (the pattern of the test vectors).

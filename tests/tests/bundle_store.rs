@@ -3,20 +3,52 @@
 
 #![allow(clippy::unwrap_used)] // a test stops at its first failed step
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use datamon_e2e::{list_files, noise, read_tree, write_file, World};
+use datamon_e2e::{
+    download_args, list_files, noise, read_tree, sample_tree, write_file, World, MIB,
+};
 
-const MIB: usize = 1024 * 1024;
+/// A command that must fail: its arguments, its exit code when that matters, and pieces
+/// its error must hold.
+type Refusal<'a> = (&'a [&'a str], Option<i32>, &'a [&'a str]);
 
-fn sample_tree(dir: &Path) {
-    write_file(&dir.join("empty"), b"");
-    write_file(&dir.join("one-byte"), b"x");
-    write_file(&dir.join("hello.txt"), b"hello world\n");
-    write_file(&dir.join("sizes/2mib"), &noise(2 * MIB, 1));
-    write_file(&dir.join("sizes/2mib+1"), &noise(2 * MIB + 1, 2));
-    write_file(&dir.join("sizes/deep/er/5mib+3"), &noise(5 * MIB + 3, 3));
+/// Runs the agent with `args`, which must fail (with `code`, when given) with an error
+/// that holds every piece of `says`.
+fn refuses(w: &World, args: &[&str], code: Option<i32>, says: &[&str]) {
+    let (got, err) = w.fails(args);
+    if let Some(code) = code {
+        assert_eq!(got, code, "[{}] {args:?}: {err}", w.name());
+    }
+    for piece in says {
+        assert!(
+            err.contains(piece),
+            "[{}] {args:?}: no {piece:?} in:\n{err}",
+            w.name()
+        );
+    }
+}
+
+/// Runs each row of `cases` through [`refuses`].
+fn refused(w: &World, cases: &[Refusal<'_>]) {
+    for (args, code, says) in cases {
+        refuses(w, args, *code, says);
+    }
+}
+
+/// The arguments of downloading bundle `id` of `repo` to `dest`, then `extra`.
+fn download_id<'a>(repo: &'a str, id: &'a str, dest: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = download_args(repo, dest, &["--bundle", id]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A fresh path under the world's scratch directory, and its text.
+fn dest_of(w: &World, name: &str) -> (PathBuf, String) {
+    let p = w.path(name);
+    let text = p.to_string_lossy().into_owned();
+    (p, text)
 }
 
 #[test]
@@ -24,14 +56,7 @@ fn round_trip_of_edge_sizes_on_both_backends() {
     for w in World::each() {
         let src = w.path("src");
         sample_tree(&src);
-        w.ok(&[
-            "repo",
-            "create",
-            "--repo",
-            "data",
-            "--description",
-            "test data",
-        ]);
+        w.create_repo("data", "test data");
         let id = w.upload("data", &src, &["--label", "v1"]);
 
         for (how, extra) in [
@@ -40,17 +65,7 @@ fn round_trip_of_edge_sizes_on_both_backends() {
             ("latest", vec![]),
         ] {
             let dest = w.path(&format!("out-{how}"));
-            let d = dest.to_string_lossy().into_owned();
-            let mut args = vec![
-                "bundle",
-                "download",
-                "--repo",
-                "data",
-                "--destination",
-                d.as_str(),
-            ];
-            args.extend(extra);
-            let out = w.ok(&args);
+            let out = w.download("data", &dest, &extra);
             assert!(out.contains(&id), "[{}] {out}", w.name());
             assert_eq!(
                 read_tree(&dest),
@@ -96,15 +111,19 @@ fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
             let name = format!("d{}/e{}/f{i}.bin", i % 10, (i / 10) % 10);
             write_file(&src.join(name), &noise(1 + (i as usize * 7) % 300, i));
         }
-        w.ok(&["repo", "create", "--repo", "many", "--description", "d"]);
+        w.create_repo("many", "d");
         let first = w.upload("many", &src, &[]);
-        let blobs_before: Vec<_> = list_files(&w.blob_dir())
-            .into_iter()
-            .map(|p| {
-                let m = std::fs::metadata(&p).unwrap();
-                (p, m.modified().unwrap(), m.len())
-            })
-            .collect();
+        // Every blob with its modification time and size.
+        let blobs = || -> Vec<_> {
+            list_files(&w.blob_dir())
+                .into_iter()
+                .map(|p| {
+                    let m = std::fs::metadata(&p).unwrap();
+                    (p, m.modified().unwrap(), m.len())
+                })
+                .collect()
+        };
+        let blobs_before = blobs();
         let bundle_dir = w.metadata_dir().join(format!("bundles/many/{first}"));
         let docs = list_files(&bundle_dir)
             .into_iter()
@@ -119,13 +138,7 @@ fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
 
         let second = w.upload("many", &src, &[]);
         assert_ne!(first, second);
-        let blobs_after: Vec<_> = list_files(&w.blob_dir())
-            .into_iter()
-            .map(|p| {
-                let m = std::fs::metadata(&p).unwrap();
-                (p, m.modified().unwrap(), m.len())
-            })
-            .collect();
+        let blobs_after = blobs();
         assert_eq!(
             blobs_before,
             blobs_after,
@@ -134,16 +147,7 @@ fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
         );
 
         let dest = w.path("out");
-        w.ok(&[
-            "bundle",
-            "download",
-            "--repo",
-            "many",
-            "--bundle",
-            &second,
-            "--destination",
-            &dest.to_string_lossy(),
-        ]);
+        w.download("many", &dest, &["--bundle", &second]);
         assert_eq!(read_tree(&dest), read_tree(&src), "[{}]", w.name());
     }
 }
@@ -153,110 +157,89 @@ fn name_filter_downloads_only_matching_entries() {
     let w = World::local();
     let src = w.path("src");
     sample_tree(&src);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &[]);
     let dest = w.path("out");
-    w.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &dest.to_string_lossy(),
-        "--name-filter",
-        "^sizes/2mib",
-    ]);
+    w.download("r", &dest, &["--name-filter", "^sizes/2mib"]);
     let names: Vec<String> = read_tree(&dest).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["sizes/2mib", "sizes/2mib+1"]);
-    let (code, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &w.path("o2").to_string_lossy(),
-        "--name-filter",
-        "(unclosed",
-    ]);
-    assert_eq!(code, 64);
-    assert!(err.contains("invalid --name-filter \"(unclosed\""), "{err}");
+    let (_, o2) = dest_of(&w, "o2");
+    refuses(
+        &w,
+        &download_args("r", &o2, &["--name-filter", "(unclosed"]),
+        Some(64),
+        &["invalid --name-filter \"(unclosed\""],
+    );
 }
 
 #[test]
 fn missing_repo_bundle_and_label_are_named() {
     let w = World::local();
-    let dest = w.path("out");
-    let d = dest.to_string_lossy().into_owned();
-    let (_, err) = w.fails(&["bundle", "download", "--repo", "nope", "--destination", &d]);
-    assert!(
-        err.contains("repo \"nope\" not found") && err.contains("repo create"),
-        "{err}"
+    let (dest, d) = dest_of(&w, "out");
+    refuses(
+        &w,
+        &download_args("nope", &d, &[]),
+        None,
+        &["repo \"nope\" not found", "repo create"],
     );
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let (_, err) = w.fails(&["bundle", "download", "--repo", "r", "--destination", &d]);
-    assert!(err.contains("repo \"r\" has no bundle yet"), "{err}");
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &d,
-        "--bundle",
-        "2Cw1nGJHBpK3nDdRkPjMYZdeFSb",
-    ]);
-    assert!(
-        err.contains("bundle \"2Cw1nGJHBpK3nDdRkPjMYZdeFSb\" not found in repo \"r\""),
-        "{err}"
+    w.create_repo("r", "d");
+    let missing = "2Cw1nGJHBpK3nDdRkPjMYZdeFSb";
+    refused(
+        &w,
+        &[
+            (
+                &download_args("r", &d, &[]),
+                None,
+                &["repo \"r\" has no bundle yet"],
+            ),
+            (
+                &download_args("r", &d, &["--bundle", missing]),
+                None,
+                &["bundle \"2Cw1nGJHBpK3nDdRkPjMYZdeFSb\" not found in repo \"r\""],
+            ),
+            (
+                &download_args("r", &d, &["--label", "gone"]),
+                None,
+                &["label \"gone\" not found in repo \"r\""],
+            ),
+            (
+                &[
+                    "label", "set", "--repo", "r", "--label", "x", "--bundle", missing,
+                ],
+                None,
+                &["not found"],
+            ),
+            (
+                &["repo", "create", "--repo", "r", "--description", "again"],
+                None,
+                &["repo \"r\" already exists"],
+            ),
+        ],
     );
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &d,
-        "--label",
-        "gone",
-    ]);
-    assert!(
-        err.contains("label \"gone\" not found in repo \"r\""),
-        "{err}"
-    );
-    let (_, err) = w.fails(&[
-        "label",
-        "set",
-        "--repo",
-        "r",
-        "--label",
-        "x",
-        "--bundle",
-        "2Cw1nGJHBpK3nDdRkPjMYZdeFSb",
-    ]);
-    assert!(err.contains("not found"), "{err}");
     assert!(
         !dest.exists(),
         "nothing should be created for a failed resolve"
     );
-    let (_, err) = w.fails(&["repo", "create", "--repo", "r", "--description", "again"]);
-    assert!(err.contains("repo \"r\" already exists"), "{err}");
 }
 
 #[test]
 fn create_only_documents_are_never_overwritten_on_either_backend() {
     for w in World::each() {
-        w.ok(&["repo", "create", "--repo", "r", "--description", "first"]);
-        let (_, err) = w.fails(&["repo", "create", "--repo", "r", "--description", "second"]);
-        assert!(
-            err.contains("repo \"r\" already exists"),
-            "[{}] {err}",
-            w.name()
-        );
-        let (_, err) = w.fails(&["context", "create"]);
-        assert!(
-            err.contains("context \"dev\" already exists"),
-            "[{}] {err}",
-            w.name()
+        w.create_repo("r", "first");
+        refused(
+            &w,
+            &[
+                (
+                    &["repo", "create", "--repo", "r", "--description", "second"],
+                    None,
+                    &["repo \"r\" already exists"],
+                ),
+                (
+                    &["context", "create"],
+                    None,
+                    &["context \"dev\" already exists"],
+                ),
+            ],
         );
         let repos = w.ok(&["repo", "list"]);
         assert!(repos.starts_with("r , first , "), "[{}] {repos}", w.name());
@@ -266,28 +249,24 @@ fn create_only_documents_are_never_overwritten_on_either_backend() {
 #[test]
 fn invalid_names_are_usage_errors() {
     let w = World::local();
-    let (code, err) = w.fails(&["repo", "create", "--repo", "bad/name", "--description", "d"]);
-    assert_eq!(code, 64);
-    assert!(
-        err.contains("invalid repo name \"bad/name\"")
-            && err.contains("letters, digits and hyphens"),
-        "{err}"
-    );
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let (code, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        "/tmp/x",
-        "--bundle",
-        "../../etc",
-    ]);
-    assert_eq!(code, 64);
-    assert!(
-        err.contains("invalid bundle id name \"../../etc\""),
-        "{err}"
+    w.create_repo("r", "d");
+    refused(
+        &w,
+        &[
+            (
+                &["repo", "create", "--repo", "bad/name", "--description", "d"],
+                Some(64),
+                &[
+                    "invalid repo name \"bad/name\"",
+                    "letters, digits and hyphens",
+                ],
+            ),
+            (
+                &download_args("r", "/tmp/x", &["--bundle", "../../etc"]),
+                Some(64),
+                &["invalid bundle id name \"../../etc\""],
+            ),
+        ],
     );
 }
 
@@ -306,7 +285,7 @@ fn entries_escaping_the_destination_are_refused_before_anything_is_written() {
     let src = w.path("src");
     write_file(&src.join("a.txt"), b"aaa");
     write_file(&src.join("b.txt"), b"bbb");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     for (i, evil) in ["../escape.txt", "/etc/evil.txt", "x/../../up.txt"]
         .iter()
         .enumerate()
@@ -315,21 +294,9 @@ fn entries_escaping_the_destination_are_refused_before_anything_is_written() {
         tamper_file_list(&w, "r", &id, |t| {
             t.replace("name: b.txt", &format!("name: {evil}"))
         });
-        let dest = w.path(&format!("out{i}"));
-        let (_, err) = w.fails(&[
-            "bundle",
-            "download",
-            "--repo",
-            "r",
-            "--bundle",
-            &id,
-            "--destination",
-            &dest.to_string_lossy(),
-        ]);
-        assert!(
-            err.contains(&format!("bundle entry \"{evil}\" is unsafe")),
-            "{err}"
-        );
+        let (dest, d) = dest_of(&w, &format!("out{i}"));
+        let unsafe_entry = format!("bundle entry \"{evil}\" is unsafe");
+        refuses(&w, &download_id("r", &id, &d, &[]), None, &[&unsafe_entry]);
         assert!(
             !dest.exists() || list_files(&dest).is_empty(),
             "files written: {:?}",
@@ -343,56 +310,36 @@ fn entries_escaping_the_destination_are_refused_before_anything_is_written() {
 #[test]
 fn a_symlink_planted_in_the_destination_is_not_followed() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("sub/file.txt"), b"payload");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let id = w.upload("r", &src, &[]);
+    let id = w.seed("r", &[("sub/file.txt", b"payload".to_vec())]);
     let outside = w.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    let dest = w.path("dest");
+    let (dest, d) = dest_of(&w, "dest");
     std::fs::create_dir_all(&dest).unwrap();
     std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &dest.to_string_lossy(),
-        "--force-dest",
-    ]);
-    assert!(err.contains("is a symlink in the destination"), "{err}");
+    refuses(
+        &w,
+        &download_id("r", &id, &d, &["--force-dest"]),
+        None,
+        &["is a symlink in the destination"],
+    );
     assert!(list_files(&outside).is_empty(), "wrote through the symlink");
 }
 
 #[test]
 fn non_empty_destination_needs_force_dest() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("a.txt"), b"new");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    w.upload("r", &src, &[]);
-    let dest = w.path("dest");
+    w.seed("r", &[("a.txt", b"new".to_vec())]);
+    let (dest, d) = dest_of(&w, "dest");
     write_file(&dest.join("a.txt"), b"old");
     write_file(&dest.join("keep.txt"), b"keep");
-    let d = dest.to_string_lossy().into_owned();
-    let (_, err) = w.fails(&["bundle", "download", "--repo", "r", "--destination", &d]);
-    assert!(
-        err.contains("is not empty") && err.contains("--force-dest"),
-        "{err}"
+    refuses(
+        &w,
+        &download_args("r", &d, &[]),
+        None,
+        &["is not empty", "--force-dest"],
     );
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"old");
-    w.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &d,
-        "--force-dest",
-    ]);
+    w.download("r", &dest, &["--force-dest"]);
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"new");
     assert_eq!(std::fs::read(dest.join("keep.txt")).unwrap(), b"keep");
 }
@@ -404,31 +351,31 @@ fn a_corrupt_leaf_fails_the_download_and_leaves_no_file() {
         let big = noise(3 * MIB, 9);
         write_file(&src.join("big.bin"), &big);
         write_file(&src.join("dir/good.txt"), b"good");
-        w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+        w.create_repo("r", "d");
         let id = w.upload("r", &src, &[]);
         // The first leaf of big.bin is the 2 MiB object in the blob bucket.
-        let leaf = list_files(&w.blob_dir())
-            .into_iter()
-            .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
-            .expect("2 MiB leaf");
+        let leaf = w.blob_of_len(2 * MIB, "2 MiB leaf");
         let mut bytes = std::fs::read(&leaf).unwrap();
         bytes[12345] ^= 0xff;
         std::fs::write(&leaf, &bytes).unwrap();
-        let dest = w.path("out");
-        let (_, err) = w.fails(&[
-            "bundle",
-            "download",
-            "--repo",
-            "r",
-            "--bundle",
-            &id,
-            "--destination",
-            &dest.to_string_lossy(),
-        ]);
-        assert!(
-            err.contains("of \"big.bin\" is corrupt"),
-            "[{}] {err}",
-            w.name()
+        let (dest, d) = dest_of(&w, "out");
+        let (_, out2) = dest_of(&w, "out2");
+        refused(
+            &w,
+            &[
+                (
+                    &download_id("r", &id, &d, &[]),
+                    None,
+                    &["of \"big.bin\" is corrupt"],
+                ),
+                // Re-uploading the same bytes repairs the damaged leaf only if its size
+                // differs; a same-size corruption is caught on every read.
+                (
+                    &download_id("r", &id, &out2, &["--name-filter", "big"]),
+                    None,
+                    &["is corrupt"],
+                ),
+            ],
         );
         assert!(
             !dest.join("big.bin").exists(),
@@ -444,51 +391,24 @@ fn a_corrupt_leaf_fails_the_download_and_leaves_no_file() {
             "[{}] temporary files left: {partial:?}",
             w.name()
         );
-
-        // Re-uploading the same bytes repairs the damaged leaf only if its size differs;
-        // a same-size corruption is caught on every read.
-        let (_, err2) = w.fails(&[
-            "bundle",
-            "download",
-            "--repo",
-            "r",
-            "--bundle",
-            &id,
-            "--destination",
-            &w.path("out2").to_string_lossy(),
-            "--name-filter",
-            "big",
-        ]);
-        assert!(err2.contains("is corrupt"), "{err2}");
     }
 }
 
 #[test]
 fn a_root_object_with_a_wrong_trailing_key_is_refused() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("f.txt"), b"hello world\n");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let id = w.upload("r", &src, &[]);
+    let id = w.seed("r", &[("f.txt", b"hello world\n".to_vec())]);
     let root = w.blob_dir().join("6914dbf186447c478b265aea9e30383c05b8e15576641b12997dd4300639a997c5b04c39eeb00bcad6f3eed6f6d2f37bb99acb648b668e427873d7af183e5777");
     let mut bytes = std::fs::read(&root).unwrap();
     assert_eq!(bytes.len(), 128);
     bytes[127] ^= 1;
     std::fs::write(&root, &bytes).unwrap();
-    let dest = w.path("out");
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &dest.to_string_lossy(),
-    ]);
-    assert!(
-        err.contains("file \"f.txt\"") && err.contains("ends with key"),
-        "{err}"
+    let (dest, d) = dest_of(&w, "out");
+    refuses(
+        &w,
+        &download_id("r", &id, &d, &[]),
+        None,
+        &["file \"f.txt\"", "ends with key"],
     );
     assert!(!dest.join("f.txt").exists());
 }
@@ -496,75 +416,44 @@ fn a_root_object_with_a_wrong_trailing_key_is_refused() {
 #[test]
 fn truncated_or_invalid_yaml_is_a_clear_error() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("f.txt"), b"x");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let id = w.upload("r", &src, &[]);
+    let id = w.seed("r", &[("f.txt", b"x".to_vec())]);
     let bundle_yaml = w.metadata_dir().join(format!("bundles/r/{id}/bundle.yaml"));
     let good = std::fs::read_to_string(&bundle_yaml).unwrap();
+    let (_, o1) = dest_of(&w, "o1");
     std::fs::write(&bundle_yaml, &good[..good.len() / 3]).unwrap();
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &w.path("o1").to_string_lossy(),
-    ]);
-    assert!(
-        err.contains(&format!(
-            "invalid document file://{}",
-            bundle_yaml.display()
-        )),
-        "{err}"
-    );
+    let invalid = format!("invalid document file://{}", bundle_yaml.display());
+    refuses(&w, &download_id("r", &id, &o1, &[]), None, &[&invalid]);
 
+    let (_, o2) = dest_of(&w, "o2");
     std::fs::write(
         &bundle_yaml,
         good.replace("leafSize: 2097152", "leafSize: 0"),
     )
     .unwrap();
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &w.path("o2").to_string_lossy(),
-    ]);
-    assert!(err.contains("leaf size 0 is out of range"), "{err}");
+    refuses(
+        &w,
+        &download_id("r", &id, &o2, &[]),
+        None,
+        &["leaf size 0 is out of range"],
+    );
 
+    let (_, o3) = dest_of(&w, "o3");
     std::fs::write(&bundle_yaml, &good).unwrap();
     tamper_file_list(&w, "r", &id, |t| {
         t.replace("BundleEntries:", "BundleEntries: [unclosed")
     });
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &w.path("o3").to_string_lossy(),
-    ]);
-    assert!(
-        err.contains("bundle-files-0.yaml") && err.contains("invalid document"),
-        "{err}"
+    refuses(
+        &w,
+        &download_id("r", &id, &o3, &[]),
+        None,
+        &["bundle-files-0.yaml", "invalid document"],
     );
 }
 
 #[test]
 fn an_uncommitted_bundle_is_invisible() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("f.txt"), b"committed");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let id = w.upload("r", &src, &[]);
+    let id = w.seed("r", &[("f.txt", b"committed".to_vec())]);
     // A later upload that died before its commit point: file lists, no bundle.yaml.
     let dead = w
         .metadata_dir()
@@ -572,15 +461,7 @@ fn an_uncommitted_bundle_is_invisible() {
     write_file(&dead.join("bundle-files-0.yaml"), b"BundleEntries: []\n");
     let list = w.ok(&["bundle", "list", "--repo", "r"]);
     assert_eq!(list.lines().count(), 1, "{list}");
-    let dest = w.path("out");
-    let out = w.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &dest.to_string_lossy(),
-    ]);
+    let out = w.download("r", &w.path("out"), &[]);
     assert!(
         out.contains(&id),
         "latest must skip the uncommitted bundle: {out}"
@@ -600,13 +481,13 @@ fn an_unreachable_store_fails_after_bounded_retries() {
     w.set_env("DATAMON_RETRIES", "2");
     w.set_env("DATAMON_RETRY_TIMEOUT_SECS", "3");
     let started = Instant::now();
-    let (code, err) = w.fails(&["repo", "list"]);
-    let took = started.elapsed();
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("s3://config/contexts/dev/context.yaml"),
-        "{err}"
+    refuses(
+        &w,
+        &["repo", "list"],
+        Some(1),
+        &["s3://config/contexts/dev/context.yaml"],
     );
+    let took = started.elapsed();
     // Not a timing assertion on performance: a guard that the command did not hang.
     assert!(took < Duration::from_secs(60), "took {took:?}");
 }
@@ -618,15 +499,17 @@ fn a_missing_local_store_is_named_with_the_fix() {
         "DATAMON_GLOBAL_CONFIG",
         "file:///nonexistent/datamon/config",
     );
-    let (_, err) = w.fails(&["repo", "list"]);
-    assert!(
-        err.contains("/nonexistent/datamon/config does not exist")
-            && err.contains("context create"),
-        "{err}"
+    refuses(
+        &w,
+        &["repo", "list"],
+        None,
+        &[
+            "/nonexistent/datamon/config does not exist",
+            "context create",
+        ],
     );
     w.set_env("DATAMON_GLOBAL_CONFIG", "");
-    let (code, err) = w.fails(&["repo", "list"]);
-    assert_eq!(code, 64, "{err}");
+    refuses(&w, &["repo", "list"], Some(64), &[]);
 }
 
 fn running_as_root() -> bool {
@@ -646,7 +529,7 @@ fn an_unreadable_file_fails_the_upload_naming_it_and_commits_nothing() {
     let src = w.path("src");
     write_file(&src.join("ok.txt"), b"fine");
     write_file(&src.join("secret/locked.txt"), b"locked");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     let locked = src.join("secret/locked.txt");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = w.agent();
@@ -709,20 +592,28 @@ fn flags_override_environment_which_overrides_the_config_file() {
     w.unset_env("DATAMON_GLOBAL_CONFIG");
     w.set_env("DATAMON_CONFIG_FILE", &file.to_string_lossy());
     // File says context nosuch.
-    let (_, err) = w.fails(&["repo", "list"]);
-    assert!(err.contains("context \"nosuch\" not found"), "{err}");
+    refuses(
+        &w,
+        &["repo", "list"],
+        None,
+        &["context \"nosuch\" not found"],
+    );
     // Env overrides the file.
     w.set_env("DATAMON_CONTEXT", "dev");
     w.ok(&["repo", "list"]);
     // A flag overrides the env.
-    let (_, err) = w.fails(&["repo", "list", "--context", "other"]);
-    assert!(err.contains("context \"other\" not found"), "{err}");
+    refuses(
+        &w,
+        &["repo", "list", "--context", "other"],
+        None,
+        &["context \"other\" not found"],
+    );
 }
 
 #[test]
 fn latest_is_the_last_upload_even_within_one_second() {
     let w = World::local();
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     let src = w.path("src");
     let mut ids = Vec::new();
     for i in 0..4u8 {
@@ -730,14 +621,7 @@ fn latest_is_the_last_upload_even_within_one_second() {
         ids.push(w.upload("r", &src, &[]));
     }
     let dest = w.path("out");
-    let out = w.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &dest.to_string_lossy(),
-    ]);
+    let out = w.download("r", &dest, &[]);
     assert!(out.contains(&ids[3]), "latest should be {}: {out}", ids[3]);
     assert_eq!(std::fs::read(dest.join("version.txt")).unwrap(), b"3");
     let listed: Vec<String> = w
@@ -751,29 +635,15 @@ fn latest_is_the_last_upload_even_within_one_second() {
 #[test]
 fn a_missing_leaf_is_named_and_nothing_is_written() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("f.bin"), &noise(3 * MIB, 5));
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    let id = w.upload("r", &src, &[]);
-    let leaf = list_files(&w.blob_dir())
-        .into_iter()
-        .find(|p| std::fs::metadata(p).unwrap().len() == MIB as u64)
-        .expect("the 1 MiB trailing leaf");
+    let id = w.seed("r", &[("f.bin", noise(3 * MIB, 5))]);
+    let leaf = w.blob_of_len(MIB, "the 1 MiB trailing leaf");
     std::fs::remove_file(&leaf).unwrap();
-    let dest = w.path("out");
-    let (_, err) = w.fails(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--bundle",
-        &id,
-        "--destination",
-        &dest.to_string_lossy(),
-    ]);
-    assert!(
-        err.contains("of \"f.bin\" is missing from the blob bucket"),
-        "{err}"
+    let (dest, d) = dest_of(&w, "out");
+    refuses(
+        &w,
+        &download_id("r", &id, &d, &[]),
+        None,
+        &["of \"f.bin\" is missing from the blob bucket"],
     );
     assert!(list_files(&dest).is_empty(), "{:?}", list_files(&dest));
 }
@@ -783,28 +653,17 @@ fn leaf_sizes_out_of_range_are_refused_before_any_work() {
     let mut w = World::local();
     for bad in ["0", "4294967296", "134217728"] {
         w.set_env("DATAMON_LEAF_SIZE", bad);
-        let (code, err) = w.fails(&["repo", "list"]);
-        assert_eq!(code, 64, "{err}");
-        assert!(
-            err.contains(&format!("leaf size {bad} is out of range")),
-            "{err}"
-        );
+        let says = format!("leaf size {bad} is out of range");
+        refuses(&w, &["repo", "list"], Some(64), &[&says]);
     }
     // A smaller leaf size than datamon's default still round-trips.
     w.set_env("DATAMON_LEAF_SIZE", "65536");
     let src = w.path("src");
     write_file(&src.join("f.bin"), &noise(300_000, 8));
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &[]);
     w.unset_env("DATAMON_LEAF_SIZE");
     let dest = w.path("out");
-    w.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        "r",
-        "--destination",
-        &dest.to_string_lossy(),
-    ]);
+    w.download("r", &dest, &[]);
     assert_eq!(read_tree(&dest), read_tree(&src));
 }

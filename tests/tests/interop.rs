@@ -7,9 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use datamon_e2e::{noise, python_reference, read_tree, write_file, World};
-
-const MIB: usize = 1024 * 1024;
+use datamon_e2e::{noise, python_reference, read_tree, write_file, World, MIB};
 
 fn python(args: &[&str]) -> String {
     let out = Command::new("python3")
@@ -54,14 +52,7 @@ fn the_agent_downloads_what_the_reference_writes() {
     tree(&src);
     let store = w.buckets.to_string_lossy().into_owned();
     let s = src.to_string_lossy().into_owned();
-    w.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "ref",
-        "--description",
-        "written by python",
-    ]);
+    w.create_repo("ref", "written by python");
     for leaf in ["2097152", "1048576"] {
         let id = python(&[
             "write",
@@ -99,14 +90,7 @@ fn the_reference_verifies_what_the_agent_writes() {
     for w in World::each() {
         let src = w.path("src");
         tree(&src);
-        w.ok(&[
-            "repo",
-            "create",
-            "--repo",
-            "agent",
-            "--description",
-            "written by the agent",
-        ]);
+        w.create_repo("agent", "written by the agent");
         let id = w.upload("agent", &src, &["--label", "mine"]);
         let out = python(&[
             "verify",

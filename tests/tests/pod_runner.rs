@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datamon_e2e::pod::{self, Phase, PodError, PodReport, PodRunner, RunningPod, Signal};
+use datamon_e2e::{wait_until, DEADLINE};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-/// Deadline of every pod (far above what any of them needs).
-const DEADLINE: Duration = Duration::from_secs(60);
 /// Mount points inside the containers (created on the host, left empty there).
 const MNT: &str = "/mnt/pod-runner-test";
 
@@ -30,6 +29,13 @@ fn pod(spec: Value) -> Pod {
 /// A container running a shell script.
 fn sh(name: &str, script: &str, mounts: Value) -> Value {
     json!({"name": name, "image": "shell", "command": ["sh", "-c", script], "volumeMounts": mounts})
+}
+
+/// A native sidecar: an init container with `restartPolicy: Always`, running a script.
+fn native_sidecar(name: &str, script: &str, mounts: Value) -> Value {
+    let mut c = sh(name, script, mounts);
+    c["restartPolicy"] = json!("Always");
+    c
 }
 
 fn start(p: Pod, dir: &Path) -> RunningPod {
@@ -56,15 +62,6 @@ fn host_mount_points() -> Vec<PathBuf> {
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
         .collect()
-}
-
-/// Polls a condition (a wait with a deadline, not a timing assertion).
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -175,7 +172,7 @@ fn init_container_runs_first_and_its_failure_fails_the_pod() {
 fn native_sidecar_startup_probe_gates_main_and_sidecar_gets_sigterm_after() {
     let tmp = tempfile::tempdir().unwrap();
     let s = format!("{MNT}/sidecar");
-    let mut sidecar = sh(
+    let mut sidecar = native_sidecar(
         "sidecar",
         &format!(
             "trap 'date +%s%N > {s}/sidecar-termed; exit 0' TERM; \
@@ -184,7 +181,6 @@ fn native_sidecar_startup_probe_gates_main_and_sidecar_gets_sigterm_after() {
         ),
         json!([{"name": "v", "mountPath": s}]),
     );
-    sidecar["restartPolicy"] = json!("Always");
     sidecar["startupProbe"] = json!({"exec": {"command": ["test", "-f", format!("{s}/ready")]},
                                      "periodSeconds": 1, "failureThreshold": 30});
     let r = run(
@@ -219,8 +215,7 @@ fn native_sidecar_startup_probe_gates_main_and_sidecar_gets_sigterm_after() {
 #[test]
 fn failing_startup_probe_fails_the_pod() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut sidecar = sh("sidecar", "while true; do sleep 0.05; done", json!([]));
-    sidecar["restartPolicy"] = json!("Always");
+    let mut sidecar = native_sidecar("sidecar", "while true; do sleep 0.05; done", json!([]));
     sidecar["startupProbe"] =
         json!({"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2});
     let r = run(
@@ -252,12 +247,11 @@ fn exit_code_sets_phase() {
 #[test]
 fn sidecar_ignoring_sigterm_is_killed_after_the_grace_period() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut sidecar = sh(
+    let sidecar = native_sidecar(
         "stubborn",
         "trap '' TERM; while true; do sleep 0.05; done",
         json!([]),
     );
-    sidecar["restartPolicy"] = json!("Always");
     let r = PodRunner::new(pod(json!({
         "initContainers": [sidecar],
         "containers": [sh("main", "true", json!([]))],
@@ -378,14 +372,13 @@ fn bidirectional_mount_reaches_host_to_container_mounts_and_nothing_else() {
     let side = side.to_str().unwrap();
     let app = format!("{MNT}/bidir-app");
     let out = format!("{MNT}/bidir-out");
-    let mut sidecar = sh(
+    let mut sidecar = native_sidecar(
         "fuse",
         &format!(
             "mount -t tmpfs sidecar-tmpfs {side} && echo served > {side}/hello && exec sleep 1000"
         ),
         json!([{"name": "data", "mountPath": side, "mountPropagation": "Bidirectional"}]),
     );
-    sidecar["restartPolicy"] = json!("Always");
     sidecar["startupProbe"] =
         json!({"exec": {"command": ["test", "-f", format!("{side}/hello")]}, "periodSeconds": 1});
     let running = start(
@@ -402,7 +395,7 @@ fn bidirectional_mount_reaches_host_to_container_mounts_and_nothing_else() {
     );
     let vol = running.volume_dir("data").unwrap();
     let out_dir = running.volume_dir("out").unwrap();
-    eventually("the app to read the file", || out_dir.join("seen").exists());
+    wait_until("the app to read the file", || out_dir.join("seen").exists());
     // The tmpfs is visible in the host's volume directory...
     assert_eq!(read(vol.join("hello")), "served\n");
     let mounts = host_mount_points();
@@ -429,12 +422,11 @@ fn terminate_stops_a_running_pod() {
     let tmp = tempfile::tempdir().unwrap();
     let v = format!("{MNT}/term");
     let vm = json!([{"name": "v", "mountPath": v}]);
-    let mut sidecar = sh(
+    let sidecar = native_sidecar(
         "sidecar",
         &format!("trap 'touch {v}/sidecar-termed; exit 0' TERM; while true; do sleep 0.05; done"),
         vm.clone(),
     );
-    sidecar["restartPolicy"] = json!("Always");
     let running = start(
         pod(json!({
             "volumes": [{"name": "v", "emptyDir": {}}],
@@ -463,12 +455,11 @@ fn killed_native_sidecar_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let v = format!("{MNT}/restart");
     let vm = json!([{"name": "v", "mountPath": v}]);
-    let mut sidecar = sh(
+    let sidecar = native_sidecar(
         "sidecar",
         &format!("echo run >> {v}/runs; while true; do sleep 0.05; done"),
         vm.clone(),
     );
-    sidecar["restartPolicy"] = json!("Always");
     let running = start(
         pod(json!({
             "volumes": [{"name": "v", "emptyDir": {}}],
@@ -480,7 +471,7 @@ fn killed_native_sidecar_restarts() {
     running.wait_running("sidecar", DEADLINE).unwrap();
     running.signal("sidecar", Signal::SIGKILL).unwrap();
     let vol = running.volume_dir("v").unwrap();
-    eventually("the sidecar's second run", || {
+    wait_until("the sidecar's second run", || {
         std::fs::read_to_string(vol.join("runs"))
             .unwrap_or_default()
             .lines()
@@ -522,7 +513,7 @@ fn timeout_kills_everything_and_reports_log_tails() {
     );
     running.wait_running("sleepy", DEADLINE).unwrap();
     let term = tmp.path().join("termination/sleepy");
-    eventually("the pid", || {
+    wait_until("the pid", || {
         std::fs::read_to_string(&term)
             .unwrap_or_default()
             .ends_with('\n')
