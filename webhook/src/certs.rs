@@ -14,7 +14,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use base64::Engine;
 use rcgen::{
@@ -23,9 +22,6 @@ use rcgen::{
 };
 
 use crate::mutate::k8s_names::is_dns_label;
-
-/// Exit code for a bad command line or bad input (as the agent's).
-const EXIT_USAGE: u8 = 64;
 
 /// Arguments of `certs`.
 #[derive(Debug, clap::Args)]
@@ -293,35 +289,22 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError> {
 }
 
 /// Runs `certs`: prints the caBundle on stdout, a summary on stderr.
-pub fn main(args: CertsArgs) -> ExitCode {
-    match run(&args) {
-        Ok(written) => {
-            let dir = args.out.display();
-            if args.finish_rotation {
-                eprintln!("ca-bundle.crt now holds ca.crt alone; set the webhook's caBundle to {dir}/ca-bundle.b64");
-            } else {
-                eprintln!(
-                    "wrote {dir}/ca.crt, tls.crt, tls.key (for {}.{}.svc), ca-bundle.crt ({} CA{}) and ca-bundle.b64",
-                    args.service,
-                    args.namespace,
-                    written.cas_in_bundle,
-                    if written.cas_in_bundle == 1 { "" } else { "s" }
-                );
-            }
-            println!("{}", written.ca_bundle_b64);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!(
-                "datamon-webhook certs: {}",
-                crate::serve::tls::error_chain(&e)
-            );
-            match e {
-                CertsError::Usage(_) => ExitCode::from(EXIT_USAGE),
-                _ => ExitCode::FAILURE,
-            }
-        }
+pub fn main(args: CertsArgs) -> Result<(), CertsError> {
+    let written = run(&args)?;
+    let dir = args.out.display();
+    if args.finish_rotation {
+        eprintln!("ca-bundle.crt now holds ca.crt alone; set the webhook's caBundle to {dir}/ca-bundle.b64");
+    } else {
+        eprintln!(
+            "wrote {dir}/ca.crt, tls.crt, tls.key (for {}.{}.svc), ca-bundle.crt ({} CA{}) and ca-bundle.b64",
+            args.service,
+            args.namespace,
+            written.cas_in_bundle,
+            if written.cas_in_bundle == 1 { "" } else { "s" }
+        );
     }
+    println!("{}", written.ca_bundle_b64);
+    Ok(())
 }
 
 #[cfg(test)]

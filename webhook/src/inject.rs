@@ -3,12 +3,11 @@
 //! template of each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
 //! (and of each item of a `List`), applies [`mutate_pod`] to it, and prints every object
 //! as YAML; other kinds are printed unchanged. A denial names the object and the
-//! annotation, and exits 1.
+//! annotation ([`InjectError::Denied`]; the binary exits 1).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use serde::Deserialize as _;
 use serde_json::{json, Value};
@@ -66,7 +65,7 @@ pub enum InjectError {
         message: String,
     },
     /// A patch did not apply (a bug).
-    #[error("{object}: the patch does not apply (a bug of the webhook): {source}")]
+    #[error("{object}: the patch does not apply (a bug of the webhook)")]
     Patch {
         /// `Kind/name`.
         object: String,
@@ -76,32 +75,10 @@ pub enum InjectError {
     },
 }
 
-/// Runs `inject`.
-pub fn main(args: InjectArgs) -> ExitCode {
-    match run(&args) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("datamon-webhook inject: {}", chain(&e));
-            match e {
-                InjectError::Denied { .. } | InjectError::Patch { .. } => ExitCode::FAILURE,
-                _ => ExitCode::from(64),
-            }
-        }
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+/// Runs `inject`: prints every object of the file, injected, on stdout.
+pub fn main(args: InjectArgs) -> Result<(), InjectError> {
+    print!("{}", run(&args)?);
+    Ok(())
 }
 
 fn read(path: &PathBuf) -> Result<String, InjectError> {

@@ -180,7 +180,7 @@ pub(crate) fn decide(
             Err(e) => {
                 let message = format!(
                     "datamon-webhook: cannot encode the patch ({}); this is a bug, please report it",
-                    super::tls::error_chain(&e)
+                    datamon_edge::chain(&e)
                 );
                 Answer {
                     review: response.deny(&message).into_review(),

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use datamon_edge::LogFormat;
+
 use super::tls::CertFiles;
 
 /// Whether injected sidecars are native sidecars (init containers with
@@ -21,17 +23,6 @@ pub enum NativeSidecars {
     /// Never native: classic sidecar containers.
     #[value(alias = "off")]
     False,
-}
-
-/// Log format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// JSON inside Kubernetes (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
-    Auto,
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Arguments of `serve`.
@@ -98,23 +89,17 @@ pub struct ServeArgs {
     pub loglevel: String,
 }
 
-/// `500ms`, `5s`, `2m`, or a bare number of seconds.
+/// A duration flag: `500ms`, `5s`, `2m`, `1h 30m` (humantime's units), or a bare number
+/// of seconds (`3`, `0.5`). Clap names the flag in front of the error.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let bare = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if bare {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 500ms, 5s or 2m"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+    parsed.map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. 500ms, 5s or 2m"))
 }
 
 /// A flag value that cannot work.
@@ -199,7 +184,11 @@ mod tests {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("5x").is_err());
         assert!(parse_duration("x").is_err());
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(e.contains("write e.g. 500ms"), "{e}");
     }
 }

@@ -30,7 +30,7 @@ mod native;
 pub mod tls;
 
 use std::future::Future;
-use std::process::ExitCode;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,14 +46,11 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::mutate::WebhookSettings;
 use admission::{Answer, Decoded};
-pub use config::{ConfigError, LogFormat, NativeSidecars, ServeArgs, ServeConfig};
+pub use config::{ConfigError, NativeSidecars, ServeArgs, ServeConfig};
 use metrics::{Metrics, Outcome};
 use namespace::NamespaceLookup;
 use native::{detect_native_sidecars, NativeSupport};
 use tls::ReloadingResolver;
-
-/// Exit code for bad flags or configuration (as the agent's).
-const EXIT_USAGE: u8 = 64;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +61,38 @@ pub enum ServeError {
     /// The listener failed.
     #[error("the HTTPS listener failed")]
     Io(#[from] std::io::Error),
+}
+
+/// What to do when no Kubernetes client can be configured.
+const KUBE_FIX: &str = "run in a cluster (service account), set KUBECONFIG, or pass --namespace-defaults false and --native-sidecars true|false";
+
+/// Why `datamon-webhook serve` did not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A flag value cannot work; nothing was started.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The flags ask for a Kubernetes client, and no configuration for one was found.
+    #[error("cannot configure a Kubernetes client ({})", KUBE_FIX)]
+    KubeConfig(#[source] kube::config::InferConfigError),
+    /// The configuration found does not make a client.
+    #[error("cannot configure a Kubernetes client ({})", KUBE_FIX)]
+    KubeClient(#[source] kube::Error),
+    /// The async runtime did not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// `--listen`.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 #[derive(Debug)]
@@ -124,7 +153,7 @@ async fn mutate(
     };
     let answer = match admission::decode(&body) {
         Err(e) => {
-            let message = format!("{}\n", tls::error_chain(&e));
+            let message = format!("{}\n", datamon_edge::chain(&e));
             state
                 .metrics
                 .observe_request(Outcome::Invalid, started.elapsed().as_secs_f64());
@@ -323,33 +352,12 @@ pub async fn serve(
     Ok(())
 }
 
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
-}
-
-async fn kube_client() -> Result<kube::Client, String> {
+async fn kube_client() -> Result<kube::Client, CommandError> {
     tls::install_default_provider();
     let config = kube::Config::infer()
         .await
-        .map_err(|e| tls::error_chain(&e))?;
-    kube::Client::try_from(config).map_err(|e| tls::error_chain(&e))
+        .map_err(CommandError::KubeConfig)?;
+    kube::Client::try_from(config).map_err(CommandError::KubeClient)
 }
 
 async fn shutdown_signal() {
@@ -368,57 +376,29 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs `serve`.
-pub fn main(args: ServeArgs) -> ExitCode {
-    let config = match ServeConfig::from_args(&args) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("datamon-webhook serve: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    init_logging(args.log_format, &args.loglevel);
+/// Runs `serve`: checks the flags (before anything starts), sets up logging, then serves
+/// until SIGTERM or SIGINT.
+pub fn main(args: ServeArgs) -> Result<(), CommandError> {
+    let config = ServeConfig::from_args(&args)?;
+    datamon_edge::logging::init(args.log_format, &args.loglevel);
     // One provider for every TLS use in the process (kube's client included).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    tls::install_default_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("datamon-webhook serve: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(CommandError::Runtime)?;
     runtime.block_on(async move {
         let client = if config.needs_client() {
-            match kube_client().await {
-                Ok(client) => Some(client),
-                Err(error) => {
-                    tracing::error!(
-                        %error,
-                        "cannot configure a Kubernetes client: run in a cluster (service account), set KUBECONFIG, or pass --namespace-defaults false and --native-sidecars true|false"
-                    );
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            }
+            Some(kube_client().await?)
         } else {
             None
         };
-        let listener = match std::net::TcpListener::bind(args.listen) {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, address = %args.listen, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        };
-        match serve(config, listener, client, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                let error = tls::error_chain(&e);
-                tracing::error!(%error, "the server failed");
-                ExitCode::FAILURE
-            }
-        }
+        let listener =
+            std::net::TcpListener::bind(args.listen).map_err(|source| CommandError::Listen {
+                address: args.listen,
+                source,
+            })?;
+        serve(config, listener, client, shutdown_signal()).await?;
+        Ok(())
     })
 }

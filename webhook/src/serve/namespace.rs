@@ -122,7 +122,7 @@ impl NamespaceLookup {
                 (defaults, Source::Fetched)
             }
             Err(e) => {
-                let error = super::tls::error_chain(&e);
+                let error = datamon_edge::chain(&e);
                 let stale = cached.is_some();
                 tracing::warn!(
                     namespace,

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::tls;
-
 /// Native sidecar support as known now: unknown (0), yes (1), no (2).
 #[derive(Debug, Default)]
 pub(crate) struct NativeSupport(AtomicU8);
@@ -54,7 +52,7 @@ pub(crate) async fn detect_native_sidecars(client: kube::Client, support: Arc<Na
                 }
             },
             Ok(Err(e)) => {
-                let error = tls::error_chain(&e);
+                let error = datamon_edge::chain(&e);
                 tracing::warn!(%error, "cannot read the API server's version yet: classic sidecars until it answers");
             }
             Err(_) => tracing::warn!(

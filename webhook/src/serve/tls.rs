@@ -257,24 +257,12 @@ impl Watcher {
 
 fn report_failure(e: &TlsError, serving: bool, metrics: &Metrics) {
     metrics.cert_reload("error");
-    let error = error_chain(e);
+    let error = datamon_edge::chain(e);
     if serving {
         tracing::error!(%error, "new serving certificate refused; the previous one stays in service");
     } else {
         tracing::error!(%error, "no serving certificate yet; TLS handshakes fail and /readyz says not ready until one loads");
     }
-}
-
-/// `error: cause: cause`, printed once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -296,6 +284,6 @@ mod tests {
     fn garbage_is_refused_with_the_file_named() {
         let p = Path::new("/etc/tls.crt");
         let err = certified_key_from_pem(p, b"hello", p, b"hello").unwrap_err();
-        assert!(error_chain(&err).contains("/etc/tls.crt"), "{err}");
+        assert!(datamon_edge::chain(&err).contains("/etc/tls.crt"), "{err}");
     }
 }
