@@ -1,33 +1,33 @@
-//! The sidecar runtime end to end: pods laid out as the webhook lays them out (an install
-//! init container, the agent as a native or classic sidecar, the application wrapped), run
-//! by the pod runner as real processes with real mounts (FUSE included), against the local
-//! store and the S3 server. Each test checks the bytes the application saw, the bundles
-//! that exist afterwards, exit codes, and the reasons the participants give.
+//! The sidecar runtime end to end: pods laid out by the webhook itself (`mutate_pod`,
+//! through `datamon_e2e::injected`): an install init container, the agent as a native or
+//! classic sidecar, the application wrapped. The pod runner runs them as real processes
+//! with real mounts (FUSE included), against the local store and the S3 server. Each test
+//! checks the bytes the application saw, the bundles that exist afterwards, exit codes,
+//! and the reasons the participants give. Three tests change the webhook's pod where the
+//! webhook cannot make what they need (a plan split between two participants, a
+//! participant the pod lacks, an invalid plan); each says how.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use datamon_e2e::pod::{self, Phase, PodReport, PodRunner, RunningPod, Signal};
-use datamon_e2e::{noise, read_tree, workspace_bin, write_file, World};
+use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
+use datamon_e2e::pod::{Phase, PodReport, RunningPod, Signal};
+use datamon_e2e::{noise, read_tree, wait_until, World, DEADLINE, MIB};
 use serde_json::{json, Value};
 
-/// Deadline of every pod: far above what any needs; a hang fails the test instead.
-const DEADLINE: Duration = Duration::from_secs(90);
 /// Where the pods' volumes are mounted (inside each container's own mount namespace).
 const ROOT: &str = "/mnt/datamon-e2e";
 /// Short deadlines, so that no failure test takes long.
-fn deadlines() -> Value {
-    json!({"ready": "20s", "start": "20s", "upload": "30s", "grace": "2s"})
-}
+const DEADLINES: &str = "{ready: 20s, start: 20s, upload: 30s, grace: 2s}";
 
 fn p(rel: &str) -> String {
     format!("{ROOT}/{rel}")
 }
 
-/// How the agent runs in the pod.
-#[derive(Clone, Copy, PartialEq)]
+/// How the agent runs in the pod (`datamon.io/native-sidecar`).
+#[derive(Clone, Copy)]
 enum Layout {
     /// An init container with `restartPolicy: Always` and a startupProbe.
     Native,
@@ -35,149 +35,82 @@ enum Layout {
     Classic,
 }
 
-/// A pod with the agent laid out as `layout`, running `plan`, and the application running
-/// `script` under the wrapper. The host directory `seen` is mounted at `ROOT/seen` in the
-/// application, for it to leave what it saw.
+/// An annotation of the user's pod.
+fn annotation(key: &str, value: &str) -> (String, String) {
+    (key.to_string(), value.to_string())
+}
+
+/// `datamon.io/input.<name>: {<fields>}`.
+fn input(name: &str, fields: &str) -> (String, String) {
+    annotation(
+        &format!("datamon.io/input.{name}"),
+        &format!("{{{fields}}}"),
+    )
+}
+
+/// `datamon.io/output.<name>: {<fields>}`.
+fn output(name: &str, fields: &str) -> (String, String) {
+    annotation(
+        &format!("datamon.io/output.{name}"),
+        &format!("{{{fields}}}"),
+    )
+}
+
+/// The output `result`: `data/out` uploaded to the repo `results`, with the fields of
+/// `extra` (`, `-separated) too.
+fn result_output(extra: &str) -> (String, String) {
+    let sep = if extra.is_empty() { "" } else { ", " };
+    output(
+        "result",
+        &format!("repo: results, path: {}{sep}{extra}", p("data/out")),
+    )
+}
+
+/// Creates the repo `results` in `world` and returns [`result_output`]`(extra)`.
+fn results_output(world: &World, extra: &str) -> (String, String) {
+    world.create_repo("results", "test");
+    result_output(extra)
+}
+
+/// The webhook's pod for a user's pod with `annotations` (over the coordination
+/// directory, the test deadlines, the agent image and `layout`), whose application
+/// containers `apps` (name, script) see the host directory `seen` at `ROOT/seen`.
+fn injected_pod(
+    annotations: &[(String, String)],
+    layout: Layout,
+    apps: &[(&str, &str)],
+    seen: &Path,
+) -> Value {
+    let native = match layout {
+        Layout::Native => "on",
+        Layout::Classic => "off",
+    };
+    let mut all: BTreeMap<String, String> = BTreeMap::from([
+        annotation("datamon.io/coordination", &p("run")),
+        annotation("datamon.io/deadlines", DEADLINES),
+        annotation("datamon.io/image", AGENT_IMAGE),
+        annotation("datamon.io/native-sidecar", native),
+    ]);
+    all.extend(annotations.iter().cloned());
+    injected::inject(&injected::user_pod(&all, apps, seen, &p("seen")))
+}
+
+/// [`injected_pod`] with one application container, `app`, running `script`.
 fn datamon_pod(
-    plan: &Value,
+    annotations: &[(String, String)],
     layout: Layout,
     script: &str,
     seen: &Path,
-) -> k8s_openapi::api::core::v1::Pod {
-    let plan_text = plan.to_string();
-    let env = json!([{"name": "DATAMON_PLAN", "value": plan_text}]);
-    let agent_mounts = json!([
-        {"name": "run", "mountPath": p("run")},
-        {"name": "bin", "mountPath": p("bin"), "readOnly": true},
-        {"name": "data", "mountPath": p("data"), "mountPropagation": "Bidirectional"},
-    ]);
-    let mut sidecar = json!({
-        "name": "datamon", "image": "datamon-agent",
-        "args": ["sidecar", "--participant", "datamon"],
-        "env": env, "volumeMounts": agent_mounts,
-    });
-    if layout == Layout::Native {
-        sidecar["restartPolicy"] = json!("Always");
-        sidecar["startupProbe"] = json!({
-            "exec": {"command": [p("bin/datamon-agent"), "probe", "--participant", "datamon"]},
-            "periodSeconds": 1, "failureThreshold": 30,
-        });
-    }
-    let install = json!({
-        "name": "datamon-install", "image": "datamon-agent",
-        "args": ["install", p("bin")],
-        "volumeMounts": [{"name": "bin", "mountPath": p("bin")}],
-    });
-    let app = json!({
-        "name": "app", "image": "shell",
-        "command": [p("bin/datamon-agent"), "wrap", "--", "sh", "-c", script],
-        "env": env,
-        "volumeMounts": [
-            {"name": "run", "mountPath": p("run")},
-            {"name": "bin", "mountPath": p("bin"), "readOnly": true},
-            {"name": "data", "mountPath": p("data"), "mountPropagation": "HostToContainer"},
-            {"name": "seen", "mountPath": p("seen")},
-        ],
-    });
-    let (init, containers) = match layout {
-        Layout::Native => (json!([install, sidecar]), json!([app])),
-        Layout::Classic => (json!([install]), json!([sidecar, app])),
-    };
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "job", "namespace": "default"},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 5,
-            "initContainers": init,
-            "containers": containers,
-            "volumes": [
-                {"name": "run", "emptyDir": {}},
-                {"name": "bin", "emptyDir": {}},
-                {"name": "data", "emptyDir": {}},
-                {"name": "seen", "hostPath": {"path": seen.display().to_string()}},
-            ],
-        },
-    }))
-    .unwrap()
+) -> Value {
+    injected_pod(annotations, layout, &[("app", script)], seen)
 }
 
-/// A plan with the test deadlines; `sidecar` gives the one sidecar's lifecycle.
-fn plan(inputs: Value, outputs: Value, layout: Layout) -> Value {
-    let names = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    json!({
-        "coordination": p("run"),
-        "inputs": inputs,
-        "outputs": outputs,
-        "sidecars": [{
-            "name": "datamon", "inputs": names(&inputs), "outputs": names(&outputs),
-            "lifecycle": if layout == Layout::Native { "native" } else { "classic" },
-        }],
-        "deadlines": deadlines(),
-    })
+fn start(world: &World, pod: &Value, dir: &Path) -> RunningPod {
+    injected::runner(world, pod, dir).start().unwrap()
 }
 
-fn start(world: &World, pod: k8s_openapi::api::core::v1::Pod, dir: &Path) -> RunningPod {
-    let mut runner = PodRunner::new(pod)
-        .workdir(dir)
-        .image(
-            "datamon-agent",
-            vec![workspace_bin("datamon-agent").display().to_string()],
-        )
-        .grace(Duration::from_secs(5))
-        .restart_backoff(Duration::from_millis(200));
-    for (k, v) in world.env_vars() {
-        runner = runner.env(k.clone(), v.clone());
-    }
-    runner.start().unwrap()
-}
-
-fn run(world: &World, pod: k8s_openapi::api::core::v1::Pod, dir: &Path) -> PodReport {
+fn run(world: &World, pod: &Value, dir: &Path) -> PodReport {
     start(world, pod, dir).wait(DEADLINE).unwrap()
-}
-
-/// A scratch directory for one pod: `seen` (the app's window) and `pod` (the runner's).
-struct Scratch {
-    _tmp: tempfile::TempDir,
-    seen: PathBuf,
-    pod: PathBuf,
-}
-
-fn scratch() -> Scratch {
-    let tmp = tempfile::tempdir().unwrap();
-    let seen = tmp.path().join("seen");
-    let pod = tmp.path().join("pod");
-    std::fs::create_dir_all(&seen).unwrap();
-    std::fs::create_dir_all(&pod).unwrap();
-    Scratch {
-        seen,
-        pod,
-        _tmp: tmp,
-    }
-}
-
-/// Creates the repo `results` in `world` and returns a plan (native sidecar, no input)
-/// whose one output, `result`, uploads `data/out` there, with the fields of `extra` too.
-fn results_plan(world: &World, extra: Value) -> Value {
-    world.ok(&[
-        "repo",
-        "create",
-        "--repo",
-        "results",
-        "--description",
-        "test",
-    ]);
-    let mut output = json!({"name": "result", "repo": "results", "path": p("data/out")});
-    if let (Some(o), Some(e)) = (output.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    plan(json!([]), json!([output]), Layout::Native)
 }
 
 /// The JSON termination message of a container.
@@ -196,16 +129,6 @@ fn exit_code(report: &PodReport, container: &str) -> Option<i32> {
     report.container(container).unwrap().exit_code
 }
 
-/// Uploads a bundle made of `files` to a new repo `repo`; returns its id.
-fn seed(world: &World, repo: &str, files: &[(&str, Vec<u8>)]) -> String {
-    world.ok(&["repo", "create", "--repo", repo, "--description", "test"]);
-    let dir = world.tmp.path().join(format!("seed-{repo}"));
-    for (name, bytes) in files {
-        write_file(&dir.join(name), bytes);
-    }
-    world.upload(repo, &dir, &[])
-}
-
 /// The bundles of `repo` (ids).
 fn bundles(world: &World, repo: &str) -> Vec<String> {
     let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
@@ -217,51 +140,36 @@ fn bundles(world: &World, repo: &str) -> Vec<String> {
         .collect()
 }
 
-/// The files of bundle `id` of `repo`, downloaded.
-fn bundle_files(world: &World, repo: &str, id: &str) -> Vec<(String, Vec<u8>)> {
-    let dest = world.tmp.path().join(format!("check-{repo}-{id}"));
-    world.ok(&[
-        "bundle",
-        "download",
-        "--repo",
-        repo,
-        "--bundle",
-        id,
-        "--destination",
-        &dest.display().to_string(),
-    ]);
-    read_tree(&dest)
-}
-
 #[test]
 fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
     for layout in [Layout::Native, Layout::Classic] {
         let world = World::local();
-        let raw = noise(3 * 1024 * 1024 + 5, 1);
-        let img = noise(5 * 1024 * 1024 + 3, 2);
-        let raw_id = seed(
-            &world,
+        let raw = noise(3 * MIB + 5, 1);
+        let img = noise(5 * MIB + 3, 2);
+        let raw_id = world.seed(
             "raw",
             &[
                 ("a.txt", b"hello\n".to_vec()),
                 ("deep/raw.bin", raw.clone()),
             ],
         );
-        let img_id = seed(&world, "img", &[("b.bin", img.clone())]);
-        let plan = plan(
-            json!([
-                {"name": "raw", "repo": "raw", "path": p("data/raw")},
-                {"name": "img", "repo": "img", "path": p("data/img"), "mode": "mount"},
-            ]),
-            json!([]),
-            layout,
-        );
-        let s = scratch();
+        let img_id = world.seed("img", &[("b.bin", img.clone())]);
+        // The webhook serves a mounted input from a volume at its parent directory, which
+        // holds no other datamon directory: `fuse/`.
+        let annotations = [
+            input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
+            input(
+                "img",
+                &format!("repo: img, path: {}, mode: mount", p("fuse/img")),
+            ),
+        ];
+        let s = Scratch::new();
         let script = format!(
             "cp -r {raw} {seen}/raw && cp {img}/b.bin {seen}/b.bin && (touch {img}/x 2>/dev/null && echo writable || echo read-only) > {seen}/mount-mode",
-            raw = p("data/raw"), img = p("data/img"), seen = p("seen"),
+            raw = p("data/raw"), img = p("fuse/img"), seen = p("seen"),
         );
-        let report = run(&world, datamon_pod(&plan, layout, &script, &s.seen), &s.pod);
+        let pod = datamon_pod(&annotations, layout, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
         assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
         assert_eq!(exit_code(&report, "app"), Some(0));
         assert_eq!(std::fs::read(s.seen.join("raw/a.txt")).unwrap(), b"hello\n");
@@ -294,21 +202,17 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
 #[test]
 fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
     for world in World::each() {
-        let plan = results_plan(
+        let out = results_output(
             &world,
-            json!({"message": "nightly", "label": "latest-run",
-                   "contributor": {"name": "Job", "email": "job@example.com"}}),
+            "message: nightly, label: latest-run, contributor: {name: Job, email: job@example.com}",
         );
-        let s = scratch();
+        let s = Scratch::new();
         let script = format!(
             "mkdir -p {out}/sub && printf result > {out}/r.txt && head -c 2500000 /dev/urandom > {out}/sub/big.bin && cp -r {out} {seen}/out",
             out = p("data/out"), seen = p("seen"),
         );
-        let report = run(
-            &world,
-            datamon_pod(&plan, Layout::Native, &script, &s.seen),
-            &s.pod,
-        );
+        let pod = datamon_pod(&[out], Layout::Native, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
         assert_eq!(
             report.phase,
             Phase::Succeeded,
@@ -332,7 +236,7 @@ fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
         .unwrap();
         assert_eq!(label[0]["id"], id.as_str());
         assert_eq!(
-            bundle_files(&world, "results", &id),
+            world.bundle_files("results", &id),
             read_tree(&s.seen.join("out")),
             "{}",
             world.name()
@@ -347,37 +251,35 @@ fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
 #[test]
 fn read_update_pod_uploads_the_updated_input() {
     let world = World::local();
-    let v1 = seed(
-        &world,
+    let v1 = world.seed(
         "db",
         &[
             ("data.txt", b"one\n".to_vec()),
             ("keep.bin", noise(100_000, 3)),
         ],
     );
-    let plan = plan(
-        json!([{"name": "db-in", "repo": "db", "path": p("data/db")}]),
-        json!([{"name": "db-out", "repo": "db", "path": p("data/db"), "message": "updated", "label": "current"}]),
-        Layout::Classic,
-    );
-    let s = scratch();
+    let db = p("data/db");
+    let annotations = [
+        input("db-in", &format!("repo: db, path: {db}")),
+        output(
+            "db-out",
+            &format!("repo: db, path: {db}, message: updated, label: current"),
+        ),
+    ];
+    let s = Scratch::new();
     let script = format!(
         "echo two >> {db}/data.txt && cp -r {db} {seen}/db",
-        db = p("data/db"),
         seen = p("seen")
     );
-    let report = run(
-        &world,
-        datamon_pod(&plan, Layout::Classic, &script, &s.seen),
-        &s.pod,
-    );
+    let pod = datamon_pod(&annotations, Layout::Classic, &script, &s.seen);
+    let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
     let v2 = message(&report, "app")["outputs"]["db-out"]
         .as_str()
         .unwrap()
         .to_string();
     assert_ne!(v1, v2);
-    let files = bundle_files(&world, "db", &v2);
+    let files = world.bundle_files("db", &v2);
     assert_eq!(files, read_tree(&s.seen.join("db")));
     assert!(
         files
@@ -391,66 +293,88 @@ fn read_update_pod_uploads_the_updated_input() {
 #[test]
 fn several_inputs_and_outputs_split_between_an_init_container_and_a_native_sidecar() {
     let world = World::s3();
-    let a = seed(&world, "in-a", &[("a.bin", noise(2 * 1024 * 1024 + 1, 4))]);
-    let _b = seed(&world, "in-b", &[("b.txt", b"bee".to_vec())]);
+    let a = world.seed("in-a", &[("a.bin", noise(2 * MIB + 1, 4))]);
+    let b = world.seed("in-b", &[("b.txt", b"bee".to_vec())]);
     world.ok(&[
-        "label", "set", "--repo", "in-b", "--label", "v1", "--bundle", &_b,
+        "label", "set", "--repo", "in-b", "--label", "v1", "--bundle", &b,
     ]);
-    let _c = seed(&world, "in-c", &[("c.bin", noise(1_000_000, 5))]);
+    world.seed("in-c", &[("c.bin", noise(1_000_000, 5))]);
     for r in ["out-x", "out-y"] {
-        world.ok(&["repo", "create", "--repo", r, "--description", "test"]);
+        world.create_repo(r, "test");
     }
-    let plan = json!({
-        "coordination": p("run"),
-        "inputs": [
-            {"name": "a", "repo": "in-a", "bundle": a, "path": p("data/a")},
-            {"name": "b", "repo": "in-b", "label": "v1", "path": p("data/b"), "name_filter": "txt$"},
-            {"name": "c", "repo": "in-c", "path": p("data/c"), "mode": "mount"},
-        ],
-        "outputs": [
-            {"name": "x", "repo": "out-x", "path": p("data/x")},
-            {"name": "y", "repo": "out-y", "path": p("data/y"), "label": "y1"},
-        ],
-        "sidecars": [
-            {"name": "fetch", "inputs": ["a", "b"]},
-            {"name": "datamon", "inputs": ["c"], "outputs": ["x", "y"], "lifecycle": "native"},
-        ],
-        "deadlines": deadlines(),
-    });
-    let s = scratch();
+    let annotations = [
+        input(
+            "a",
+            &format!("repo: in-a, bundle: {a}, path: {}", p("data/a")),
+        ),
+        input(
+            "b",
+            &format!(
+                "repo: in-b, label: v1, path: {}, name_filter: txt$",
+                p("data/b")
+            ),
+        ),
+        input(
+            "c",
+            &format!("repo: in-c, path: {}, mode: mount", p("fuse/c")),
+        ),
+        output("x", &format!("repo: out-x, path: {}", p("data/x"))),
+        output(
+            "y",
+            &format!("repo: out-y, path: {}, label: y1", p("data/y")),
+        ),
+    ];
+    let s = Scratch::new();
     let script = format!(
-        "mkdir -p {d}/x {d}/y && cat {d}/a/a.bin {d}/b/b.txt > {d}/x/ab.bin && cp {d}/c/c.bin {d}/y/c.bin && cp -r {d}/x {d}/y {seen}/",
-        d = p("data"), seen = p("seen"),
+        "mkdir -p {d}/x {d}/y && cat {d}/a/a.bin {d}/b/b.txt > {d}/x/ab.bin && cp {fuse}/c/c.bin {d}/y/c.bin && cp -r {d}/x {d}/y {seen}/",
+        d = p("data"), fuse = p("fuse"), seen = p("seen"),
     );
-    let mut pod = datamon_pod(&plan, Layout::Native, &script, &s.seen);
-    // The downloads run first, in a plain init container.
-    let mut fetch: k8s_openapi::api::core::v1::Container = serde_json::from_value(json!({
-        "name": "fetch", "image": "datamon-agent", "args": ["sidecar", "--participant", "fetch"],
-        "env": [{"name": "DATAMON_PLAN", "value": plan.to_string()}],
-        "volumeMounts": [{"name": "run", "mountPath": p("run")}, {"name": "data", "mountPath": p("data")}],
-    })).unwrap();
-    fetch.termination_message_path = Some("/dev/termination-log".into());
-    pod.spec
-        .as_mut()
+    let mut pod = datamon_pod(&annotations, Layout::Native, &script, &s.seen);
+    // The webhook gives one agent everything. Here the downloads run first, in a plain
+    // init container `fetch` of their own: the plan split between the two participants,
+    // and a copy of the agent's container with the coordination and download volumes.
+    let mut plan = injected::plan_of(&pod);
+    plan["sidecars"] = json!([
+        {"name": "fetch", "inputs": ["a", "b"]},
+        {"name": "datamon", "inputs": ["c"], "outputs": ["x", "y"], "lifecycle": "native"},
+    ]);
+    injected::set_plan(&mut pod, &plan);
+    let init = pod["spec"]["initContainers"].as_array_mut().unwrap();
+    let mut fetch = init
+        .iter()
+        .find(|c| c["name"] == "datamon")
         .unwrap()
-        .init_containers
-        .as_mut()
+        .clone();
+    fetch["name"] = json!("fetch");
+    fetch["args"] = json!(["sidecar", "--participant", "fetch"]);
+    for field in ["restartPolicy", "startupProbe"] {
+        fetch.as_object_mut().unwrap().remove(field);
+    }
+    let keep = [p("run"), p("data/a"), p("data/b")];
+    fetch["volumeMounts"]
+        .as_array_mut()
         .unwrap()
-        .insert(1, fetch);
-    let report = run(&world, pod, &s.pod);
+        .retain(|m| keep.iter().any(|k| m["mountPath"] == k.as_str()));
+    assert_eq!(
+        fetch["volumeMounts"].as_array().unwrap().len(),
+        3,
+        "{fetch:#}"
+    );
+    init.insert(1, fetch);
+    let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
     assert_eq!(exit_code(&report, "fetch"), Some(0));
     let m = message(&report, "app");
     let x = m["outputs"]["x"].as_str().unwrap();
     let y = m["outputs"]["y"].as_str().unwrap();
-    let mut ab = noise(2 * 1024 * 1024 + 1, 4);
+    let mut ab = noise(2 * MIB + 1, 4);
     ab.extend_from_slice(b"bee");
     assert_eq!(
-        bundle_files(&world, "out-x", x),
+        world.bundle_files("out-x", x),
         vec![("ab.bin".to_string(), ab)]
     );
     assert_eq!(
-        bundle_files(&world, "out-y", y),
+        world.bundle_files("out-y", y),
         vec![("c.bin".to_string(), noise(1_000_000, 5))]
     );
     assert_eq!(m["inputs"].as_object().unwrap().len(), 3, "{m}");
@@ -459,15 +383,15 @@ fn several_inputs_and_outputs_split_between_an_init_container_and_a_native_sidec
 #[test]
 fn app_exit_3_uploads_nothing_and_fails_the_pod_with_3() {
     let world = World::local();
-    let plan = results_plan(&world, json!({}));
-    let s = scratch();
+    let out = results_output(&world, "");
+    let s = Scratch::new();
     let script = format!(
         "mkdir -p {out} && echo partial > {out}/r.txt && exit 3",
         out = p("data/out")
     );
     let report = run(
         &world,
-        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &datamon_pod(&[out], Layout::Native, &script, &s.seen),
         &s.pod,
     );
     assert_eq!(report.phase, Phase::Failed);
@@ -482,21 +406,20 @@ fn app_exit_3_uploads_nothing_and_fails_the_pod_with_3() {
 #[test]
 fn kill_9_of_the_sidecar_stops_the_app_and_fails_the_pod() {
     let world = World::local();
-    seed(&world, "img", &[("b.bin", noise(100_000, 6))]);
-    let plan = plan(
-        json!([{"name": "img", "repo": "img", "path": p("data/img"), "mode": "mount"}]),
-        json!([]),
-        Layout::Native,
+    world.seed("img", &[("b.bin", noise(100_000, 6))]);
+    let img = input(
+        "img",
+        &format!("repo: img, path: {}, mode: mount", p("fuse/img")),
     );
-    let s = scratch();
+    let s = Scratch::new();
     // The app marks that it runs, then would run for 5 minutes.
     let script = format!("touch {seen}/running && sleep 300", seen = p("seen"));
     let pod = start(
         &world,
-        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &datamon_pod(&[img], Layout::Native, &script, &s.seen),
         &s.pod,
     );
-    wait_for_file(&s.seen.join("running"));
+    wait_until("the app to run", || s.seen.join("running").exists());
     pod.signal("datamon", Signal::SIGKILL).unwrap();
     let report = pod.wait(DEADLINE).unwrap();
     assert_eq!(report.phase, Phase::Failed);
@@ -519,16 +442,17 @@ fn unreachable_store_at_start_never_starts_the_app() {
     world.set_env("AWS_ACCESS_KEY_ID", "k");
     world.set_env("AWS_SECRET_ACCESS_KEY", "s");
     world.set_env("AWS_REGION", "us-east-1");
-    let plan = plan(
-        json!([{"name": "raw", "repo": "raw", "path": p("data/raw")}]),
-        json!([]),
-        Layout::Classic,
-    );
-    let s = scratch();
+    // An output too: the webhook runs a download-only pod in one init container, without
+    // a wrapper, and this test is about a wrapped app that never starts.
+    let annotations = [
+        input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
+        result_output(""),
+    ];
+    let s = Scratch::new();
     let script = format!("touch {seen}/ran", seen = p("seen"));
     let report = run(
         &world,
-        datamon_pod(&plan, Layout::Classic, &script, &s.seen),
+        &datamon_pod(&annotations, Layout::Classic, &script, &s.seen),
         &s.pod,
     );
     assert_eq!(report.phase, Phase::Failed);
@@ -551,19 +475,23 @@ fn unreachable_store_at_start_never_starts_the_app() {
 #[test]
 fn deadlines_end_waits_with_a_reason() {
     let world = World::local();
-    // A sidecar the plan names but the pod never runs: the ready deadline passes.
-    let mut ghost = plan(json!([]), json!([]), Layout::Classic);
+    // A sidecar the plan names but the pod never runs: the ready deadline passes. The
+    // webhook names only the sidecar it lays out, so its plan is changed (no input or
+    // output, the one sidecar `ghost`) and its sidecar taken out of the pod.
+    let s = Scratch::new();
+    let script = format!("touch {seen}/ran", seen = p("seen"));
+    let mut pod = datamon_pod(&[result_output("")], Layout::Classic, &script, &s.seen);
+    let mut ghost = injected::plan_of(&pod);
+    ghost["inputs"] = json!([]);
+    ghost["outputs"] = json!([]);
     ghost["sidecars"] = json!([{"name": "ghost"}]);
     ghost["deadlines"]["ready"] = json!("1s");
-    let s = scratch();
-    let script = format!("touch {seen}/ran", seen = p("seen"));
-    let mut pod = datamon_pod(&ghost, Layout::Classic, &script, &s.seen);
-    pod.spec
-        .as_mut()
+    injected::set_plan(&mut pod, &ghost);
+    pod["spec"]["containers"]
+        .as_array_mut()
         .unwrap()
-        .containers
-        .retain(|c| c.name == "app");
-    let report = run(&world, pod, &s.pod);
+        .retain(|c| c["name"] == "app");
+    let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Failed);
     assert!(!s.seen.join("ran").exists());
     assert_eq!(exit_code(&report, "app"), Some(124), "{}", report.logs());
@@ -575,12 +503,17 @@ fn deadlines_end_waits_with_a_reason() {
     );
 
     // The application's own deadline.
-    let mut slow = results_plan(&world, json!({}));
-    slow["deadlines"]["app"] = json!("1s");
-    let s = scratch();
+    let slow = [
+        results_output(&world, ""),
+        annotation(
+            "datamon.io/deadlines",
+            "{ready: 20s, start: 20s, upload: 30s, grace: 2s, app: 1s}",
+        ),
+    ];
+    let s = Scratch::new();
     let report = run(
         &world,
-        datamon_pod(&slow, Layout::Native, "sleep 300", &s.seen),
+        &datamon_pod(&slow, Layout::Native, "sleep 300", &s.seen),
         &s.pod,
     );
     assert_eq!(report.phase, Phase::Failed);
@@ -589,45 +522,37 @@ fn deadlines_end_waits_with_a_reason() {
     assert!(bundles(&world, "results").is_empty());
 }
 
-/// Waits (with a deadline) for a file to appear.
-fn wait_for_file(path: &Path) {
-    let until = Instant::now() + DEADLINE;
-    while !path.exists() {
-        assert!(Instant::now() < until, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn bad_plan_is_refused_before_any_work_with_the_field_named() {
     let world = World::local();
-    let mut bad = plan(
-        json!([{"name": "raw", "repo": "raw", "path": "relative"}]),
-        json!([]),
-        Layout::Classic,
-    );
+    // The webhook refuses to render such a plan: its layout (classic, with an output so
+    // that the app is wrapped), with the bad plan put in.
+    let annotations = [
+        input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
+        result_output(""),
+    ];
+    let s = Scratch::new();
+    let mut pod = datamon_pod(&annotations, Layout::Classic, "true", &s.seen);
+    let mut bad = injected::plan_of(&pod);
+    bad["inputs"] = json!([{"name": "raw", "repo": "raw", "path": "relative"}]);
+    bad["outputs"] = json!([]);
     bad["sidecars"] = json!([]);
-    let s = scratch();
-    let report = run(
-        &world,
-        datamon_pod(&bad, Layout::Classic, "true", &s.seen),
-        &s.pod,
-    );
+    injected::set_plan(&mut pod, &bad);
+    let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Failed);
     assert_eq!(exit_code(&report, "datamon"), Some(64));
     assert_eq!(exit_code(&report, "app"), Some(64));
     let log = std::fs::read_to_string(&report.container("app").unwrap().log).unwrap();
     assert!(log.contains("inputs[0].path"), "{log}");
-    let _ = pod::parse; // the runner's parser is covered by its own tests
 }
 
 #[test]
 fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothing() {
     let mut world = World::s3();
-    let plan = results_plan(&world, json!({}));
+    let out = results_output(&world, "");
     world.set_env("DATAMON_RETRIES", "2");
     world.set_env("DATAMON_RETRY_TIMEOUT_SECS", "3");
-    let s = scratch();
+    let s = Scratch::new();
     // The app writes its output, then waits for the test to take the store away.
     let script = format!(
         "mkdir -p {out} && head -c 3000000 /dev/urandom > {out}/r.bin && touch {seen}/running && i=0; while [ ! -e {seen}/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
@@ -635,10 +560,10 @@ fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothi
     );
     let pod = start(
         &world,
-        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &datamon_pod(&[out], Layout::Native, &script, &s.seen),
         &s.pod,
     );
-    wait_for_file(&s.seen.join("running"));
+    wait_until("the app to run", || s.seen.join("running").exists());
     if let datamon_e2e::Backend::S3(server) = &mut world.backend {
         server.stop();
     }
@@ -665,35 +590,28 @@ fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothi
 #[test]
 fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
     let world = World::local();
-    let plan = results_plan(&world, json!({"label": "done"}));
-    let s = scratch();
-    let size = 192 * 1024 * 1024;
+    let out = results_output(&world, "label: done");
+    let s = Scratch::new();
+    let size = 192 * MIB;
     let script = format!(
         "mkdir -p {out} && head -c {size} /dev/urandom > {out}/big.bin",
         out = p("data/out")
     );
     let pod = start(
         &world,
-        datamon_pod(&plan, Layout::Native, &script, &s.seen),
+        &datamon_pod(&[out], Layout::Native, &script, &s.seen),
         &s.pod,
     );
-    let state = pod.volume_dir("run").unwrap().join("datamon.json");
-    let until = Instant::now() + DEADLINE;
-    loop {
+    // The webhook's coordination volume.
+    let state = pod.volume_dir("datamon-run").unwrap().join("datamon.json");
+    wait_until("the sidecar to start uploading", || {
         let text = std::fs::read_to_string(&state).unwrap_or_default();
-        if text.contains("\"uploading\"") {
-            break;
-        }
         assert!(
             !text.contains("\"done\""),
             "the upload ended before the test saw it: make the file bigger"
         );
-        assert!(
-            Instant::now() < until,
-            "the sidecar never started uploading"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        text.contains("\"uploading\"")
+    });
     pod.terminate().unwrap();
     let report = pod.wait(DEADLINE).unwrap();
     let listed = bundles(&world, "results");
@@ -706,7 +624,7 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
             report.logs()
         ),
         [id] => {
-            let files = bundle_files(&world, "results", id);
+            let files = world.bundle_files("results", id);
             assert_eq!(files.len(), 1);
             assert_eq!(files[0].1.len(), size);
             assert_eq!(
@@ -727,46 +645,30 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// A pod whose plan wraps two application containers, `app-a` and `app-b`; `b_script` is
+/// A pod whose annotations wrap two application containers, `app-a` and `app-b` (their
+/// participants, as the webhook names them: `app-app-a` and `app-app-b`); `b_script` is
 /// the second one's.
 fn two_apps_pod(world: &World, s: &Scratch, b_script: &str) -> PodReport {
-    let mut plan = results_plan(world, json!({}));
-    plan["apps"] = json!(["app-a", "app-b"]);
+    let annotations = [
+        results_output(world, ""),
+        annotation("datamon.io/wrap", "app-a,app-b"),
+    ];
     let a_script = format!(
         "mkdir -p {out} && echo a > {out}/a.txt",
         out = p("data/out")
     );
-    let mut pod =
-        serde_json::to_value(datamon_pod(&plan, Layout::Native, &a_script, &s.seen)).unwrap();
-    let containers = pod["spec"]["containers"].as_array_mut().unwrap();
-    let mut b = containers[0].clone();
-    for (c, name, script) in [
-        (&mut containers[0], "app-a", a_script.as_str()),
-        (&mut b, "app-b", b_script),
-    ] {
-        c["name"] = json!(name);
-        c["command"] = json!([
-            p("bin/datamon-agent"),
-            "wrap",
-            "--participant",
-            name,
-            "--",
-            "sh",
-            "-c",
-            script
-        ]);
-    }
-    containers.push(b);
-    run(world, serde_json::from_value(pod).unwrap(), &s.pod)
+    let apps = [("app-a", a_script.as_str()), ("app-b", b_script)];
+    let pod = injected_pod(&annotations, Layout::Native, &apps, &s.seen);
+    run(world, &pod, &s.pod)
 }
 
 #[test]
 fn two_wrapped_containers_upload_once_both_succeeded() {
     let world = World::local();
-    let s = scratch();
+    let s = Scratch::new();
     // The second app finishes after the first has exited, so the upload must wait for it.
     let b = format!(
-        "i=0; while [ ! -e {run}/app-a.json ] || ! grep -q exited {run}/app-a.json; do sleep 0.05; i=$((i+1)); [ $i -lt 600 ] || exit 9; done; mkdir -p {out} && echo b > {out}/b.txt",
+        "i=0; while [ ! -e {run}/app-app-a.json ] || ! grep -q exited {run}/app-app-a.json; do sleep 0.05; i=$((i+1)); [ $i -lt 600 ] || exit 9; done; mkdir -p {out} && echo b > {out}/b.txt",
         run = p("run"), out = p("data/out"),
     );
     let report = two_apps_pod(&world, &s, &b);
@@ -776,7 +678,7 @@ fn two_wrapped_containers_upload_once_both_succeeded() {
         .unwrap()
         .to_string();
     assert_eq!(message(&report, "app-a")["outputs"]["result"], id.as_str());
-    let files = bundle_files(&world, "results", &id);
+    let files = world.bundle_files("results", &id);
     assert_eq!(
         files,
         vec![
@@ -789,7 +691,7 @@ fn two_wrapped_containers_upload_once_both_succeeded() {
 #[test]
 fn one_of_two_wrapped_containers_failing_uploads_nothing() {
     let world = World::local();
-    let s = scratch();
+    let s = Scratch::new();
     let report = two_apps_pod(&world, &s, "exit 3");
     assert_eq!(report.phase, Phase::Failed);
     assert_eq!(exit_code(&report, "app-a"), Some(0), "{}", report.logs());

@@ -6,53 +6,50 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
-use std::path::Path;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use datamon_e2e::pod::{Phase, PodRunner};
-use datamon_e2e::{noise, read_tree, workspace_bin, write_file, World};
-use datamon_webhook::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
-use serde_json::{json, Value};
+use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
+use datamon_e2e::pod::Phase;
+use datamon_e2e::{noise, write_file, World, DEADLINE, MIB};
+use serde_json::Value;
 
-/// Deadline of the pod: far above what it needs; a hang fails the test instead.
-const DEADLINE: Duration = Duration::from_secs(90);
 /// Where the pod's volumes are mounted (inside each container's own mount namespace).
 const ROOT: &str = "/mnt/datamon-webhook-e2e";
-/// The agent image's name, as the runner knows it.
-const AGENT_IMAGE: &str = "datamon-agent";
 
 fn p(rel: &str) -> String {
     format!("{ROOT}/{rel}")
 }
 
-/// A pod as a user writes it: annotations, an application, nothing of the agent.
-fn user_pod(native: &str, script: &str, seen: &Path) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "job", "namespace": "default",
-            "labels": {"datamon.io/inject": "true"},
-            "annotations": {
-                "datamon.io/input.raw": format!("{{repo: raw, label: v1, path: {}}}", p("raw")),
-                "datamon.io/input.img": format!("{{repo: img, path: {}, mode: mount}}", p("fuse/img")),
-                "datamon.io/output.result": format!("{{repo: results, path: {}, message: e2e run, label: run-1}}", p("out")),
-                "datamon.io/coordination": p("run"),
-                "datamon.io/deadlines": "{ready: 20s, start: 20s, upload: 30s, grace: 2s}",
-                "datamon.io/image": AGENT_IMAGE,
-                "datamon.io/native-sidecar": native,
-            },
-        },
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{
-                "name": "app", "image": "shell",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "seen", "mountPath": p("seen")}],
-            }],
-            "volumes": [{"name": "seen", "hostPath": {"path": seen.display().to_string()}}],
-        },
-    })
+/// The annotations a user writes: two inputs (one mounted), an output, and the agent as a
+/// native sidecar or not (`native`: `on` or `off`).
+fn annotations(native: &str) -> BTreeMap<String, String> {
+    [
+        (
+            "datamon.io/input.raw",
+            format!("{{repo: raw, label: v1, path: {}}}", p("raw")),
+        ),
+        (
+            "datamon.io/input.img",
+            format!("{{repo: img, path: {}, mode: mount}}", p("fuse/img")),
+        ),
+        (
+            "datamon.io/output.result",
+            format!(
+                "{{repo: results, path: {}, message: e2e run, label: run-1}}",
+                p("out")
+            ),
+        ),
+        ("datamon.io/coordination", p("run")),
+        (
+            "datamon.io/deadlines",
+            "{ready: 20s, start: 20s, upload: 30s, grace: 2s}".to_string(),
+        ),
+        ("datamon.io/image", AGENT_IMAGE.to_string()),
+        ("datamon.io/native-sidecar", native.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 #[test]
@@ -60,40 +57,28 @@ fn an_annotated_pod_mutated_by_the_webhook_reads_its_inputs_and_uploads_its_outp
     for native in ["on", "off"] {
         let world = World::local();
         // The inputs.
-        let raw = noise(2 * 1024 * 1024 + 7, 11);
-        let img = noise(3 * 1024 * 1024 + 1, 12);
+        let raw = noise(2 * MIB + 7, 11);
+        let img = noise(3 * MIB + 1, 12);
         for repo in ["raw", "img", "results"] {
-            world.ok(&["repo", "create", "--repo", repo, "--description", "test"]);
+            world.create_repo(repo, "test");
         }
-        let dir = world.tmp.path().join("seed-raw");
+        let dir = world.path("seed-raw");
         write_file(&dir.join("a.txt"), b"hello\n");
         write_file(&dir.join("deep/raw.bin"), &raw);
         let raw_id = world.upload("raw", &dir, &["--label", "v1"]);
-        let dir = world.tmp.path().join("seed-img");
+        let dir = world.path("seed-img");
         write_file(&dir.join("b.bin"), &img);
         let img_id = world.upload("img", &dir, &[]);
 
         // The user's pod, through the webhook.
-        let tmp = tempfile::tempdir().unwrap();
-        let seen = tmp.path().join("seen");
-        let workdir = tmp.path().join("pod");
-        std::fs::create_dir_all(&seen).unwrap();
-        std::fs::create_dir_all(&workdir).unwrap();
+        let s = Scratch::new();
+        let seen = &s.seen;
         let script = format!(
             "cp -r {raw} {seen}/raw && cp {img}/b.bin {seen}/b.bin && mkdir -p {out}/sub && cat {raw}/a.txt {img}/b.bin > {out}/sub/joined.bin && printf done > {out}/status.txt",
             raw = p("raw"), img = p("fuse/img"), out = p("out"), seen = p("seen"),
         );
-        let pod = user_pod(native, &script, &seen);
-        let patch = match mutate_pod(
-            &pod,
-            &NamespaceDefaults::default(),
-            &WebhookSettings::default(),
-        ) {
-            Verdict::Patch(patch) => patch,
-            other => panic!("not patched: {other:?}"),
-        };
-        let mut mutated = pod.clone();
-        json_patch::patch(&mut mutated, &patch).unwrap();
+        let pod = injected::user_pod(&annotations(native), &[("app", &script)], seen, &p("seen"));
+        let mutated = injected::inject(&pod);
         let init = mutated["spec"]["initContainers"].as_array().unwrap().len();
         let containers = mutated["spec"]["containers"].as_array().unwrap().len();
         assert_eq!(
@@ -104,21 +89,7 @@ fn an_annotated_pod_mutated_by_the_webhook_reads_its_inputs_and_uploads_its_outp
 
         // Run it: the agent image's entrypoint is the agent; its probe finds `datamon-agent`
         // in PATH.
-        let agent = workspace_bin("datamon-agent");
-        let path = format!(
-            "{}:{}",
-            agent.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut runner = PodRunner::new(serde_json::from_value(mutated.clone()).unwrap())
-            .workdir(&workdir)
-            .image(AGENT_IMAGE, vec![agent.display().to_string()])
-            .grace(Duration::from_secs(5))
-            .restart_backoff(Duration::from_millis(200));
-        for (k, v) in world.env_vars() {
-            runner = runner.env(k.clone(), v.clone());
-        }
-        runner = runner.env("PATH", path);
+        let runner = injected::runner(&world, &mutated, &s.pod);
         let report = runner.start().unwrap().wait(DEADLINE).unwrap();
         assert_eq!(
             report.phase,
@@ -151,20 +122,9 @@ fn an_annotated_pod_mutated_by_the_webhook_reads_its_inputs_and_uploads_its_outp
         ]))
         .unwrap();
         assert_eq!(label[0]["id"], id.as_str());
-        let dest = world.tmp.path().join("check");
-        world.ok(&[
-            "bundle",
-            "download",
-            "--repo",
-            "results",
-            "--bundle",
-            &id,
-            "--destination",
-            &dest.display().to_string(),
-        ]);
         let mut joined = b"hello\n".to_vec();
         joined.extend_from_slice(&img);
-        let files = read_tree(&dest);
+        let files = world.bundle_files("results", &id);
         assert_eq!(
             files,
             vec![
