@@ -29,7 +29,8 @@ impl Prefetcher {
         }
     }
 
-    /// The current window, in leaves.
+    /// The current window, in leaves (for tests).
+    #[cfg(test)]
     pub fn window(&self) -> u64 {
         self.window
     }

@@ -34,8 +34,6 @@ pub fn spans(layout: &LeafLayout, offset: u64, size: u32) -> Vec<Span> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
     use crate::cafs::LeafSize;
 

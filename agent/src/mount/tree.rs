@@ -152,11 +152,6 @@ impl Tree {
         self.nodes.len() as u64
     }
 
-    /// Always false: a tree has at least its root.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// Total bytes of the files.
     pub fn bytes(&self) -> u64 {
         self.nodes
@@ -176,8 +171,6 @@ fn index(ino: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
     fn entry(name: &str, size: u64) -> BundleEntry {

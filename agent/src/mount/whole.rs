@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::disk::DiskCache;
-use super::lock;
 use crate::cafs::leaf::Leaf;
 use crate::cafs::Key;
+use crate::sync::lock;
 
 /// Most files assembled at once (each holds a temporary file of its size).
 const MAX_ASSEMBLIES: usize = 4;
@@ -196,7 +196,8 @@ impl<B: Clone> Modes<B> {
         last
     }
 
-    /// Whether `ino` is open passed through.
+    /// Whether `ino` is open passed through (for tests).
+    #[cfg(test)]
     pub fn is_direct(&self, ino: u64) -> bool {
         matches!(self.inodes.get(&ino), Some(Mode::Direct(..)))
     }
@@ -349,6 +350,8 @@ impl<B> WholeFiles<B> {
     /// bytes in `leaves` leaves: a read of leaf 0 starts an assembly (if the file is not
     /// on disk already and fits the cache); the leaves that follow are written to it on a
     /// blocking thread of `runtime`, and the last one puts the whole file in place.
+    // The leaf's whole context, each part a plain value the caller already has: a struct
+    // built for one call would only move the list.
     #[allow(clippy::too_many_arguments)]
     pub fn offer(
         self: &Arc<Self>,
@@ -472,8 +475,6 @@ impl<B> WholeFiles<B> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
     use crate::cafs::{LeafLayout, LeafSize};
 
