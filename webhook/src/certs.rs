@@ -311,6 +311,10 @@ pub fn main(args: CertsArgs) -> Result<(), CertsError> {
 mod tests {
     use super::*;
 
+    fn read(dir: &tempfile::TempDir, name: &str) -> String {
+        std::fs::read_to_string(dir.path().join(name)).unwrap()
+    }
+
     fn args(out: &Path) -> CertsArgs {
         CertsArgs {
             service: "datamon-webhook".into(),
@@ -329,7 +333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = run(&args(dir.path())).unwrap();
         assert_eq!(first.cas_in_bundle, 1);
-        let old_ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+        let old_ca = read(&dir, "ca.crt");
 
         // Without --rotate or --force, nothing is overwritten.
         let err = run(&args(dir.path())).unwrap_err();
@@ -341,11 +345,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rotated.cas_in_bundle, 2);
-        let new_ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+        let new_ca = read(&dir, "ca.crt");
         assert_ne!(old_ca, new_ca);
-        let bundle = std::fs::read_to_string(dir.path().join("ca-bundle.crt")).unwrap();
+        let bundle = read(&dir, "ca-bundle.crt");
         assert!(bundle.contains(old_ca.trim_end()) && bundle.contains(new_ca.trim_end()));
-        let b64 = std::fs::read_to_string(dir.path().join("ca-bundle.b64")).unwrap();
+        let b64 = read(&dir, "ca-bundle.b64");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap();
@@ -357,7 +361,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(finished.cas_in_bundle, 1);
-        let bundle = std::fs::read_to_string(dir.path().join("ca-bundle.crt")).unwrap();
+        let bundle = read(&dir, "ca-bundle.crt");
         assert_eq!(bundle.trim_end(), new_ca.trim_end());
     }
 

@@ -227,10 +227,19 @@ fn inject_object(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const INPUT: &str = "datamon.io/input.raw: \"{repo: raw, path: /data/raw}\"";
+
+    /// `text` injected with default namespace defaults and settings.
+    fn inject(text: &str) -> Result<String, InjectError> {
+        inject_text(
+            text,
+            "t",
+            &NamespaceDefaults::default(),
+            &WebhookSettings::default(),
+        )
+    }
 
     fn docs(text: &str) -> Vec<Value> {
         serde_norway::Deserializer::from_str(text)
@@ -274,13 +283,7 @@ spec:
 {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p"}}, "spec": {{"containers": [{{"name": "x", "image": "y"}}]}}}}
 "#
         );
-        let out = inject_text(
-            &text,
-            "t",
-            &NamespaceDefaults::default(),
-            &WebhookSettings::default(),
-        )
-        .unwrap();
+        let out = inject(&text).unwrap();
         let d = docs(&out);
         assert_eq!(d.len(), 4);
         let t = &d[0]["spec"]["template"];
@@ -295,27 +298,14 @@ spec:
         assert_eq!(cj["containers"][0]["command"][1], "wrap");
         assert_eq!(d[3], docs(&text)[3]);
         // A second pass changes nothing.
-        let again = inject_text(
-            &out,
-            "t",
-            &NamespaceDefaults::default(),
-            &WebhookSettings::default(),
-        )
-        .unwrap();
+        let again = inject(&out).unwrap();
         assert_eq!(docs(&again), d);
     }
 
     #[test]
     fn a_denial_names_the_object_and_the_annotation() {
         let text = "kind: Job\nmetadata: {name: j}\nspec:\n  template:\n    metadata:\n      annotations: {datamon.io/native-sidecar: sometimes, datamon.io/input.a: \"{repo: r, path: /a}\"}\n    spec: {containers: [{name: app, image: x, command: [ls]}]}\n";
-        let e = inject_text(
-            text,
-            "t",
-            &NamespaceDefaults::default(),
-            &WebhookSettings::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = inject(text).unwrap_err().to_string();
         assert!(e.contains("Job/j (document 1)"), "{e}");
         assert!(e.contains("datamon.io/native-sidecar"), "{e}");
     }

@@ -53,11 +53,21 @@ struct Running {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
+    /// The certificate files, when the server owns them ([`Served`]).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
     fn url(&self, path: &str) -> String {
         format!("https://{HOST}:{}{path}", self.addr.port())
+    }
+
+    /// Where `tls.crt` and `tls.key` are.
+    fn cert_dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("a server started by Served")
+            .path()
     }
 
     async fn stop(mut self) {
@@ -83,6 +93,36 @@ async fn start(config: ServeConfig, kube: Option<kube::Client>) -> Running {
         addr,
         shutdown: Some(tx),
         task,
+        dir: None,
+    }
+}
+
+/// A server on fresh certificates (in a directory of its own), and a client that trusts
+/// their CA and has seen /readyz say 200.
+struct Served {
+    running: Running,
+    client: reqwest::Client,
+    certs: Issued,
+}
+
+impl Served {
+    /// Starts the test configuration ([`config`]) as changed by `adjust`; `kube` reaches
+    /// the fake API server.
+    async fn start(kube: Option<kube::Client>, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = new_certs();
+        write_certs(dir.path(), &certs);
+        let mut config = config(dir.path());
+        adjust(&mut config);
+        let mut running = start(config, kube).await;
+        running.dir = Some(dir);
+        let client = client(running.addr, &[&certs.ca_pem]);
+        ready(&running, &client).await;
+        Self {
+            running,
+            client,
+            certs,
+        }
     }
 }
 
@@ -177,15 +217,21 @@ fn plain_pod() -> Value {
     })
 }
 
-async fn post_review(client: &reqwest::Client, running: &Running, uid: &str) -> Value {
+/// Posts `body` to /mutate; the answer, which must come with a 200.
+async fn post(client: &reqwest::Client, running: &Running, body: &Value) -> Value {
     let response = client
         .post(running.url("/mutate"))
-        .json_body(&review(uid, "team", plain_pod()))
+        .json_body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// Posts a review of [`plain_pod`] in namespace `team`.
+async fn post_review(client: &reqwest::Client, running: &Running, uid: &str) -> Value {
+    post(client, running, &review(uid, "team", plain_pod())).await
 }
 
 fn assert_allowed_untouched(answer: &Value, uid: &str) {
@@ -210,12 +256,11 @@ impl JsonBody for reqwest::RequestBuilder {
 
 #[tokio::test]
 async fn answers_over_https_to_a_client_that_verifies_the_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let running = start(config(dir.path()), None).await;
-    let client = client(running.addr, &[&certs.ca_pem]);
-    ready(&running, &client).await;
+    let Served {
+        running,
+        client,
+        certs,
+    } = Served::start(None, |_| {}).await;
 
     for i in 0..3 {
         let uid = format!("uid-{i}");
@@ -259,12 +304,9 @@ async fn answers_over_https_to_a_client_that_verifies_the_ca() {
 #[tokio::test]
 async fn an_injected_pod_gets_a_base64_json_patch_that_applies() {
     use base64::Engine;
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let running = start(config(dir.path()), None).await;
-    let client = client(running.addr, &[&certs.ca_pem]);
-    ready(&running, &client).await;
+    let Served {
+        running, client, ..
+    } = Served::start(None, |_| {}).await;
 
     let mut pod = plain_pod();
     pod["metadata"]["labels"]["datamon.io/inject"] = json!("true");
@@ -273,14 +315,7 @@ async fn an_injected_pod_gets_a_base64_json_patch_that_applies() {
         "datamon.io/input.raw": "{repo: measurements, label: v3, path: /data/raw}",
         "datamon.io/output.result": "{repo: results, path: /data/out, message: run}"
     });
-    let r = client
-        .post(running.url("/mutate"))
-        .json_body(&review("inj", "team", pod.clone()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let answer: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let answer = post(&client, &running, &review("inj", "team", pod.clone())).await;
     let response = &answer["response"];
     assert_eq!(response["uid"], "inj");
     assert_eq!(response["allowed"], true, "{answer}");
@@ -341,11 +376,7 @@ async fn first_reply(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
 /// The same hello gets a ServerHello as TLS 1.2 and a fatal alert as TLS 1.1.
 #[tokio::test]
 async fn tls_1_1_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let running = start(config(dir.path()), None).await;
-    ready(&running, &client(running.addr, &[&certs.ca_pem])).await;
+    let Served { running, .. } = Served::start(None, |_| {}).await;
 
     let tls12 = first_reply(running.addr, &client_hello([0x03, 0x03])).await;
     assert_eq!(
@@ -362,12 +393,9 @@ async fn tls_1_1_is_refused() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_answers_and_metrics_count_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let running = start(config(dir.path()), None).await;
-    let client = client(running.addr, &[&certs.ca_pem]);
-    ready(&running, &client).await;
+    let Served {
+        running, client, ..
+    } = Served::start(None, |_| {}).await;
 
     // Not JSON: 400 with a clear text.
     let r = client
@@ -391,14 +419,12 @@ async fn bad_requests_get_clear_answers_and_metrics_count_them() {
     assert!(r.text().await.unwrap().contains("AdmissionReview"));
 
     // A review without request: a well-formed denial.
-    let r = client
-        .post(running.url("/mutate"))
-        .json_body(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let answer: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let answer = post(
+        &client,
+        &running,
+        &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+    )
+    .await;
     assert_eq!(answer["kind"], "AdmissionReview");
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
     assert!(answer["response"]["status"]["message"]
@@ -447,13 +473,14 @@ async fn bad_requests_get_clear_answers_and_metrics_count_them() {
 /// fails, and afterwards a client that trusts only the new CA gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_reload_under_traffic_fails_no_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let old = new_certs();
+    let Served {
+        running,
+        certs: old,
+        ..
+    } = Served::start(None, |_| {}).await;
+    let running = Arc::new(running);
     let new = new_certs();
-    write_certs(dir.path(), &old);
-    let running = Arc::new(start(config(dir.path()), None).await);
     let both = [old.ca_pem.as_str(), new.ca_pem.as_str()];
-    ready(&running, &client(running.addr, &both)).await;
 
     let only_new = client(running.addr, &[&new.ca_pem]);
     assert!(only_new.get(running.url("/healthz")).send().await.is_err());
@@ -483,9 +510,9 @@ async fn certificate_reload_under_traffic_fails_no_request() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Non-atomic replacement: a mismatched pair is visible for a while.
-    std::fs::write(dir.path().join("tls.crt"), &new.cert_pem).unwrap();
+    std::fs::write(running.cert_dir().join("tls.crt"), &new.cert_pem).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    std::fs::write(dir.path().join("tls.key"), &new.key_pem).unwrap();
+    std::fs::write(running.cert_dir().join("tls.key"), &new.key_pem).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while only_new.get(running.url("/healthz")).send().await.is_err() {
@@ -531,23 +558,20 @@ async fn certificate_reload_under_traffic_fails_no_request() {
 
 #[tokio::test]
 async fn a_broken_certificate_file_keeps_the_old_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let running = start(config(dir.path()), None).await;
+    let Served { running, certs, .. } = Served::start(None, |_| {}).await;
+    // A new connection (a new handshake) per request.
     let client = client_with(
         running.addr,
         &[&certs.ca_pem],
         &[&rustls::version::TLS13],
         false,
     );
-    ready(&running, &client).await;
     std::fs::write(
-        dir.path().join("tls.crt"),
+        running.cert_dir().join("tls.crt"),
         "-----BEGIN CERTIFICATE-----\ngarbage\n",
     )
     .unwrap();
-    std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+    std::fs::remove_file(running.cert_dir().join("tls.key")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections still get the old certificate; still ready.
     assert_eq!(
@@ -731,27 +755,18 @@ async fn namespace_defaults_are_cached_and_never_block_the_answer() {
 #[tokio::test]
 async fn the_webhook_answers_when_the_api_server_hangs() {
     let api = fake_api().await;
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let mut config = config(dir.path());
-    config.namespace_defaults = true;
-    config.native_sidecars = NativeSidecars::Auto;
-    config.namespace_lookup_timeout = Duration::from_millis(300);
-    let running = start(config, Some(kube_client(api.addr))).await;
-    let client = client(running.addr, &[&certs.ca_pem]);
-    ready(&running, &client).await;
+    let Served {
+        running, client, ..
+    } = Served::start(Some(kube_client(api.addr)), |config| {
+        config.namespace_defaults = true;
+        config.native_sidecars = NativeSidecars::Auto;
+        config.namespace_lookup_timeout = Duration::from_millis(300);
+    })
+    .await;
 
     let started = Instant::now();
-    let r = client
-        .post(running.url("/mutate"))
-        .json_body(&review("h", "hang", plain_pod()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let answer = post(&client, &running, &review("h", "hang", plain_pod())).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let answer: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_allowed_untouched(&answer, "h");
     running.stop().await;
 }
@@ -761,15 +776,15 @@ async fn the_webhook_answers_when_the_api_server_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let api = fake_api().await;
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_certs(dir.path(), &certs);
-    let mut config = config(dir.path());
-    config.namespace_defaults = true;
-    config.drain_delay = Duration::from_millis(300);
-    let mut running = start(config, Some(kube_client(api.addr))).await;
-    let client = client(running.addr, &[&certs.ca_pem]);
-    ready(&running, &client).await;
+    let Served {
+        mut running,
+        client,
+        ..
+    } = Served::start(Some(kube_client(api.addr)), |config| {
+        config.namespace_defaults = true;
+        config.drain_delay = Duration::from_millis(300);
+    })
+    .await;
 
     let in_flight = {
         let client = client.clone();
@@ -837,6 +852,7 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         addr,
         shutdown: None,
         task: tokio::spawn(async { Ok(()) }),
+        dir: None,
     };
     let client = client(addr, &[&certs.ca_pem]);
     ready(&running, &client).await;

@@ -214,9 +214,10 @@ fn log_answer(
         .unwrap_or("");
     let outcome = answer.outcome.as_str();
     let reason = answer.reason.as_str();
-    match answer.outcome {
-        Outcome::Skipped => {
-            tracing::debug!(
+    // The same line at two levels: skips (most pods) at debug, the rest at info.
+    macro_rules! admitted {
+        ($level:ident) => {
+            tracing::$level!(
                 uid,
                 namespace,
                 pod = name,
@@ -225,16 +226,11 @@ fn log_answer(
                 dry_run,
                 "pod admitted"
             )
-        }
-        _ => tracing::info!(
-            uid,
-            namespace,
-            pod = name,
-            outcome,
-            reason,
-            dry_run,
-            "pod admitted"
-        ),
+        };
+    }
+    match answer.outcome {
+        Outcome::Skipped => admitted!(debug),
+        Outcome::Injected | Outcome::Denied | Outcome::Invalid => admitted!(info),
     }
 }
 

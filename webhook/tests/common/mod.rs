@@ -25,12 +25,7 @@ pub fn check_patched(
     let _: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched.clone())
         .map_err(|e| format!("the patched pod is not a k8s-openapi Pod: {e}"))?;
     let spec = &patched["spec"];
-    let volumes: Vec<&str> = spec["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
+    let volumes = names(&spec["volumes"]);
     unique("volume", &volumes)?;
     let mut containers = Vec::new();
     for key in ["initContainers", "containers"] {
@@ -51,13 +46,7 @@ pub fn check_patched(
                 }
             }
             if c.get("env").is_some() {
-                let env: Vec<&str> = c["env"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e["name"].as_str())
-                    .collect();
-                unique(&format!("env of {name}"), &env)?;
+                unique(&format!("env of {name}"), &names(&c["env"]))?;
             }
         }
     }
@@ -80,6 +69,16 @@ pub fn check_patched(
         Verdict::Skip { .. } => Ok(()),
         other => Err(format!("a second pass did not skip: {other:?}")),
     }
+}
+
+/// The `name` of each item of an array (volumes, env); none when `items` is not one.
+fn names(items: &Value) -> Vec<&str> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["name"].as_str())
+        .collect()
 }
 
 fn unique(what: &str, names: &[&str]) -> Result<(), String> {
