@@ -1,7 +1,7 @@
 //! The FUSE adapter: a thin [`fuser::Filesystem`] over the file system [`BundleFs`], so
 //! that the file system is tested without the kernel in the loop. Each callback calls the
 //! core (blocking on [`BundleFs::read`], the one operation that waits for the store, on
-//! the session thread that got the request, as before) and turns its answer into a reply:
+//! the session thread that got the request) and turns its answer into a reply:
 //! attributes into `FileAttr`s, errors into their errno, logging the mount's own failures.
 //! What only FUSE has stays here: negotiating passthrough at init, registering backing
 //! files at open, and the notifier that drops the kernel's page cache of an inode.
@@ -70,6 +70,7 @@ fn errno(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(errno as i32)
 }
 
+/// How the kernel names a kind of inode.
 fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Directory => FileType::Directory,
@@ -77,6 +78,7 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
+/// The kernel's attributes of an inode (blocks of 512 bytes, as `stat` counts them).
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
