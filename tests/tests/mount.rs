@@ -12,12 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use datamon_e2e::{list_files, noise, pattern, read_tree, write_file, World};
-
-const MIB: usize = 1024 * 1024;
-
-/// How long a mount may take to come up, or a mount process to exit.
-const DEADLINE: Duration = Duration::from_secs(20);
+use datamon_e2e::{
+    list_files, noise, pattern, poll, read_tree, sample_tree, wait_until, within, within_deadline,
+    write_file, World, DEADLINE, MIB,
+};
 
 /// A running `bundle mount`; dropping it kills the process and removes the mount.
 struct Mounted {
@@ -90,6 +88,14 @@ impl Mounted {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Sends SIGTERM, asserts that the mount exits 0 (within the deadline), and returns
+    /// what it logged.
+    fn stop(&mut self) -> String {
+        let status = self.terminate();
+        assert!(status.success(), "{status}; log:\n{}", self.log());
+        self.log()
+    }
+
     /// Sends SIGTERM and returns the exit status (within the deadline).
     fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
@@ -129,14 +135,7 @@ impl Drop for Mounted {
 
 /// Waits for the child to exit, at most [`DEADLINE`].
 fn wait_deadline(child: &mut Child) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    poll(DEADLINE, || child.try_wait().unwrap())
 }
 
 /// Whether `dir` is a mount point of this process's mount namespace.
@@ -170,28 +169,21 @@ fn read_upto(f: &File, off: u64, len: usize) -> Vec<u8> {
     buf
 }
 
-fn sample_tree(dir: &Path) {
-    write_file(&dir.join("empty"), b"");
-    write_file(&dir.join("one-byte"), b"x");
-    write_file(&dir.join("hello.txt"), b"hello world\n");
-    write_file(&dir.join("a/b/c/deep.txt"), b"deep");
-    write_file(&dir.join("a/big"), &noise(5 * MIB + 3, 11));
-}
-
-/// A world with repo `r` holding `sample_tree` as bundle `v1`; returns it and the source.
-fn world_with_sample() -> (World, PathBuf) {
+/// A world with repo `r` holding `sample_tree` as bundle `v1`; returns it, the source and
+/// an empty mount point, `mnt`.
+fn world_with_sample() -> (World, PathBuf, PathBuf) {
     let w = World::local();
     let src = w.path("src");
     sample_tree(&src);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &["--label", "v1"]);
-    (w, src)
+    let dir = empty_dir(&w, "mnt");
+    (w, src, dir)
 }
 
 #[test]
 fn the_mounted_tree_has_the_bundle_bytes_and_read_only_metadata() {
-    let (w, src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, src, dir) = world_with_sample();
     let m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
     assert_eq!(
         read_tree(&dir),
@@ -210,7 +202,7 @@ fn the_mounted_tree_has_the_bundle_bytes_and_read_only_metadata() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["a", "empty", "hello.txt", "one-byte"]);
+    assert_eq!(names, ["a", "empty", "hello.txt", "one-byte", "sizes"]);
     assert_eq!(
         std::fs::read_dir(dir.join("missing")).unwrap_err().kind(),
         ErrorKind::NotFound
@@ -219,8 +211,7 @@ fn the_mounted_tree_has_the_bundle_bytes_and_read_only_metadata() {
 
 #[test]
 fn reads_at_any_offset_match_the_source_across_leaf_boundaries_and_at_eof() {
-    let (w, src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, src, dir) = world_with_sample();
     let _m = Mounted::start(&w, "r", &dir, &[]);
     let want = std::fs::read(src.join("a/big")).unwrap();
     let f = File::open(dir.join("a/big")).unwrap();
@@ -260,8 +251,7 @@ fn reads_at_any_offset_match_the_source_across_leaf_boundaries_and_at_eof() {
 
 #[test]
 fn every_change_fails_with_erofs() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let _m = Mounted::start(&w, "r", &dir, &[]);
     let erofs = |what: &str, r: std::io::Result<()>| {
         let e = r.expect_err(what);
@@ -298,16 +288,15 @@ fn every_change_fails_with_erofs() {
 #[test]
 fn a_corrupt_leaf_fails_the_read_with_eio_and_names_the_file() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("big.bin"), &noise(3 * MIB, 21));
-    write_file(&src.join("good.txt"), b"good");
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    w.upload("r", &src, &[]);
+    w.seed(
+        "r",
+        &[
+            ("big.bin", noise(3 * MIB, 21)),
+            ("good.txt", b"good".to_vec()),
+        ],
+    );
     // The first leaf of big.bin is the only 2 MiB object in the blob bucket.
-    let leaf = list_files(&w.blob_dir())
-        .into_iter()
-        .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
-        .expect("2 MiB leaf");
+    let leaf = w.blob_of_len(2 * MIB, "2 MiB leaf");
     let mut bytes = std::fs::read(&leaf).unwrap();
     bytes[4321] ^= 0xff;
     std::fs::write(&leaf, &bytes).unwrap();
@@ -326,8 +315,7 @@ fn a_corrupt_leaf_fails_the_read_with_eio_and_names_the_file() {
     let tail = read_upto(&f, 2 * MIB as u64, MIB);
     assert_eq!(tail, noise(3 * MIB, 21)[2 * MIB..]);
     assert_eq!(std::fs::read(dir.join("good.txt")).unwrap(), b"good");
-    assert!(m.terminate().success());
-    let log = m.log();
+    let log = m.stop();
     assert!(
         log.contains("big.bin") && log.contains("is corrupt"),
         "the log does not name the file:\n{log}"
@@ -336,8 +324,7 @@ fn a_corrupt_leaf_fails_the_read_with_eio_and_names_the_file() {
 
 #[test]
 fn a_missing_label_or_a_bad_mount_point_fails_before_mounting() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let d = dir.to_string_lossy().into_owned();
     let (code, err) = w.fails(&[
         "bundle", "mount", "--repo", "r", "--mount", &d, "--label", "nope",
@@ -367,13 +354,11 @@ fn a_missing_label_or_a_bad_mount_point_fails_before_mounting() {
 
 #[test]
 fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     let f = File::open(dir.join("a/big")).unwrap();
     assert_eq!(read_upto(&f, 0, 4).len(), 4);
-    let status = m.terminate();
-    assert!(status.success(), "{status}; log:\n{}", m.log());
+    m.stop();
     assert!(!is_mounted(&dir), "{} is still mounted", dir.display());
     // Past the page cache, the open file now fails rather than returning bytes.
     let mut buf = vec![0u8; 4096];
@@ -382,12 +367,10 @@ fn sigterm_with_a_file_still_open_detaches_and_exits_zero() {
 
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
-    let status = m.terminate();
-    assert!(status.success(), "{status}; log:\n{}", m.log());
+    m.stop();
     assert!(!is_mounted(&dir), "{} is still mounted", dir.display());
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
@@ -401,33 +384,26 @@ fn a_bundle_on_s3_mounts_and_reads_the_same_bytes() {
     let w = World::s3();
     let src = w.path("src");
     sample_tree(&src);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     let id = w.upload("r", &src, &[]);
     let dir = empty_dir(&w, "mnt");
     let mut m = Mounted::start(&w, "r", &dir, &["--bundle", &id]);
     assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
-    assert!(m.terminate().success(), "log:\n{}", m.log());
+    m.stop();
     assert!(!is_mounted(&dir));
 }
 
 #[test]
 fn a_missing_leaf_fails_the_read_with_eio() {
     let w = World::local();
-    let src = w.path("src");
-    write_file(&src.join("big.bin"), &noise(3 * MIB, 31));
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-    w.upload("r", &src, &[]);
-    let leaf = list_files(&w.blob_dir())
-        .into_iter()
-        .find(|p| std::fs::metadata(p).unwrap().len() == 2 * MIB as u64)
-        .expect("2 MiB leaf");
+    w.seed("r", &[("big.bin", noise(3 * MIB, 31))]);
+    let leaf = w.blob_of_len(2 * MIB, "2 MiB leaf");
     std::fs::remove_file(&leaf).unwrap();
     let dir = empty_dir(&w, "mnt");
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     let e = std::fs::read(dir.join("big.bin")).expect_err("a missing leaf was read");
     assert_eq!(e.raw_os_error(), Some(5), "{e}");
-    assert!(m.terminate().success());
-    let log = m.log();
+    let log = m.stop();
     assert!(
         log.contains("big.bin") && log.contains("is missing from the blob bucket"),
         "{log}"
@@ -436,8 +412,7 @@ fn a_missing_leaf_fails_the_read_with_eio() {
 
 #[test]
 fn an_unmount_from_outside_ends_the_process_with_success() {
-    let (w, src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, src, dir) = world_with_sample();
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     assert_eq!(
@@ -454,10 +429,9 @@ fn an_unmount_from_outside_ends_the_process_with_success() {
 
 #[test]
 fn a_cache_smaller_than_the_file_still_reads_every_byte() {
-    let (mut w, src) = world_with_sample();
+    let (mut w, src, dir) = world_with_sample();
     // 4 MiB of memory hold two of the three leaves of a/big: reads evict and refetch.
     w.set_env("DATAMON_MEMORY_MIB", "4");
-    let dir = empty_dir(&w, "mnt");
     let _m = Mounted::start(&w, "r", &dir, &[]);
     let want = std::fs::read(src.join("a/big")).unwrap();
     let f = File::open(dir.join("a/big")).unwrap();
@@ -471,7 +445,7 @@ fn a_cache_smaller_than_the_file_still_reads_every_byte() {
 
 #[test]
 fn only_allow_other_lets_another_user_read_the_mount() {
-    let (w, _src) = world_with_sample();
+    let (w, _src, _) = world_with_sample();
     // The scratch directory is private; let the other user reach the mount points.
     std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let shared = empty_dir(&w, "shared");
@@ -498,10 +472,9 @@ fn only_allow_other_lets_another_user_read_the_mount() {
 
 #[test]
 fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
-    let (mut w, src) = world_with_sample();
+    let (mut w, src, dir) = world_with_sample();
     // Without fusermount3 there is no auto-unmount: a killed process leaves a stale mount.
     w.set_env("FUSERMOUNT_PATH", "/nonexistent/fusermount3");
-    let dir = empty_dir(&w, "mnt");
     // Declared first, so dropped last: its guard cleans up if the second mount fails.
     let mut dead = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
     assert_eq!(
@@ -513,16 +486,17 @@ fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
         .unwrap_or_else(|| panic!("the mount did not die within {DEADLINE:?} of SIGKILL"));
     // The kernel answers ENOTCONN once the daemon is gone, unless something cleaned up.
     // Listing, not `stat`: the root's attributes may still be answered from the cache.
-    let start = Instant::now();
-    let probe = loop {
-        let probe = std::fs::read_dir(&dir)
+    let look = || {
+        std::fs::read_dir(&dir)
             .map(|entries| entries.count())
-            .map_err(|e| e.raw_os_error());
-        if probe.is_err() || !is_mounted(&dir) || start.elapsed() >= DEADLINE {
-            break probe;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+            .map_err(|e| e.raw_os_error())
     };
+    // Past the deadline, the last look decides (and fails below if the mount still answers).
+    let probe = poll(DEADLINE, || {
+        let probe = look();
+        (probe.is_err() || !is_mounted(&dir)).then_some(probe)
+    })
+    .unwrap_or_else(look);
     let stale = probe.is_err();
     match probe {
         Err(errno) => {
@@ -549,8 +523,7 @@ fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
             m.log()
         );
     }
-    let status = m.terminate();
-    assert!(status.success(), "{status}; log:\n{}", m.log());
+    m.stop();
     assert!(!is_mounted(&dir), "the repaired mount stayed mounted");
     // Every stacked mount is gone: the directory answers and is empty again.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
@@ -558,8 +531,7 @@ fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
 
 #[test]
 fn a_live_mount_at_the_mount_point_is_left_alone_and_refused_as_not_empty() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let _m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
     let (code, err) = w.fails(&[
         "bundle",
@@ -624,7 +596,7 @@ fn reading_a_file_much_larger_than_the_cache_keeps_memory_bounded() {
     let src = w.path("src");
     let want = noise(192 * MIB, 23);
     write_file(&src.join("huge"), &want);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &["--label", "v1"]);
     // (memory setting in MiB, bound on the mount's peak resident memory in MiB): the
     // default 64 MiB must stay under the 150 MiB goal (about 120 MiB was measured reading
@@ -656,15 +628,14 @@ fn reading_a_file_much_larger_than_the_cache_keeps_memory_bounded() {
             bound / MIB,
             want.len() / MIB
         );
-        assert!(m.terminate().success(), "log:\n{}", m.log());
+        m.stop();
     }
 }
 
 #[test]
 fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
-    let (mut w, src) = world_with_sample();
+    let (mut w, src, dir) = world_with_sample();
     let cache = w.path("leaf-cache");
-    let dir = empty_dir(&w, "mnt");
     let c = cache.to_str().unwrap();
     let mut m = Mounted::start(&w, "r", &dir, &["--cache-dir", c, "--cache-mib", "64"]);
     // The big file backwards, a leaf at a time: no whole file is assembled, its leaves
@@ -682,7 +653,7 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
             std::fs::read(src.join(name)).unwrap()
         );
     }
-    assert!(m.terminate().success(), "log:\n{}", m.log());
+    m.stop();
     drop(m);
 
     // Every leaf is on disk under its key, and nothing else is.
@@ -719,7 +690,7 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
     w.set_env("DATAMON_CACHE_DIR", c);
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
-    assert!(m.terminate().success());
+    m.stop();
     assert!(
         m.log().contains("does not match its key"),
         "the damaged leaf was not noticed; log:\n{}",
@@ -767,21 +738,6 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
     assert!(!is_mounted(&other));
 }
 
-/// Waits (at most [`DEADLINE`]) for `found` to give something.
-fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = found() {
-            return t;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The whole file kept in the cache directory `cache`, if there is one.
 fn whole_file(cache: &Path) -> Option<PathBuf> {
     list_files(cache)
@@ -792,10 +748,9 @@ fn whole_file(cache: &Path) -> Option<PathBuf> {
 /// The sample world for whole files: the mount logs at debug level; returns it, the
 /// cache directory, the mount point, the mount's arguments and the bytes of `a/big`.
 fn whole_file_world() -> (World, PathBuf, PathBuf, [String; 4], Vec<u8>) {
-    let (mut w, src) = world_with_sample();
+    let (mut w, src, dir) = world_with_sample();
     w.set_env("DATAMON_LOGLEVEL", "info,datamon_agent::mount=debug");
     let cache = w.path("cache");
-    let dir = empty_dir(&w, "mnt");
     let args = ["--cache-dir", cache.to_str().unwrap(), "--cache-mib", "64"].map(String::from);
     let want = std::fs::read(src.join("a/big")).unwrap();
     (w, cache, dir, args, want)
@@ -811,7 +766,7 @@ fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() 
     // reads the kept file itself.
     let mut m = Mounted::start(&w, "r", &dir, &args);
     assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
-    let kept = wait_for("the whole file", || whole_file(&cache));
+    let kept = wait_until("the whole file", || whole_file(&cache));
     assert!(std::fs::read(&kept).unwrap() == want);
     assert_eq!(passed(&m), 0);
     assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
@@ -821,7 +776,7 @@ fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() 
         std::fs::read(dir.join("hello.txt")).unwrap(),
         b"hello world\n"
     );
-    assert!(m.terminate().success());
+    m.stop();
     drop(m);
     // The whole file holds the leaves read after it was begun: they were not kept twice.
     let leaves = list_files(&cache).len() - 1;
@@ -852,13 +807,13 @@ fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() 
         "log:\n{}",
         m.log()
     );
-    wait_for("the check of the whole file", || {
-        m.log().contains("cached file verified").then_some(())
+    wait_until("the check of the whole file", || {
+        m.log().contains("cached file verified")
     });
     assert_eq!(passed(&m), 0);
     assert!(std::fs::read(dir.join("a/big")).unwrap() == want);
     assert_eq!(passed(&m), 1, "log:\n{}", m.log());
-    assert!(m.terminate().success());
+    m.stop();
     drop(m);
 
     // A damaged whole file is noticed, removed and never served; the leaves come from
@@ -882,22 +837,11 @@ fn a_file_read_through_is_kept_whole_and_later_opens_are_passed_through_to_it() 
     );
     // Gone, or (if the background check removed it before the read began) kept anew
     // from the store.
-    wait_for("the damaged file removed", || {
+    wait_until("the damaged file removed", || {
         let file = whole_file(&cache);
         file.is_none_or(|p| std::fs::read(p).is_ok_and(|b| b == want))
-            .then_some(())
     });
-    assert!(m.terminate().success());
-}
-
-/// Runs `work` on a thread and waits for it at most [`DEADLINE`]: a hang fails the test.
-fn within_deadline<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("{what}: not done within {DEADLINE:?}"))
+    m.stop();
 }
 
 #[test]
@@ -910,7 +854,7 @@ fn a_file_kept_whole_while_still_open_switches_to_passthrough_after_its_last_clo
     let first = File::open(&path).unwrap();
     let got = read_upto(&first, 0, want.len() + 1);
     assert!(got == want);
-    wait_for("the whole file", || whole_file(&cache));
+    wait_until("the whole file", || whole_file(&cache));
     // Another open meanwhile goes through the page cache, and reads every byte.
     let p = path.clone();
     let second = within_deadline("a read while the first handle is open", move || {
@@ -927,16 +871,15 @@ fn a_file_kept_whole_while_still_open_switches_to_passthrough_after_its_last_clo
         std::fs::read(&p).unwrap()
     });
     assert!(again == want);
-    wait_for("a passthrough open", || {
-        (m.log().matches("open passed through").count() == 1).then_some(())
+    wait_until("a passthrough open", || {
+        m.log().matches("open passed through").count() == 1
     });
-    assert!(m.terminate().success(), "log:\n{}", m.log());
+    m.stop();
 }
 
 #[test]
 fn a_killed_mount_process_leaves_no_stale_mount_behind() {
-    let (w, _src) = world_with_sample();
-    let dir = empty_dir(&w, "mnt");
+    let (w, _src, dir) = world_with_sample();
     let mut m = Mounted::start(&w, "r", &dir, &[]);
     assert_eq!(std::fs::read(dir.join("one-byte")).unwrap(), b"x");
     let open = File::open(dir.join("a/big")).unwrap();
@@ -944,12 +887,9 @@ fn a_killed_mount_process_leaves_no_stale_mount_behind() {
     wait_deadline(&mut m.child).expect("the mount process did not die");
     // fusermount3, left behind by the mount, unmounts it: no "Transport endpoint is not
     // connected" at the mount point, even with a file still open.
-    let start = Instant::now();
-    while is_mounted(&dir) && start.elapsed() < DEADLINE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let unmounted = poll(DEADLINE, || !is_mounted(&dir));
     assert!(
-        !is_mounted(&dir),
+        unmounted.is_some(),
         "still mounted {DEADLINE:?} after the kill; log:\n{}",
         m.log()
     );
@@ -966,7 +906,7 @@ fn a_killed_mount_process_leaves_no_stale_mount_behind() {
 #[test]
 fn files_and_directories_belong_to_the_given_uid_and_gid() {
     use std::os::unix::fs::MetadataExt;
-    let (w, src) = world_with_sample();
+    let (w, src, _) = world_with_sample();
     let owned = |dir: &Path| -> Vec<(String, u32, u32)> {
         ["", "hello.txt", "empty", "a", "a/b/c", "a/big"]
             .iter()
@@ -1037,7 +977,7 @@ fn many_concurrent_readers_get_every_byte_right() {
     for (name, bytes) in &files {
         write_file(&src.join(name), bytes);
     }
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &[]);
     let dir = empty_dir(&w, "mnt");
     // A memory cache smaller than the files: readers evict each other's leaves.
@@ -1133,7 +1073,7 @@ fn a_tree_of_100_000_entries_is_listed_and_statted() {
     }
     let want = stat_tree(&src);
     assert_eq!(want.len(), 100_000);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &[]);
     let dir = empty_dir(&w, "mnt");
     let m = Mounted::start(&w, "r", &dir, &[]);
@@ -1160,7 +1100,7 @@ fn an_unreachable_store_gives_eio_after_bounded_retries_not_a_hang() {
     let mut w = World::s3();
     let src = w.path("src");
     sample_tree(&src);
-    w.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    w.create_repo("r", "d");
     w.upload("r", &src, &[]);
     w.set_env("DATAMON_RETRIES", "1");
     w.set_env("DATAMON_RETRY_TIMEOUT_SECS", "2");
@@ -1175,19 +1115,13 @@ fn an_unreachable_store_gives_eio_after_bounded_retries_not_a_hang() {
         s.stop();
     }
     // In a thread, so that a hang fails the test instead of stalling it.
-    let (tx, rx) = mpsc::channel();
     let big = dir.join("a/big");
-    std::thread::spawn(move || {
-        let _ = tx.send(std::fs::read(big));
+    let read = within(Duration::from_secs(60), move || std::fs::read(big)).unwrap_or_else(|| {
+        panic!(
+            "a read with the store gone did not return within 60 s; log:\n{}",
+            m.log()
+        )
     });
-    let read = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "a read with the store gone did not return within 60 s; log:\n{}",
-                m.log()
-            )
-        });
     let e = read.expect_err("read a file with the store gone");
     assert_eq!(e.raw_os_error(), Some(5), "{e}; log:\n{}", m.log());
     let log = m.log();
@@ -1197,7 +1131,7 @@ fn an_unreachable_store_gives_eio_after_bounded_retries_not_a_hang() {
     );
     // The mount still answers.
     assert!(std::fs::metadata(&dir).unwrap().is_dir());
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
     assert_eq!(std::fs::read(dir.join("empty")).unwrap(), b"");
-    assert!(m.terminate().success(), "log:\n{}", m.log());
+    m.stop();
 }
