@@ -96,6 +96,14 @@ impl Mounted {
         self.log()
     }
 
+    /// [`Mounted::stop`], then asserts that the log holds every piece of `says`.
+    fn stop_saying(&mut self, says: &[&str]) {
+        let log = self.stop();
+        for piece in says {
+            assert!(log.contains(piece), "no {piece:?} in the log:\n{log}");
+        }
+    }
+
     /// Sends SIGTERM and returns the exit status (within the deadline).
     fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
@@ -136,6 +144,25 @@ impl Drop for Mounted {
 /// Waits for the child to exit, at most [`DEADLINE`].
 fn wait_deadline(child: &mut Child) -> Option<std::process::ExitStatus> {
     poll(DEADLINE, || child.try_wait().unwrap())
+}
+
+/// Runs `bundle mount --repo <repo> --mount <dir>` and `extra`, which must fail: its exit
+/// code and error.
+fn mount_fails(w: &World, repo: &str, dir: &Path, extra: &[&str]) -> (i32, String) {
+    let d = dir.to_string_lossy();
+    let mut args = vec!["bundle", "mount", "--repo", repo, "--mount", &d];
+    args.extend_from_slice(extra);
+    w.fails(&args)
+}
+
+/// Asserts that `r` failed with EIO (`what` did not fail at all otherwise); returns the
+/// error.
+fn eio<T>(r: std::io::Result<T>, what: &str) -> std::io::Error {
+    let Err(e) = r else {
+        panic!("{what}: no error")
+    };
+    assert_eq!(e.raw_os_error(), Some(5), "{what}: {e}");
+    e
 }
 
 /// Whether `dir` is a mount point of this process's mount namespace.
@@ -303,48 +330,42 @@ fn a_corrupt_leaf_fails_the_read_with_eio_and_names_the_file() {
 
     let dir = empty_dir(&w, "mnt");
     let mut m = Mounted::start(&w, "r", &dir, &[]);
-    let e = std::fs::read(dir.join("big.bin")).expect_err("a corrupt leaf was read");
-    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    eio(
+        std::fs::read(dir.join("big.bin")),
+        "a corrupt leaf was read",
+    );
     let f = File::open(dir.join("big.bin")).unwrap();
     let mut buf = [0u8; 16];
-    let e = f
-        .read_at(&mut buf, 100)
-        .expect_err("a corrupt leaf was read");
-    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    eio(f.read_at(&mut buf, 100), "a corrupt leaf was read");
     // The intact second leaf and the other files still read.
     let tail = read_upto(&f, 2 * MIB as u64, MIB);
     assert_eq!(tail, noise(3 * MIB, 21)[2 * MIB..]);
     assert_eq!(std::fs::read(dir.join("good.txt")).unwrap(), b"good");
-    let log = m.stop();
-    assert!(
-        log.contains("big.bin") && log.contains("is corrupt"),
-        "the log does not name the file:\n{log}"
-    );
+    m.stop_saying(&["big.bin", "is corrupt"]);
 }
 
 #[test]
 fn a_missing_label_or_a_bad_mount_point_fails_before_mounting() {
     let (w, _src, dir) = world_with_sample();
     let d = dir.to_string_lossy().into_owned();
-    let (code, err) = w.fails(&[
-        "bundle", "mount", "--repo", "r", "--mount", &d, "--label", "nope",
-    ]);
+    let (code, err) = mount_fails(&w, "r", &dir, &["--label", "nope"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("label \"nope\" not found"), "{err}");
     assert!(!is_mounted(&dir));
-    let (code, err) = w.fails(&["bundle", "mount", "--repo", "nope", "--mount", &d]);
+    let (code, err) = mount_fails(&w, "nope", &dir, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("repo \"nope\" not found"), "{err}");
 
     write_file(&dir.join("keep.txt"), b"keep");
-    let (code, err) = w.fails(&["bundle", "mount", "--repo", "r", "--mount", &d]);
+    let (code, err) = mount_fails(&w, "r", &dir, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&d) && err.contains("not empty"), "{err}");
     assert!(!is_mounted(&dir));
     assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"keep");
 
-    let missing = w.path("missing").to_string_lossy().into_owned();
-    let (code, err) = w.fails(&["bundle", "mount", "--repo", "r", "--mount", &missing]);
+    let missing_dir = w.path("missing");
+    let missing = missing_dir.to_string_lossy().into_owned();
+    let (code, err) = mount_fails(&w, "r", &missing_dir, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&missing) && err.contains("does not exist"),
@@ -401,13 +422,11 @@ fn a_missing_leaf_fails_the_read_with_eio() {
     std::fs::remove_file(&leaf).unwrap();
     let dir = empty_dir(&w, "mnt");
     let mut m = Mounted::start(&w, "r", &dir, &[]);
-    let e = std::fs::read(dir.join("big.bin")).expect_err("a missing leaf was read");
-    assert_eq!(e.raw_os_error(), Some(5), "{e}");
-    let log = m.stop();
-    assert!(
-        log.contains("big.bin") && log.contains("is missing from the blob bucket"),
-        "{log}"
+    eio(
+        std::fs::read(dir.join("big.bin")),
+        "a missing leaf was read",
     );
+    m.stop_saying(&["big.bin", "is missing from the blob bucket"]);
 }
 
 #[test]
@@ -533,14 +552,7 @@ fn a_stale_mount_left_by_a_killed_process_is_repaired_by_the_next_mount() {
 fn a_live_mount_at_the_mount_point_is_left_alone_and_refused_as_not_empty() {
     let (w, _src, dir) = world_with_sample();
     let _m = Mounted::start(&w, "r", &dir, &["--label", "v1"]);
-    let (code, err) = w.fails(&[
-        "bundle",
-        "mount",
-        "--repo",
-        "r",
-        "--mount",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, err) = mount_fails(&w, "r", &dir, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not empty"), "{err}");
     assert!(!err.contains("stale"), "{err}");
@@ -700,36 +712,22 @@ fn leaves_kept_on_disk_serve_a_remount_without_the_store() {
 
     // Without the disk cache, the store alone no longer has the bytes.
     w.set_env("DATAMON_CACHE_DIR", "");
-    let (code, err) = w.fails(&[
-        "bundle",
-        "mount",
-        "--repo",
-        "r",
-        "--mount",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, err) = mount_fails(&w, "r", &dir, &[]);
     assert_eq!(code, 64, "an empty cache directory is a usage error: {err}");
     assert!(err.contains("cache_dir"), "{err}");
     let mut w = w;
     w.set_env("DATAMON_CACHE_DIR", w.path("other-cache").to_str().unwrap());
     let _m = Mounted::start(&w, "r", &dir, &[]);
-    let e = std::fs::read(dir.join("a/big")).expect_err("read a leaf the store lacks");
-    assert_eq!(e.raw_os_error(), Some(5), "{e}");
+    eio(
+        std::fs::read(dir.join("a/big")),
+        "read a leaf the store lacks",
+    );
 
     // A cache directory that cannot be created fails before mounting.
     let file = w.path("not-a-dir");
     write_file(&file, b"x");
     let other = empty_dir(&w, "mnt2");
-    let (code, err) = w.fails(&[
-        "bundle",
-        "mount",
-        "--repo",
-        "r",
-        "--mount",
-        other.to_str().unwrap(),
-        "--cache-dir",
-        file.to_str().unwrap(),
-    ]);
+    let (code, err) = mount_fails(&w, "r", &other, &["--cache-dir", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("cache directory") && err.contains("not-a-dir"),

@@ -40,30 +40,29 @@ fn annotation(key: &str, value: &str) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// `datamon.io/input.<name>: {<fields>}`.
-fn input(name: &str, fields: &str) -> (String, String) {
+/// `datamon.io/<kind>.<name>: {repo: <repo>, path: ROOT/<path>, <extra>}`.
+fn entry(kind: &str, name: &str, repo: &str, path: &str, extra: &str) -> (String, String) {
+    let sep = if extra.is_empty() { "" } else { ", " };
     annotation(
-        &format!("datamon.io/input.{name}"),
-        &format!("{{{fields}}}"),
+        &format!("datamon.io/{kind}.{name}"),
+        &format!("{{repo: {repo}, path: {}{sep}{extra}}}", p(path)),
     )
 }
 
-/// `datamon.io/output.<name>: {<fields>}`.
-fn output(name: &str, fields: &str) -> (String, String) {
-    annotation(
-        &format!("datamon.io/output.{name}"),
-        &format!("{{{fields}}}"),
-    )
+/// The input `name`: `repo` at `ROOT/<path>`, with the fields of `extra` (`, `-separated).
+fn input(name: &str, repo: &str, path: &str, extra: &str) -> (String, String) {
+    entry("input", name, repo, path, extra)
+}
+
+/// The output `name`: `ROOT/<path>` uploaded to `repo`, with the fields of `extra`.
+fn output(name: &str, repo: &str, path: &str, extra: &str) -> (String, String) {
+    entry("output", name, repo, path, extra)
 }
 
 /// The output `result`: `data/out` uploaded to the repo `results`, with the fields of
-/// `extra` (`, `-separated) too.
+/// `extra` too.
 fn result_output(extra: &str) -> (String, String) {
-    let sep = if extra.is_empty() { "" } else { ", " };
-    output(
-        "result",
-        &format!("repo: results, path: {}{sep}{extra}", p("data/out")),
-    )
+    output("result", "results", "data/out", extra)
 }
 
 /// Creates the repo `results` in `world` and returns [`result_output`]`(extra)`.
@@ -157,11 +156,8 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
         // The webhook serves a mounted input from a volume at its parent directory, which
         // holds no other datamon directory: `fuse/`.
         let annotations = [
-            input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
-            input(
-                "img",
-                &format!("repo: img, path: {}, mode: mount", p("fuse/img")),
-            ),
+            input("raw", "raw", "data/raw", ""),
+            input("img", "img", "fuse/img", "mode: mount"),
         ];
         let s = Scratch::new();
         let script = format!(
@@ -260,10 +256,12 @@ fn read_update_pod_uploads_the_updated_input() {
     );
     let db = p("data/db");
     let annotations = [
-        input("db-in", &format!("repo: db, path: {db}")),
+        input("db-in", "db", "data/db", ""),
         output(
             "db-out",
-            &format!("repo: db, path: {db}, message: updated, label: current"),
+            "db",
+            "data/db",
+            "message: updated, label: current",
         ),
     ];
     let s = Scratch::new();
@@ -303,26 +301,11 @@ fn several_inputs_and_outputs_split_between_an_init_container_and_a_native_sidec
         world.create_repo(r, "test");
     }
     let annotations = [
-        input(
-            "a",
-            &format!("repo: in-a, bundle: {a}, path: {}", p("data/a")),
-        ),
-        input(
-            "b",
-            &format!(
-                "repo: in-b, label: v1, path: {}, name_filter: txt$",
-                p("data/b")
-            ),
-        ),
-        input(
-            "c",
-            &format!("repo: in-c, path: {}, mode: mount", p("fuse/c")),
-        ),
-        output("x", &format!("repo: out-x, path: {}", p("data/x"))),
-        output(
-            "y",
-            &format!("repo: out-y, path: {}, label: y1", p("data/y")),
-        ),
+        input("a", "in-a", "data/a", &format!("bundle: {a}")),
+        input("b", "in-b", "data/b", "label: v1, name_filter: txt$"),
+        input("c", "in-c", "fuse/c", "mode: mount"),
+        output("x", "out-x", "data/x", ""),
+        output("y", "out-y", "data/y", "label: y1"),
     ];
     let s = Scratch::new();
     let script = format!(
@@ -407,10 +390,7 @@ fn app_exit_3_uploads_nothing_and_fails_the_pod_with_3() {
 fn kill_9_of_the_sidecar_stops_the_app_and_fails_the_pod() {
     let world = World::local();
     world.seed("img", &[("b.bin", noise(100_000, 6))]);
-    let img = input(
-        "img",
-        &format!("repo: img, path: {}, mode: mount", p("fuse/img")),
-    );
+    let img = input("img", "img", "fuse/img", "mode: mount");
     let s = Scratch::new();
     // The app marks that it runs, then would run for 5 minutes.
     let script = format!("touch {seen}/running && sleep 300", seen = p("seen"));
@@ -444,10 +424,7 @@ fn unreachable_store_at_start_never_starts_the_app() {
     world.set_env("AWS_REGION", "us-east-1");
     // An output too: the webhook runs a download-only pod in one init container, without
     // a wrapper, and this test is about a wrapped app that never starts.
-    let annotations = [
-        input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
-        result_output(""),
-    ];
+    let annotations = [input("raw", "raw", "data/raw", ""), result_output("")];
     let s = Scratch::new();
     let script = format!("touch {seen}/ran", seen = p("seen"));
     let report = run(
@@ -527,10 +504,7 @@ fn bad_plan_is_refused_before_any_work_with_the_field_named() {
     let world = World::local();
     // The webhook refuses to render such a plan: its layout (classic, with an output so
     // that the app is wrapped), with the bad plan put in.
-    let annotations = [
-        input("raw", &format!("repo: raw, path: {}", p("data/raw"))),
-        result_output(""),
-    ];
+    let annotations = [input("raw", "raw", "data/raw", ""), result_output("")];
     let s = Scratch::new();
     let mut pod = datamon_pod(&annotations, Layout::Classic, "true", &s.seen);
     let mut bad = injected::plan_of(&pod);
