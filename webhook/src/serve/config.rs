@@ -132,7 +132,7 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// Checks the flags.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         if args.cert_reload_interval < Duration::from_millis(10) {
             return Err(ConfigError(
                 "--cert-reload-interval must be at least 10ms".into(),
@@ -169,7 +169,7 @@ impl ServeConfig {
     }
 
     /// Whether the server needs a Kubernetes client.
-    pub fn needs_client(&self) -> bool {
+    pub(crate) fn needs_client(&self) -> bool {
         self.namespace_defaults || self.native_sidecars == NativeSidecars::Auto
     }
 }

@@ -17,8 +17,9 @@
 //! - `admission`: AdmissionReview in, AdmissionReview out, around [`mutate_pod`];
 //! - [`tls`], [`namespace`], [`metrics`]: certificates, namespace defaults, counters.
 //!
-//! `main` validates the flags before anything starts (exit 64 on a bad one), then runs
-//! [`serve`], which tests call directly with a bound listener and their own shutdown signal.
+//! [`main`] checks the flags before anything starts (a bad one is a
+//! [`CommandError::Config`]: exit 64), then runs [`serve`], which tests call directly with
+//! a bound listener and their own shutdown signal.
 //!
 //! [`mutate_pod`]: crate::mutate::mutate_pod
 

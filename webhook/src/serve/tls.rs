@@ -1,8 +1,8 @@
 //! The serving certificate: loaded from PEM files, swapped in place when the files change.
 //!
-//! A [`ReloadingResolver`] holds the current certificate and key; every new TLS handshake takes
+//! A `ReloadingResolver` holds the current certificate and key; every new TLS handshake takes
 //! whatever it holds then, so a reload needs no restart and never touches open connections.
-//! [`watch`] polls the files (Kubernetes updates a mounted Secret by swapping a symlink, which
+//! A `Watcher` polls the files (Kubernetes updates a mounted Secret by swapping a symlink, which
 //! inotify on the file itself would miss) and installs a new pair only if it parses and the key
 //! matches the certificate: a half-written or broken pair keeps the old certificate in service
 //! and logs an error once per distinct content.
