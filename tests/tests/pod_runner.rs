@@ -38,6 +38,15 @@ fn native_sidecar(name: &str, script: &str, mounts: Value) -> Value {
     c
 }
 
+/// A pod with the emptyDir volume `v`, the native sidecar `sidecar` and `containers`.
+fn sidecar_pod(sidecar: Value, containers: Value) -> Pod {
+    pod(json!({
+        "volumes": [{"name": "v", "emptyDir": {}}],
+        "initContainers": [sidecar],
+        "containers": containers,
+    }))
+}
+
 fn start(p: Pod, dir: &Path) -> RunningPod {
     PodRunner::new(p)
         .workdir(dir)
@@ -184,12 +193,16 @@ fn native_sidecar_startup_probe_gates_main_and_sidecar_gets_sigterm_after() {
     sidecar["startupProbe"] = json!({"exec": {"command": ["test", "-f", format!("{s}/ready")]},
                                      "periodSeconds": 1, "failureThreshold": 30});
     let r = run(
-        pod(json!({
-            "volumes": [{"name": "v", "emptyDir": {}}],
-            "initContainers": [sidecar],
-            "containers": [sh("main", &format!("date +%s%N > {s}/main-at; test -f {s}/ready; test ! -e {s}/sidecar-termed"),
-                              json!([{"name": "v", "mountPath": s}]))],
-        })),
+        sidecar_pod(
+            sidecar,
+            json!([sh(
+                "main",
+                &format!(
+                    "date +%s%N > {s}/main-at; test -f {s}/ready; test ! -e {s}/sidecar-termed"
+                ),
+                json!([{"name": "v", "mountPath": s}])
+            )]),
+        ),
         tmp.path(),
     );
     assert_eq!(r.phase, Phase::Succeeded, "{}", r.logs());
@@ -428,14 +441,10 @@ fn terminate_stops_a_running_pod() {
         vm.clone(),
     );
     let running = start(
-        pod(json!({
-            "volumes": [{"name": "v", "emptyDir": {}}],
-            "initContainers": [sidecar],
-            "containers": [
+        sidecar_pod(sidecar, json!([
                 sh("polite", &format!("trap 'touch {v}/polite-termed; exit 0' TERM; while true; do sleep 0.05; done"), vm),
                 sh("plain", "exec sleep 1000", json!([])),
-            ],
-        })),
+            ])),
         tmp.path(),
     );
     running.wait_running("polite", DEADLINE).unwrap();
@@ -461,11 +470,7 @@ fn killed_native_sidecar_restarts() {
         vm.clone(),
     );
     let running = start(
-        pod(json!({
-            "volumes": [{"name": "v", "emptyDir": {}}],
-            "initContainers": [sidecar],
-            "containers": [sh("main", &format!("i=0; while [ ! -e {v}/go ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i+1)); done"), vm)],
-        })),
+        sidecar_pod(sidecar, json!([sh("main", &format!("i=0; while [ ! -e {v}/go ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i+1)); done"), vm)])),
         tmp.path(),
     );
     running.wait_running("sidecar", DEADLINE).unwrap();
