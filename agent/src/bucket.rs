@@ -101,6 +101,22 @@ fn check_bucket_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+impl BucketUrl {
+    /// The permission an operation on this kind of bucket needs, for messages.
+    pub fn permission_for(&self, op: &str) -> &'static str {
+        match self {
+            Self::Gcs(_) => crate::gcs::permission_for(op),
+            Self::S3(_) => match op {
+                "write" => "s3:PutObject",
+                "list" => "s3:ListBucket",
+                "delete" => "s3:DeleteObject",
+                _ => "s3:GetObject",
+            },
+            Self::File(_) => "read and write access to the directory",
+        }
+    }
+}
+
 impl fmt::Display for BucketUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -116,6 +132,11 @@ impl fmt::Display for BucketUrl {
 pub struct StoreOptions {
     /// Endpoint of an S3-compatible server (e.g. `http://127.0.0.1:9000`); AWS when unset.
     pub s3_endpoint: Option<String>,
+    /// Endpoint of a GCS emulator (e.g. `http://127.0.0.1:4443`); Google when unset.
+    /// Requests to it go unsigned, as Google's client libraries do with an emulator.
+    pub gcs_endpoint: Option<String>,
+    /// Unsigned requests to GCS (a public bucket): no credentials are looked for.
+    pub gcs_anonymous: bool,
     /// Retries of a failed request.
     pub retries: usize,
     /// Give up retrying a request after this long.
@@ -130,6 +151,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             s3_endpoint: None,
+            gcs_endpoint: None,
+            gcs_anonymous: false,
             retries: 8,
             retry_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
@@ -149,6 +172,11 @@ impl StoreOptions {
             max_retries: self.retries,
             retry_timeout: self.retry_timeout,
         }
+    }
+
+    /// Whether GCS requests go unsigned: a public bucket, or an emulator.
+    pub fn gcs_unsigned(&self) -> bool {
+        self.gcs_anonymous || self.gcs_endpoint.is_some()
     }
 
     fn client(&self, allow_http: bool) -> ClientOptions {
@@ -213,14 +241,32 @@ impl Bucket {
                         .map_err(bad)?,
                 )
             }
-            BucketUrl::Gcs(bucket) => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            BucketUrl::Gcs(bucket) => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(opts.retry())
-                    .with_client_options(opts.client(false))
-                    .build()
-                    .map_err(bad)?,
-            ),
+                    .with_skip_signature(opts.gcs_unsigned());
+                if opts.gcs_unsigned() {
+                    // object_store 0.14 signs writes even with skip_signature (its request
+                    // sender asks the credential provider unconditionally): an empty token
+                    // keeps it from looking for credentials, and emulators ignore it.
+                    b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(
+                        object_store::gcp::GcpCredential {
+                            bearer: String::new(),
+                        },
+                    )));
+                }
+                let mut allow_http = false;
+                if let Some(ep) = &opts.gcs_endpoint {
+                    allow_http = ep.starts_with("http://");
+                    b = b.with_base_url(ep);
+                }
+                Arc::new(
+                    b.with_client_options(opts.client(allow_http))
+                        .build()
+                        .map_err(bad)?,
+                )
+            }
         };
         let local_dir = match url {
             BucketUrl::File(dir) => Some(dir.clone()),
@@ -245,10 +291,20 @@ impl Bucket {
 
     fn err(&self, op: &'static str, key: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
         let location = self.location(key);
-        move |source| Error::Store {
-            op,
-            location,
-            source,
+        let scheme = &self.url;
+        move |source| match source {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => Error::Denied {
+                op,
+                location,
+                permission: scheme.permission_for(op),
+                source: Box::new(source),
+            },
+            source => Error::Store {
+                op,
+                location,
+                source,
+            },
         }
     }
 

@@ -49,6 +49,15 @@ pub struct Globals {
     #[arg(long, global = true, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
+    /// Endpoint of a GCS emulator, e.g. http://127.0.0.1:4443; requests to it go unsigned
+    /// (env DATAMON_GCS_ENDPOINT, or STORAGE_EMULATOR_HOST as Google's libraries read it).
+    #[arg(long, global = true, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcs_endpoint: Option<String>,
+    /// Read GCS without credentials: a public bucket (env DATAMON_GCS_ANONYMOUS=true).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gcs_anonymous: bool,
     /// Files transferred at once (env DATAMON_CONCURRENCY).
     #[arg(long = "concurrency-factor", global = true)]
     #[serde(rename = "concurrency", skip_serializing_if = "Option::is_none")]
@@ -175,7 +184,7 @@ pub enum RepoCommand {
     },
     /// List repos.
     List {
-        /// Output format.
+        /// Output format: text (datamon's) or json.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -186,7 +195,7 @@ pub enum RepoCommand {
 pub enum BundleCommand {
     /// Upload a directory as a new bundle.
     Upload {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
         /// Directory to upload.
@@ -201,7 +210,7 @@ pub enum BundleCommand {
     },
     /// Download a bundle into a directory.
     Download {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
         /// Destination directory (must be empty unless --force-dest).
@@ -224,7 +233,7 @@ pub enum BundleCommand {
     /// Prints `mounted <DIR>` once the mount is served; keeps at most --memory-mib of
     /// verified leaves in memory.
     Mount {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
         /// Mount point: an existing empty directory.
@@ -256,10 +265,10 @@ pub enum BundleCommand {
     },
     /// List a repo's bundles, oldest first.
     List {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
-        /// Output format.
+        /// Output format: text (datamon's) or json.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -270,10 +279,10 @@ pub enum BundleCommand {
 pub enum LabelCommand {
     /// Point a label at a bundle.
     Set {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
-        /// Label name.
+        /// Label name (e.g. `latest-good`).
         #[arg(long)]
         label: String,
         /// Bundle id.
@@ -282,25 +291,25 @@ pub enum LabelCommand {
     },
     /// Show a label.
     Get {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
-        /// Label name.
+        /// Label name (e.g. `latest-good`).
         #[arg(long)]
         label: String,
-        /// Output format.
+        /// Output format: text (datamon's) or json.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// List a repo's labels.
     List {
-        /// Repo.
+        /// Repository name (list them with `datamon-agent repo list`).
         #[arg(long)]
         repo: String,
         /// Only labels starting with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Output format.
+        /// Output format: text (datamon's) or json.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },

@@ -38,6 +38,11 @@ pub struct Settings {
     pub context: String,
     /// Endpoint of an S3-compatible server.
     pub s3_endpoint: Option<String>,
+    /// Endpoint of a GCS emulator (`http://host:port`, or `host:port` as
+    /// `STORAGE_EMULATOR_HOST` is written); requests to it go unsigned.
+    pub gcs_endpoint: Option<String>,
+    /// GCS without credentials (a public bucket).
+    pub gcs_anonymous: bool,
     /// Who is recorded as contributor of repos, bundles and labels.
     pub contributor: Contributor,
     /// Files transferred at once (datamon's `--concurrency-factor`).
@@ -73,6 +78,8 @@ impl Default for Settings {
             config: None,
             context: "dev".into(),
             s3_endpoint: None,
+            gcs_endpoint: None,
+            gcs_anonymous: false,
             contributor: Contributor {
                 name: user.clone(),
                 email: format!("{user}@localhost"),
@@ -148,6 +155,12 @@ pub fn load<F: Serialize>(file: Option<&Path>, flags: &F) -> Result<Settings, Co
         fig = fig.merge(Yaml::file(f));
     }
     let settings: Settings = fig
+        // Google's client libraries read the emulator from this variable; ours wins.
+        .merge(
+            Env::raw()
+                .only(&[crate::gcs::EMULATOR_ENV])
+                .map(|_| "gcs_endpoint".into()),
+        )
         .merge(env_provider())
         .merge(Serialized::defaults(flags))
         .extract()
@@ -191,6 +204,14 @@ impl Settings {
                 return Err(invalid("s3_endpoint", "must be an http:// or https:// URL"));
             }
         }
+        if let Some(ep) = &self.gcs_endpoint {
+            if crate::gcs::endpoint_url(ep).is_none() {
+                return Err(invalid(
+                    "gcs_endpoint",
+                    "must be an http:// or https:// URL, or host:port (as STORAGE_EMULATOR_HOST)",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -203,6 +224,11 @@ impl Settings {
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             s3_endpoint: self.s3_endpoint.clone(),
+            gcs_endpoint: self
+                .gcs_endpoint
+                .as_deref()
+                .and_then(crate::gcs::endpoint_url),
+            gcs_anonymous: self.gcs_anonymous,
             retries: self.retries,
             retry_timeout: Duration::from_secs(self.retry_timeout_secs),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),

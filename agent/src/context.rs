@@ -20,6 +20,7 @@ impl Stores {
     /// Reads context `context` from the config bucket and opens its buckets.
     pub async fn open(config: &BucketUrl, context: &str, opts: &StoreOptions) -> Result<Self> {
         names::check_context(context)?;
+        crate::gcs::check_bucket(config, opts).await?;
         let config_bucket = Bucket::open(config, opts)?;
         let key = ctxdoc::key(context);
         // datamon releases before contexts/ was introduced kept `<ctx>/context.yaml`.
@@ -55,6 +56,7 @@ pub async fn create(
     opts: &StoreOptions,
 ) -> Result<ContextDoc> {
     names::check_context(context)?;
+    crate::gcs::check_bucket(config, opts).await?;
     let doc = ContextDoc::with_defaults(context, buckets);
     if let BucketUrl::File(dir) = config {
         let mut dirs = vec![dir.clone()];

@@ -33,6 +33,27 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// The store refused the credentials, or they lack a permission.
+    #[error("permission denied to {op} {location}: the credentials need {permission} on the bucket (check which identity the pod runs as, and its IAM bindings)")]
+    Denied {
+        /// The operation (e.g. "read", "write").
+        op: &'static str,
+        /// `<bucket URL>/<key>`.
+        location: String,
+        /// The permission the operation needs.
+        permission: &'static str,
+        /// The store's error (boxed: it is large, and this variant rare).
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// No usable Google credentials for a GCS bucket.
+    #[error("cannot authenticate to gs://{bucket}: {reason}")]
+    GcsCredentials {
+        /// The bucket.
+        bucket: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// No configuration bucket was given.
     #[error("no config bucket: pass --config URL (gs://bucket, s3://bucket or file:///dir), set DATAMON_GLOBAL_CONFIG, or set `config:` in the config file")]
     NoConfigBucket,

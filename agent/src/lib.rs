@@ -11,7 +11,8 @@
 //! - [`error`]: the one error type, each variant naming the input at fault and the fix;
 //! - `cafs`: keys, leaves and root objects (pure), and the blob reader and writer;
 //! - `model`: the YAML documents and where they live (pure);
-//! - `bucket`: buckets behind `object_store`, with retries and deadlines;
+//! - `bucket`: buckets behind `object_store`, with retries and deadlines; `gcs`: what is
+//!   particular to Google Cloud Storage (emulators, anonymous access, credentials);
 //! - `context`, `repo`, `label`, `bundle`, `destination`: the operations datamon's CLI
 //!   offers;
 //! - `mount`: a bundle served read-only through FUSE;
@@ -29,6 +30,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod destination;
+pub(crate) mod gcs;
 pub mod error;
 pub(crate) mod label;
 pub(crate) mod model;

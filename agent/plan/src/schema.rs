@@ -66,7 +66,8 @@ impl Default for Plan {
     }
 }
 
-/// The store, as in the agent's settings (`--config`, `--context`, `--s3-endpoint`).
+/// The store, as in the agent's settings (`--config`, `--context`, `--s3-endpoint`,
+/// `--gcs-endpoint`, `--gcs-anonymous`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Store {
@@ -79,6 +80,12 @@ pub struct Store {
     /// Endpoint of an S3-compatible server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
+    /// Endpoint of a GCS emulator (requests to it go unsigned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcs_endpoint: Option<String>,
+    /// GCS without credentials (a public bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcs_anonymous: Option<bool>,
 }
 
 /// A bundle the application reads.

@@ -80,6 +80,12 @@ pub fn settings_for(plan: &Plan, settings: &Settings) -> Settings {
     if let Some(e) = &plan.store.s3_endpoint {
         s.s3_endpoint = Some(e.clone());
     }
+    if let Some(e) = &plan.store.gcs_endpoint {
+        s.gcs_endpoint = Some(e.clone());
+    }
+    if let Some(a) = plan.store.gcs_anonymous {
+        s.gcs_anonymous = a;
+    }
     s
 }
 
