@@ -114,6 +114,7 @@ fn each_invalid_annotation_is_named_with_its_problem() {
         ("datamon.io/config", "not a bucket", "config bucket"),
         ("datamon.io/context", "bad context", "context name"),
         ("datamon.io/s3-endpoint", "minio:9000", "http://host:port"),
+        ("datamon.io/gcs-endpoint", "ftp://gcs:4443", "host:port"),
         ("datamon.io/coordination", "run/datamon", "absolute path"),
         (
             "datamon.io/coordination",

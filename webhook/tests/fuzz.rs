@@ -99,6 +99,7 @@ const KEYS: &[&str] = &[
     "datamon.io/config",
     "datamon.io/context",
     "datamon.io/s3-endpoint",
+    "datamon.io/gcs-endpoint",
     "datamon.io/coordination",
     "datamon.io/credentials-secret",
     "datamon.io/image",

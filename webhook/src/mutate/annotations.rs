@@ -30,6 +30,8 @@ pub(crate) const CONFIG: &str = "datamon.io/config";
 pub(crate) const CONTEXT: &str = "datamon.io/context";
 /// The endpoint of an S3-compatible server.
 pub(crate) const S3_ENDPOINT: &str = "datamon.io/s3-endpoint";
+/// The endpoint of a GCS emulator (requests to it go unsigned).
+pub(crate) const GCS_ENDPOINT: &str = "datamon.io/gcs-endpoint";
 /// The coordination directory (the plan's `coordination`).
 pub(crate) const COORDINATION: &str = "datamon.io/coordination";
 /// A Secret with the store's credentials.
@@ -53,10 +55,11 @@ pub(crate) const STATUS: &str = "datamon.io/status";
 pub(crate) const PLAN_DIGEST: &str = "datamon.io/plan-digest";
 
 /// Annotations that take a namespace default.
-const DEFAULTABLE: [&str; 9] = [
+const DEFAULTABLE: [&str; 10] = [
     CONFIG,
     CONTEXT,
     S3_ENDPOINT,
+    GCS_ENDPOINT,
     COORDINATION,
     CREDENTIALS_SECRET,
     IMAGE,
@@ -455,6 +458,19 @@ fn scalar(req: &mut Request, found: &Found<'_>, ns_value: Option<&String>) -> Re
                 )));
             }
             req.store.s3_endpoint = Some(value.to_string());
+        }
+        GCS_ENDPOINT => {
+            // As the agent reads it: a URL, or host:port (as STORAGE_EMULATOR_HOST).
+            let url = value.starts_with("http://") || value.starts_with("https://");
+            if value.is_empty()
+                || value.contains(char::is_whitespace)
+                || (!url && value.contains("://"))
+            {
+                return Err(bad(format!(
+                    "{value:?} is not an endpoint: use http://host:port, https://host or host:port"
+                )));
+            }
+            req.store.gcs_endpoint = Some(value.to_string());
         }
         COORDINATION => {
             // The plan's checks name the problem (absolute, clean).
