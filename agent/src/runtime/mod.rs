@@ -12,6 +12,7 @@
 pub mod board;
 pub mod outcome;
 pub mod probe;
+pub mod reaper;
 pub mod sidecar;
 pub mod state;
 pub mod wrapper;

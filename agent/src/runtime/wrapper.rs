@@ -45,6 +45,7 @@ impl Stop {
 /// code.
 pub async fn run(plan: &Plan, me: &str, command: &[String]) -> crate::Result<u8> {
     let mut signals = Forwarded::catch()?;
+    super::reaper::become_subreaper();
     let Some((program, args)) = command.split_first() else {
         return Err(crate::Error::Usage(
             "no command to run: give it after `--`, as in `datamon-agent wrap -- python job.py`"
@@ -101,6 +102,15 @@ enum Look {
     Waiting(Vec<String>),
 }
 
+/// Aborts the reaper when the application's run ends.
+struct ReaperTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReaperTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Wrapper<'_> {
     async fn run(
         &mut self,
@@ -134,6 +144,10 @@ impl Wrapper<'_> {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        // Dropped (aborted) when `run` returns: the wrapper exits soon after.
+        let _reaper = ReaperTask(tokio::spawn(super::reaper::run(
+            pgid.map_or(-1, Pid::as_raw),
+        )));
         let mut st = State::new(&self.outcome.participant, Phase::Running);
         self.write(&st)?;
         tracing::info!(program, pid = ?pgid, "application started");
