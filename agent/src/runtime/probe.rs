@@ -10,8 +10,17 @@ use crate::error::{Error, Result};
 use crate::runtime::board::Board;
 use crate::runtime::state::{Phase, Status};
 
-/// Whether `participant` is ready (its inputs are in place, or its work is done); the
-/// message says what it is doing otherwise.
+/// Whether the startup gate of `participant` is open: its inputs are in place, its work
+/// is done, or it has failed; the message says what it is doing otherwise.
+///
+/// A failed participant passes on purpose. As a native sidecar it is a startupProbe's
+/// subject, and a kubelet kills and restarts a sidecar whose startupProbe keeps failing
+/// ("If the startup probe fails, the kubelet kills the container, and the container is
+/// subjected to its restart policy", kubernetes.io/docs/concepts/workloads/pods/
+/// pod-lifecycle/#container-probes; a sidecar's policy is `Always`), so the pod would stay
+/// in `Init` and the failure would loop. Passed, the gate lets the application's
+/// container start, where the wrapper reads the failure, never runs the application,
+/// and exits 69 with the sidecar's reason: the pod ends within seconds, and says why.
 pub fn probe(plan: &Plan, participant: &str) -> Result<(bool, String)> {
     let board = Board::open(&plan.coordination)?;
     Ok(match board.status(participant)? {
@@ -20,7 +29,12 @@ pub fn probe(plan: &Plan, participant: &str) -> Result<(bool, String)> {
         Status::Known(s) => {
             let ready = matches!(
                 s.phase,
-                Phase::Ready | Phase::Running | Phase::Exited | Phase::Uploading | Phase::Done
+                Phase::Ready
+                    | Phase::Running
+                    | Phase::Exited
+                    | Phase::Uploading
+                    | Phase::Done
+                    | Phase::Failed
             );
             let why = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
             (
@@ -47,4 +61,44 @@ pub fn install(dir: &Path) -> Result<PathBuf> {
             Error::io("install the agent into", dir)(e)
         })?;
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::state::{Reason, ReasonCode, State};
+
+    fn plan_in(dir: &Path) -> Plan {
+        Plan {
+            coordination: dir.to_path_buf(),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn the_gate_opens_when_ready_or_failed_and_stays_shut_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_in(dir.path());
+        let board = Board::open(dir.path()).unwrap();
+        let (open, why) = probe(&plan, "datamon").unwrap();
+        assert!(!open, "{why}");
+        let _lock = board.hold("datamon").unwrap();
+        board
+            .write(&State::new("datamon", Phase::Starting))
+            .unwrap();
+        assert!(!probe(&plan, "datamon").unwrap().0);
+        board.write(&State::new("datamon", Phase::Ready)).unwrap();
+        assert!(probe(&plan, "datamon").unwrap().0);
+        let reason = Reason::new(ReasonCode::InputFailed, "no label v9 in repo raw");
+        board.write(&State::failed("datamon", reason)).unwrap();
+        let (open, why) = probe(&plan, "datamon").unwrap();
+        assert!(
+            open,
+            "a failed sidecar opens the gate so the wrapper reports it"
+        );
+        assert!(
+            why.contains("failed") && why.contains("no label v9"),
+            "{why}"
+        );
+    }
 }
