@@ -57,6 +57,10 @@ static:
     file target/x86_64-unknown-linux-musl/release/datamon-agent
     ls -l target/x86_64-unknown-linux-musl/release/datamon-agent
 
+# The container images (FROM scratch, static musl binaries) as OCI archives in target/images/; needs root.
+images:
+    bash scripts/build-images.sh
+
 # Repeated-code report on the whole tree.
 dup:
     duplicates --most 40
