@@ -6,7 +6,9 @@
 //! - [`mutate`]: the pure core, no I/O: a pod (and its namespace's defaults) in, a verdict
 //!   out. Built from `annotations` (parsing; every problem collected), `k8s_names`
 //!   (Kubernetes name and quantity checks), `render` (the plan), `layout` (where the agent
-//!   goes) and `patch` (explicit JSON Patch operations);
+//!   goes), `security` (the injected containers' securityContext, and where the namespace's
+//!   Pod Security level or the pod refuses a mounted input) and `patch` (explicit JSON Patch
+//!   operations);
 //! - [`serve`]: `datamon-webhook serve`, the HTTPS admission endpoint, health and metrics
 //!   around [`mutate::mutate_pod`]. Built from `config` (flags, validated), `native` (does
 //!   the cluster run native sidecars?), `admission` (AdmissionReview in and out), [`serve::tls`]

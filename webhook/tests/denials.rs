@@ -28,6 +28,7 @@ fn deny(pod: &Value, ns: &[(&str, &str)]) -> String {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..NamespaceDefaults::default()
     };
     match mutate_pod(pod, &ns, &WebhookSettings::default()) {
         Verdict::Deny(m) => m,

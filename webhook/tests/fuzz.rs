@@ -10,7 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use datamon_webhook::mutate::annotations;
-use datamon_webhook::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
+use datamon_webhook::mutate::{
+    mutate_pod, NamespaceDefaults, PodSecurityLevel, Verdict, WebhookSettings,
+};
 use serde_json::{json, Map, Value};
 
 /// xorshift64*: small, seeded, good enough to explore.
@@ -263,7 +265,17 @@ fn namespace(r: &mut Rng) -> NamespaceDefaults {
         let k = *r.pick(KEYS);
         annotations.insert(k.to_string(), value(r, k));
     }
-    NamespaceDefaults { annotations }
+    let levels = [
+        PodSecurityLevel::Privileged,
+        PodSecurityLevel::Baseline,
+        PodSecurityLevel::Restricted,
+    ];
+    // Mostly unlabelled: a refusing level denies every mounted input.
+    let pod_security_enforce = r.chance(10).then(|| *r.pick(&levels));
+    NamespaceDefaults {
+        annotations,
+        pod_security_enforce,
+    }
 }
 
 #[test]

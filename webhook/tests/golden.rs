@@ -1,8 +1,8 @@
 //! Golden files: every pod under `tests/golden/<case>.in.yaml` (with optional
-//! `<case>.env.yaml`: the namespace's annotations and the webhook's settings) is mutated,
-//! and the result compared with `<case>.out.yaml` (the patched pod), `<case>.deny.txt` (the
-//! denial) or `<case>.skip.txt` (the reason). `UPDATE_GOLDEN=1 cargo test -p
-//! datamon-webhook --test golden` rewrites them; review the diff.
+//! `<case>.env.yaml`: the namespace's annotations and labels, and the webhook's settings) is
+//! mutated, and the result compared with `<case>.out.yaml` (the patched pod),
+//! `<case>.deny.txt` (the denial) or `<case>.skip.txt` (the reason). `UPDATE_GOLDEN=1 cargo
+//! test -p datamon-webhook --test golden` rewrites them; review the diff.
 //!
 //! Every patched pod also deserializes as a k8s-openapi Pod, mounts only existing volumes,
 //! has unique names, keeps the user's containers and volumes in place, is skipped by a
@@ -36,6 +36,7 @@ fn updating() -> bool {
 #[serde(default, deny_unknown_fields)]
 struct Env {
     namespace_annotations: BTreeMap<String, String>,
+    namespace_labels: BTreeMap<String, String>,
     native_sidecars_supported: Option<bool>,
     image: Option<String>,
 }
@@ -67,9 +68,7 @@ fn env_of(case: &str) -> (NamespaceDefaults, WebhookSettings) {
         settings.image = i;
     }
     (
-        NamespaceDefaults {
-            annotations: env.namespace_annotations,
-        },
+        NamespaceDefaults::from_metadata(env.namespace_annotations, &env.namespace_labels),
         settings,
     )
 }

@@ -607,8 +607,9 @@ struct FakeApi {
     namespace_gets: Arc<AtomicUsize>,
 }
 
-/// Serves `GET /api/v1/namespaces/<ns>` (namespace `slow` answers after 600 ms, `hang`
-/// after 10 s, `missing` is 404) and `GET /version` (1.30).
+/// Serves `GET /api/v1/namespaces/<ns>` (labelled to enforce the Pod Security level
+/// `baseline`; namespace `slow` answers after 600 ms, `hang` after 10 s, `missing` is 404)
+/// and `GET /version` (1.30).
 async fn fake_api() -> FakeApi {
     use axum::extract::{Path, State};
     use axum::routing::get;
@@ -641,7 +642,11 @@ async fn fake_api() -> FakeApi {
                             "kind": "Namespace",
                             "metadata": {
                                 "name": name,
-                                "labels": {"datamon.io/inject": "enabled"},
+                                "labels": {
+                                    "datamon.io/inject": "enabled",
+                                    "pod-security.kubernetes.io/enforce": "baseline",
+                                    "pod-security.kubernetes.io/warn": "restricted",
+                                },
                                 "annotations": {"datamon.io/config": "gs://team-config"}
                             }
                         }),
@@ -707,6 +712,11 @@ async fn namespace_defaults_are_cached_and_never_block_the_answer() {
         defaults.annotations["datamon.io/config"],
         "gs://team-config"
     );
+    // The Pod Security level it enforces, from its label (`warn` is not read).
+    assert_eq!(
+        defaults.pod_security_enforce,
+        Some(datamon_webhook::mutate::PodSecurityLevel::Baseline)
+    );
     let (_, source) = lookup.defaults("team").await;
     assert_eq!(source, Source::Cached);
     assert_eq!(api.namespace_gets.load(Ordering::SeqCst), 1);
@@ -720,6 +730,7 @@ async fn namespace_defaults_are_cached_and_never_block_the_answer() {
     let (defaults, source) = lookup.defaults("missing").await;
     assert_eq!(source, Source::Fetched);
     assert!(defaults.annotations.is_empty());
+    assert_eq!(defaults.pod_security_enforce, None);
 
     // An API server slower than the deadline: empty defaults, within the deadline.
     let started = Instant::now();

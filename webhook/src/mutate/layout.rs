@@ -13,8 +13,10 @@
 //!   appends them, as before); with several (`datamon.io/wrap: a,b`), each is its own
 //!   participant: `wrap --participant app-<container> -- <command>`, as the plan's `apps`
 //!   lists them.
-//! - FUSE (an input with `mode: mount`) only: the agent is privileged and its mount of
-//!   that volume has `Bidirectional` propagation, the application's `HostToContainer`.
+//! - Every injected container gets an explicit `securityContext` (`super::security`): the
+//!   Pod Security Standards' `restricted` level on its own, but for the agent of a FUSE mount.
+//! - FUSE (an input with `mode: mount`) only: the agent is privileged, as root, and its mount
+//!   of that volume has `Bidirectional` propagation, the application's `HostToContainer`.
 //!   That volume is mounted at the input's parent directory and the FUSE mount served on
 //!   a directory inside it: a FUSE mount stacked on the volume's own mount point is not
 //!   unmounted in the application's namespace (seen on the pod runner: the agent's
@@ -35,6 +37,7 @@ use super::annotations::{
 };
 use super::patch::PatchBuilder;
 use super::render::{needs_sidecar, PARTICIPANT};
+use super::security::{self, PodSecurityLevel};
 
 /// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
 pub(crate) const PLAN_ENV: &str = "DATAMON_PLAN";
@@ -53,6 +56,8 @@ pub(crate) struct Inputs<'a> {
     pub image: &'a str,
     /// The agent as a native sidecar.
     pub native: bool,
+    /// The Pod Security level the namespace enforces, if known.
+    pub enforce: Option<PodSecurityLevel>,
 }
 
 /// Where the install init container puts the agent for the wrapper: beside the
@@ -304,6 +309,7 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
             problems.push(Problem::new(annotation.clone(), format!("{path} is also the directory of {first}: give each datamon directory (coordination, agent, inputs, outputs) its own path")));
         }
     }
+    problems.extend(security::mount_problems(pod, inp.plan, inp.enforce));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -333,10 +339,12 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
             }));
         }
     }
+    let app_containers: Vec<&Value> = apps.iter().map(|&i| &containers[i]).collect();
+    let unprivileged = security::restricted(security::identity(pod, &app_containers));
     let security = if fuse {
-        json!({"privileged": true})
+        security::fuse_agent()
     } else {
-        json!({"allowPrivilegeEscalation": false})
+        unprivileged.clone()
     };
     let agent_name = container_names_taken.unique("datamon");
     let mut agent = json!({
@@ -387,7 +395,7 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
                 "image": inp.image,
                 "args": ["install", agent_dir],
                 "resources": resources,
-                "securityContext": {"allowPrivilegeEscalation": false},
+                "securityContext": unprivileged,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": [{"name": bin, "mountPath": agent_dir}],
             });

@@ -4,14 +4,17 @@
 //!
 //! The steps: skip pods that did not opt in or were already injected ([`annotations`]
 //! names the marks), parse the annotations, render and validate the plan (`render`), lay
-//! the agent out as a JSON Patch (`layout`, with `patch`). `k8s_names` holds the checks
-//! Kubernetes itself would make of names and quantities.
+//! the agent out as a JSON Patch (`layout`, with `patch`; [`security`] gives the injected
+//! containers their `securityContext` and refuses mounted inputs where the namespace's Pod
+//! Security level or the pod forbids the privileged agent they need). `k8s_names` holds the
+//! checks Kubernetes itself would make of names and quantities.
 
 pub mod annotations;
 pub(crate) mod k8s_names;
 mod layout;
 mod patch;
 mod render;
+pub mod security;
 
 use std::collections::BTreeMap;
 
@@ -19,12 +22,32 @@ use serde_json::Value;
 
 use annotations::{Problem, INJECT, STATUS};
 use layout::PLAN_ENV;
+pub use security::PodSecurityLevel;
 
-/// What the namespace says: its annotations (defaults for its pods).
+/// What the namespace says: its annotations (defaults for its pods) and the Pod Security
+/// level it enforces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceDefaults {
     /// The namespace's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// The level of its label `pod-security.kubernetes.io/enforce`, if it has one (the
+    /// `warn` and `audit` labels refuse nothing and are not read).
+    pub pod_security_enforce: Option<PodSecurityLevel>,
+}
+
+impl NamespaceDefaults {
+    /// The defaults of a namespace with these annotations and labels.
+    pub fn from_metadata(
+        annotations: BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            annotations,
+            pod_security_enforce: labels
+                .get(security::ENFORCE_LABEL)
+                .map(|v| PodSecurityLevel::from_label(v)),
+        }
+    }
 }
 
 /// The webhook's own settings (from its flags), which pods and namespaces may override
@@ -116,6 +139,7 @@ pub fn mutate_pod(
         plan: &plan,
         image,
         native,
+        enforce: namespace.pod_security_enforce,
     };
     match layout::build(pod, &inputs) {
         Ok(patch) => Verdict::Patch(patch),

@@ -1,5 +1,6 @@
-//! Namespace defaults: the annotations of the pod's namespace, read through the Kubernetes
-//! API and cached.
+//! Namespace defaults: the annotations of the pod's namespace and the Pod Security level its
+//! `pod-security.kubernetes.io/enforce` label names, read through the Kubernetes API and
+//! cached.
 //!
 //! A lookup never holds an admission answer for long: it is cut after a short deadline
 //! (1 s by default), and then the last known value is used if there is one (even past its
@@ -156,9 +157,15 @@ impl NamespaceLookup {
             .map_err(|_| LookupError::Timeout(self.deadline))?
             .map_err(LookupError::Api)?;
         // A namespace that does not exist (yet) has no defaults.
-        let annotations = found
-            .and_then(|ns| ns.metadata.annotations)
+        let (annotations, labels) = found
+            .map(|ns| {
+                let meta = ns.metadata;
+                (
+                    meta.annotations.unwrap_or_default(),
+                    meta.labels.unwrap_or_default(),
+                )
+            })
             .unwrap_or_default();
-        Ok(NamespaceDefaults { annotations })
+        Ok(NamespaceDefaults::from_metadata(annotations, &labels))
     }
 }

@@ -1,7 +1,10 @@
 //! Helpers shared by the webhook's integration tests: applying a verdict to a pod and the
-//! invariants every patched pod must satisfy.
+//! invariants every patched pod must satisfy, among them the Pod Security Standards
+//! ([`pss`]).
 
 #![allow(dead_code)] // each test binary uses its own subset
+
+pub mod pss;
 
 use std::collections::HashSet;
 
@@ -51,6 +54,7 @@ pub fn check_patched(
         }
     }
     unique("container", &containers)?;
+    check_pod_security(original, patched)?;
     // What the user had is still there, in its place.
     for key in ["initContainers", "containers", "volumes"] {
         let before = original["spec"][key].as_array().map_or(0, Vec::len);
@@ -87,6 +91,76 @@ fn unique(what: &str, names: &[&str]) -> Result<(), String> {
         if !seen.insert(n) {
             return Err(format!("{what} name {n:?} is used twice"));
         }
+    }
+    Ok(())
+}
+
+/// What the webhook adds keeps the pod within the Pod Security Standards: every injected
+/// container passes `restricted` on its own, except the privileged agent of a FUSE mount,
+/// which breaks `baseline` only by being privileged; the pod's own fields and the user's
+/// containers break no rule they did not break before.
+pub fn check_pod_security(original: &Value, patched: &Value) -> Result<(), String> {
+    let before: HashSet<&str> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| names(&original["spec"][k]))
+        .collect();
+    let injected: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| patched["spec"][k].as_array())
+        .flatten()
+        .filter(|c| !before.contains(c["name"].as_str().unwrap_or("")))
+        .collect();
+    let fuse: Vec<String> = injected
+        .iter()
+        .filter(|c| c["securityContext"]["privileged"] == Value::Bool(true))
+        .map(|c| c["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let new_violations = |level| {
+        let mut old = pss::violations(original, level);
+        let mut new = Vec::new();
+        for v in pss::violations(patched, level) {
+            match old.iter().position(|o| *o == v) {
+                Some(i) => {
+                    old.remove(i);
+                }
+                None => new.push(v),
+            }
+        }
+        new
+    };
+    let list = |vs: &[pss::Violation]| -> String {
+        vs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    // Restricted: only the FUSE agent may break it.
+    let restricted: Vec<pss::Violation> = new_violations(pss::Level::Restricted)
+        .into_iter()
+        .filter(|v| v.container.as_ref().is_none_or(|c| !fuse.contains(c)))
+        .collect();
+    if !restricted.is_empty() {
+        return Err(format!(
+            "the patch breaks Pod Security `restricted`: {}",
+            list(&restricted)
+        ));
+    }
+    // Baseline: the FUSE agent, only for being privileged.
+    let baseline = new_violations(pss::Level::Baseline);
+    let expected: Vec<pss::Violation> = fuse
+        .iter()
+        .map(|name| pss::Violation {
+            check: "privileged",
+            container: Some(name.clone()),
+            detail: "privileged is true".to_string(),
+        })
+        .collect();
+    if baseline != expected {
+        return Err(format!(
+            "the patch breaks Pod Security `baseline` with [{}], expected [{}]",
+            list(&baseline),
+            list(&expected)
+        ));
     }
     Ok(())
 }
