@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: the `datamon-agent` binary run as a user would run
-//! it, a store (local directory or the in-process S3 server), and the independent Python
+//! it, a store (local directory, the in-process S3 server, or the GCS emulator behind its
+//! proxy: [`gcs`]), and the independent Python
 //! implementation of the datamon format in `tests/interop/`; pods as the webhook lays them
 //! out ([`injected`]) and the pod runner that runs them ([`pod`]); and the plumbing every
 //! test binary shares: one [`DEADLINE`] for every wait, [`wait_until`] and [`within`] to
@@ -8,6 +9,7 @@
 // Test support: a failed setup step must stop the test at once, with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod gcs;
 pub mod injected;
 pub mod pod;
 pub mod s3;
@@ -122,6 +124,8 @@ pub enum Backend {
     Local,
     /// The in-process S3 server.
     S3(s3::S3Server),
+    /// The GCS emulator behind the test proxy.
+    Gcs(gcs::GcsServer),
 }
 
 /// A store with a `dev` context, and the agent configured for it.
@@ -136,19 +140,31 @@ pub struct World {
 }
 
 impl World {
+    /// The world of `backend`, whose buckets are under `buckets`, with context `dev`
+    /// created by the agent run with `env`.
+    fn with_context(
+        tmp: tempfile::TempDir,
+        buckets: PathBuf,
+        backend: Backend,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let w = Self {
+            tmp,
+            buckets,
+            backend,
+            env,
+        };
+        w.ok(&["context", "create"]);
+        w
+    }
+
     /// A local-directory store with context `dev` created.
     pub fn local() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let buckets = tmp.path().join("store");
         let config = format!("file://{}/config", buckets.display());
-        let w = Self {
-            env: base_env(&config, &tmp),
-            tmp,
-            buckets,
-            backend: Backend::Local,
-        };
-        w.ok(&["context", "create"]);
-        w
+        let env = base_env(&config, &tmp);
+        Self::with_context(tmp, buckets, Backend::Local, env)
     }
 
     /// An S3 store (in-process server) with context `dev` and its buckets created.
@@ -156,14 +172,7 @@ impl World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let buckets = tmp.path().join("s3");
         let server = s3::S3Server::start(&buckets, 0).expect("start S3 server");
-        for b in [
-            "config",
-            "dev-blob",
-            "dev-metadata",
-            "dev-v-metadata",
-            "dev-wal",
-            "dev-read-log",
-        ] {
+        for b in BUCKETS {
             server.create_bucket(b).expect("create bucket");
         }
         let mut env = base_env("s3://config", &tmp);
@@ -176,19 +185,37 @@ impl World {
             ),
             ("AWS_REGION".to_string(), "us-east-1".to_string()),
         ]);
-        let w = Self {
-            env,
-            tmp,
-            buckets,
-            backend: Backend::S3(server),
-        };
-        w.ok(&["context", "create"]);
-        w
+        Self::with_context(tmp, buckets, Backend::S3(server), env)
     }
 
-    /// Both backends, for tests that must pass on each.
-    pub fn each() -> [Self; 2] {
-        [Self::local(), Self::s3()]
+    /// A GCS store (fake-gcs-server behind the test proxy, see [`gcs`]) with context `dev`
+    /// and its buckets created, reached as an emulator (`STORAGE_EMULATOR_HOST`, so
+    /// unsigned). The metadata server's addresses are a closed loopback port and every
+    /// other address is kept from the agent ([`gcs::safe_env`]); tests that change them
+    /// stay on loopback ([`World::agent`] checks).
+    pub fn gcs() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let buckets = tmp.path().join("gcs");
+        let server = gcs::GcsServer::start(&buckets, &BUCKETS, &tmp.path().join("gcs.log"))
+            .expect("start the GCS emulator");
+        let mut env = base_env("gs://config", &tmp);
+        let metadata = format!("127.0.0.1:{}", gcs::closed_port());
+        env.extend(gcs::safe_env(&metadata, &server.endpoint()));
+        env.push(("STORAGE_EMULATOR_HOST".to_string(), server.host()));
+        Self::with_context(tmp, buckets, Backend::Gcs(server), env)
+    }
+
+    /// The GCS server of a [`World::gcs`].
+    pub fn gcs_server(&mut self) -> &mut gcs::GcsServer {
+        match &mut self.backend {
+            Backend::Gcs(s) => s,
+            _ => panic!("not a GCS world"),
+        }
+    }
+
+    /// Every backend, for tests that must pass on each.
+    pub fn each() -> [Self; 3] {
+        [Self::local(), Self::s3(), Self::gcs()]
     }
 
     /// A short name of the backend for assertion messages.
@@ -196,11 +223,16 @@ impl World {
         match self.backend {
             Backend::Local => "local",
             Backend::S3(_) => "s3",
+            Backend::Gcs(_) => "gcs",
         }
     }
 
-    /// The environment every agent run gets (store, credentials, context).
+    /// The environment every agent run gets (store, credentials, context); on GCS, checked
+    /// to keep the agent on loopback ([`gcs::assert_local`]).
     pub fn env_vars(&self) -> &[(String, String)] {
+        if let Backend::Gcs(_) = self.backend {
+            gcs::assert_local(&self.env);
+        }
         &self.env
     }
 
@@ -220,7 +252,11 @@ impl World {
         let mut c = Command::new(workspace_bin("datamon-agent"));
         c.env_clear();
         c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.envs(
+            self.env_vars()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         c
     }
 
@@ -339,6 +375,16 @@ impl World {
         self.tmp.path().join(name)
     }
 }
+
+/// The buckets of a remote world: the config bucket and context `dev`'s.
+const BUCKETS: [&str; 6] = [
+    "config",
+    "dev-blob",
+    "dev-metadata",
+    "dev-v-metadata",
+    "dev-wal",
+    "dev-read-log",
+];
 
 fn base_env(config: &str, tmp: &tempfile::TempDir) -> Vec<(String, String)> {
     vec![

@@ -1,5 +1,6 @@
 //! End-to-end tests of the bundle store through the `datamon-agent` CLI, on a local
-//! directory and on a real S3-protocol server started by the test.
+//! directory, on a real S3-protocol server started by the test, and (where a test runs on
+//! `World::each`) on the GCS emulator behind the test proxy.
 
 #![allow(clippy::unwrap_used)] // a test stops at its first failed step
 
@@ -52,7 +53,7 @@ fn dest_of(w: &World, name: &str) -> (PathBuf, String) {
 }
 
 #[test]
-fn round_trip_of_edge_sizes_on_both_backends() {
+fn round_trip_of_edge_sizes_on_every_backend() {
     for w in World::each() {
         let src = w.path("src");
         sample_tree(&src);
@@ -106,8 +107,11 @@ fn round_trip_of_edge_sizes_on_both_backends() {
 #[test]
 fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
     for w in World::each() {
+        // 2,000 on GCS: the emulator's filesystem backend slows down with every object a
+        // bucket holds (10,000 take it minutes), and 2,000 still make several documents.
+        let files: u64 = if w.name() == "gcs" { 2_000 } else { 10_000 };
         let src = w.path("src");
-        for i in 0..10_000u64 {
+        for i in 0..files {
             let name = format!("d{}/e{}/f{i}.bin", i % 10, (i / 10) % 10);
             write_file(&src.join(name), &noise(1 + (i as usize * 7) % 300, i));
         }
@@ -130,9 +134,9 @@ fn ten_thousand_files_round_trip_and_a_second_upload_writes_no_leaf() {
             .filter(|p| p.to_string_lossy().contains("bundle-files-"))
             .count();
         assert_eq!(
-            docs,
-            10,
-            "[{}] 10,000 entries make 10 documents of 1,000",
+            docs as u64,
+            files / 1000,
+            "[{}] {files} entries make documents of 1,000",
             w.name()
         );
 
@@ -223,7 +227,7 @@ fn missing_repo_bundle_and_label_are_named() {
 }
 
 #[test]
-fn create_only_documents_are_never_overwritten_on_either_backend() {
+fn create_only_documents_are_never_overwritten_on_any_backend() {
     for w in World::each() {
         w.create_repo("r", "first");
         refused(

@@ -1,6 +1,6 @@
 //! End-to-end tests of `bundle mount`: real FUSE mounts of bundles in a local-directory
-//! store, read through the kernel as any program would. Every mount is removed by a guard,
-//! even when a test fails.
+//! store (and on S3 and GCS where a test says so), read through the kernel as any program
+//! would. Every mount is removed by a guard, even when a test fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
@@ -401,17 +401,24 @@ fn sigterm_unmounts_and_exits_zero() {
 }
 
 #[test]
-fn a_bundle_on_s3_mounts_and_reads_the_same_bytes() {
-    let w = World::s3();
-    let src = w.path("src");
-    sample_tree(&src);
-    w.create_repo("r", "d");
-    let id = w.upload("r", &src, &[]);
-    let dir = empty_dir(&w, "mnt");
-    let mut m = Mounted::start(&w, "r", &dir, &["--bundle", &id]);
-    assert_eq!(read_tree(&dir), read_tree(&src), "log:\n{}", m.log());
-    m.stop();
-    assert!(!is_mounted(&dir));
+fn a_bundle_on_s3_or_gcs_mounts_and_reads_the_same_bytes() {
+    for w in [World::s3(), World::gcs()] {
+        let src = w.path("src");
+        sample_tree(&src);
+        w.create_repo("r", "d");
+        let id = w.upload("r", &src, &[]);
+        let dir = empty_dir(&w, "mnt");
+        let mut m = Mounted::start(&w, "r", &dir, &["--bundle", &id]);
+        assert_eq!(
+            read_tree(&dir),
+            read_tree(&src),
+            "[{}] log:\n{}",
+            w.name(),
+            m.log()
+        );
+        m.stop();
+        assert!(!is_mounted(&dir));
+    }
 }
 
 #[test]

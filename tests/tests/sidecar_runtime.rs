@@ -1,9 +1,9 @@
 //! The sidecar runtime end to end: pods laid out by the webhook itself (`mutate_pod`,
 //! through `datamon_e2e::injected`): an install init container, the agent as a native or
 //! classic sidecar, the application wrapped. The pod runner runs them as real processes
-//! with real mounts (FUSE included), against the local store and the S3 server. Each test
-//! checks the bytes the application saw, the bundles that exist afterwards, exit codes,
-//! and the reasons the participants give. Three tests change the webhook's pod where the
+//! with real mounts (FUSE included), against the local store, the S3 server and the GCS
+//! emulator. Each test checks the bytes the application saw, the bundles that exist
+//! afterwards, exit codes, and the reasons the participants give. Three tests change the webhook's pod where the
 //! webhook cannot make what they need (a plan split between two participants, a
 //! participant the pod lacks, an invalid plan); each says how.
 
@@ -196,7 +196,7 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
 }
 
 #[test]
-fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
+fn write_only_pod_uploads_its_output_with_label_on_every_store() {
     for world in World::each() {
         let out = results_output(
             &world,
@@ -246,7 +246,27 @@ fn write_only_pod_uploads_its_output_with_label_on_both_stores() {
 
 #[test]
 fn read_update_pod_uploads_the_updated_input() {
-    let world = World::local();
+    read_update_pod(&mut World::local(), &[], &[]);
+}
+
+#[test]
+fn a_pod_on_gcs_reads_and_updates_its_input_through_the_endpoint_annotation() {
+    let mut world = World::gcs();
+    let host = world.gcs_server().host();
+    // The pod knows the emulator only from `datamon.io/gcs-endpoint` (host:port, as
+    // STORAGE_EMULATOR_HOST is written): the variable is kept from its containers.
+    read_update_pod(
+        &mut world,
+        &[annotation("datamon.io/gcs-endpoint", &host)],
+        &["STORAGE_EMULATOR_HOST"],
+    );
+}
+
+/// A pod (with `store` annotations too) whose application appends to a file of its
+/// input `db` and whose output is the same directory, uploaded as the new bundle of
+/// `db`; the containers run without the world's variables `hidden`. Checks the bytes
+/// the application saw and the bundle it made.
+fn read_update_pod(world: &mut World, store: &[(String, String)], hidden: &[&str]) {
     let v1 = world.seed(
         "db",
         &[
@@ -255,7 +275,7 @@ fn read_update_pod_uploads_the_updated_input() {
         ],
     );
     let db = p("data/db");
-    let annotations = [
+    let mut annotations = vec![
         input("db-in", "db", "data/db", ""),
         output(
             "db-out",
@@ -264,13 +284,26 @@ fn read_update_pod_uploads_the_updated_input() {
             "message: updated, label: current",
         ),
     ];
+    annotations.extend_from_slice(store);
     let s = Scratch::new();
     let script = format!(
         "echo two >> {db}/data.txt && cp -r {db} {seen}/db",
         seen = p("seen")
     );
     let pod = datamon_pod(&annotations, Layout::Classic, &script, &s.seen);
-    let report = run(&world, &pod, &s.pod);
+    let kept: Vec<(String, String)> = world
+        .env_vars()
+        .iter()
+        .filter(|(k, _)| hidden.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in hidden {
+        world.unset_env(k);
+    }
+    let report = run(world, &pod, &s.pod);
+    for (k, v) in &kept {
+        world.set_env(k, v);
+    }
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
     let v2 = message(&report, "app")["outputs"]["db-out"]
         .as_str()
@@ -285,7 +318,7 @@ fn read_update_pod_uploads_the_updated_input() {
             .any(|(n, b)| n == "data.txt" && b == b"one\ntwo\n"),
         "{files:?}"
     );
-    assert_eq!(bundles(&world, "db").len(), 2);
+    assert_eq!(bundles(world, "db").len(), 2);
 }
 
 #[test]
