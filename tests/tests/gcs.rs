@@ -44,6 +44,18 @@ fn without_emulator(w: &mut World) {
     w.unset_env("STORAGE_EMULATOR_HOST");
 }
 
+/// A GCS world whose later runs see the store as a real bucket: no emulator setting,
+/// and the proxy's HTTPS port standing for storage.googleapis.com (https only), its test
+/// CA trusted through `SSL_CERT_FILE`. Forgets the requests seen so far.
+fn as_a_real_bucket(w: &mut World) {
+    without_emulator(w);
+    let base = w.gcs_server().tls_endpoint();
+    let ca = w.gcs_server().ca_file().display().to_string();
+    w.set_env("GOOGLE_BASE_URL", &base);
+    w.set_env("SSL_CERT_FILE", &ca);
+    w.gcs_server().clear_seen();
+}
+
 #[test]
 fn each_emulator_setting_reaches_the_emulator() {
     let mut w = World::gcs();
@@ -176,21 +188,63 @@ fn a_missing_or_foreign_key_file_is_named_with_the_fix() {
 }
 
 #[test]
+fn a_service_account_key_named_by_google_application_credentials_signs_every_request() {
+    let mut w = World::gcs();
+    w.create_repo("r", "d");
+    as_a_real_bucket(&mut w);
+    // A service-account key of a fresh RSA key: object_store signs its own JWT with it
+    // (no token exchange, so nothing is asked of Google); the metadata server is a
+    // closed port, so the key is the only way in.
+    let pem = w.path("keys/private.pem");
+    std::fs::create_dir_all(pem.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "openssl genpkey failed: the test needs the openssl command (apt-get install openssl)"
+    );
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "k1",
+        "private_key": std::fs::read_to_string(&pem).unwrap(),
+        "client_email": "sa@p.iam.gserviceaccount.com",
+    });
+    let key_file = w.path("keys/sa.json");
+    write_file(&key_file, key.to_string().as_bytes());
+    w.set_env("GOOGLE_APPLICATION_CREDENTIALS", key_file.to_str().unwrap());
+    let out = w.ok(&["repo", "list"]);
+    assert!(out.starts_with("r , d , "), "{out}");
+    let seen = w.gcs_server().seen();
+    assert!(!seen.is_empty());
+    for s in seen {
+        let jwt = s
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer ey"))
+            .unwrap_or_else(|| panic!("not signed with a JWT: {s:?}"));
+        assert_eq!(jwt.matches('.').count(), 2, "{s:?}");
+    }
+}
+
+#[test]
 fn the_metadata_servers_token_signs_every_request_when_nothing_else_is_set() {
     let metadata = MetadataServer::start().unwrap();
     let mut w = World::gcs();
     w.create_repo("r", "d");
-    without_emulator(&mut w);
     for k in ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] {
         w.set_env(k, &metadata.host());
     }
-    // The proxy's HTTPS port stands for storage.googleapis.com (a real bucket: https
-    // only), its test CA trusted through SSL_CERT_FILE.
-    let base = w.gcs_server().tls_endpoint();
-    let ca = w.gcs_server().ca_file().display().to_string();
-    w.set_env("GOOGLE_BASE_URL", &base);
-    w.set_env("SSL_CERT_FILE", &ca);
-    w.gcs_server().clear_seen();
+    as_a_real_bucket(&mut w);
     let out = w.ok(&["repo", "list"]);
     assert!(out.starts_with("r , d , "), "{out}");
     let asked = metadata.asked();
