@@ -445,6 +445,43 @@ fn kill_9_of_the_sidecar_stops_the_app_and_fails_the_pod() {
     );
 }
 
+/// A sidecar that fails before it is ready ends the pod in both layouts: the app never
+/// starts, the wrapper exits 69 with `sidecar_failed`, the sidecar says why. As a native
+/// sidecar it is not restarted: its startupProbe passes a failed participant (a kubelet
+/// would otherwise kill and restart it while the pod stays in `Init`).
+fn failing_sidecar_ends_the_pod(
+    world: &World,
+    annotations: &[(String, String)],
+    code: &str,
+    says: &str,
+) {
+    for layout in [Layout::Native, Layout::Classic] {
+        let s = Scratch::new();
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let report = run(
+            world,
+            &datamon_pod(annotations, layout, &script, &s.seen),
+            &s.pod,
+        );
+        assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
+        assert!(!s.seen.join("ran").exists(), "the app must not start");
+        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
+        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(
+            report.container("datamon").unwrap().restarts,
+            0,
+            "{}",
+            report.logs()
+        );
+        let m = message(&report, "app");
+        assert_eq!(m["reason"]["code"], "sidecar_failed", "{m}");
+        let side = message(&report, "datamon");
+        assert_eq!(side["reason"]["code"], code, "{side}");
+        let text = side["reason"]["message"].as_str().unwrap();
+        assert!(text.contains(says), "{side}");
+    }
+}
+
 #[test]
 fn unreachable_store_at_start_never_starts_the_app() {
     let mut world = World::local();
@@ -458,27 +495,21 @@ fn unreachable_store_at_start_never_starts_the_app() {
     // An output too: the webhook runs a download-only pod in one init container, without
     // a wrapper, and this test is about a wrapped app that never starts.
     let annotations = [input("raw", "raw", "data/raw", ""), result_output("")];
-    let s = Scratch::new();
-    let script = format!("touch {seen}/ran", seen = p("seen"));
-    let report = run(
-        &world,
-        &datamon_pod(&annotations, Layout::Classic, &script, &s.seen),
-        &s.pod,
-    );
-    assert_eq!(report.phase, Phase::Failed);
-    assert!(!s.seen.join("ran").exists(), "the app must not start");
-    assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-    assert_eq!(exit_code(&report, "datamon"), Some(1));
-    let m = message(&report, "app");
-    assert_eq!(m["reason"]["code"], "sidecar_failed", "{m}");
-    let side = message(&report, "datamon");
-    assert_eq!(side["reason"]["code"], "store_unreachable", "{side}");
+    failing_sidecar_ends_the_pod(&world, &annotations, "store_unreachable", "127.0.0.1:9");
+}
+
+#[test]
+fn an_input_label_that_does_not_exist_ends_the_pod_with_the_reason_and_no_bundle() {
+    let world = World::local();
+    world.seed("raw", &[("a.txt", b"a".to_vec())]);
+    let annotations = [
+        input("raw", "raw", "data/raw", "label: no-such-label"),
+        results_output(&world, ""),
+    ];
+    failing_sidecar_ends_the_pod(&world, &annotations, "input_failed", "no-such-label");
     assert!(
-        side["reason"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1:9"),
-        "{side}"
+        bundles(&world, "results").is_empty(),
+        "no bundle may be made"
     );
 }
 
