@@ -132,7 +132,8 @@ pub enum Backend {
 pub struct World {
     /// Scratch directory of the test (removed on drop).
     pub tmp: tempfile::TempDir,
-    /// Directory holding one directory per bucket (the S3 server's root, too).
+    /// Directory holding one directory per bucket (the S3 server's and the GCS emulator's root,
+    /// too).
     pub buckets: PathBuf,
     /// The backend.
     pub backend: Backend,
@@ -351,7 +352,7 @@ impl World {
             .to_string()
     }
 
-    /// The blob bucket directory (same layout for both backends).
+    /// The blob bucket directory (same layout on every backend).
     pub fn blob_dir(&self) -> PathBuf {
         self.buckets.join("dev-blob")
     }

@@ -1,6 +1,8 @@
 //! Interoperability with an independent implementation of the datamon format
 //! (`tests/interop/datamon_ref.py`, Python's hashlib and PyYAML): what it writes the agent
-//! downloads byte for byte, and what the agent writes it verifies key by key.
+//! downloads byte for byte, and what the agent writes it verifies key by key (on every
+//! backend: the S3 server and the GCS emulator keep one directory per bucket, as the local
+//! store does).
 
 #![allow(clippy::expect_used)] // a test stops at its first failed step, with its reason
 
