@@ -305,6 +305,15 @@ fn transient_answers_are_retried_and_the_others_are_not() {
         let statuses: Vec<u16> = seen_for(&mut w, key).iter().map(|s| s.status).collect();
         assert_eq!(statuses, [status, status, 200], "{status}");
     }
+    // A create-only write too: retried, and the retry is not taken for an existing object.
+    w.gcs_server().fail_next("repos/w/repo.yaml", 2, 503);
+    w.create_repo("w", "written");
+    let statuses: Vec<u16> = seen_for(&mut w, "repos/w/repo.yaml")
+        .iter()
+        .filter(|s| s.method == "PUT")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(statuses, [503, 503, 200]);
     for status in [400, 404] {
         w.gcs_server().clear_seen();
         w.gcs_server().fail_next(key, 1, status);
