@@ -28,10 +28,10 @@ bench:
     cargo build --workspace --release
     bash scripts/bench.sh target/release
 
-# Only the bundle store: upload, download, re-upload on a local directory and on S3.
+# Only the bundle store: upload, download, re-upload on a local directory, S3 and the GCS emulator.
 bench-store:
     cargo build --release -p datamon-agent
-    cargo build --release -p datamon-e2e --bin s3-server
+    cargo build --release -p datamon-e2e --bin s3-server --bin gcs-server
     bash scripts/bench-store.sh target/release
 
 # Only `bundle mount` (FUSE; root and /dev/fuse): reads, listings, ready time, peak RSS.
