@@ -61,10 +61,17 @@ pub struct WebhookSettings {
     pub native_sidecars_supported: bool,
 }
 
+/// The agent image of this release, as `just images` tags it (`serve --agent-image`'s
+/// default too).
+pub const DEFAULT_AGENT_IMAGE: &str = concat!(
+    "ghcr.io/datamon-sidecar/datamon-agent:",
+    env!("CARGO_PKG_VERSION")
+);
+
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
-            image: "ghcr.io/datamon-sidecar/datamon-agent:latest".to_string(),
+            image: DEFAULT_AGENT_IMAGE.to_string(),
             native_sidecars_supported: true,
         }
     }

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "DATAMON_WEBHOOK_AGENT_IMAGE",
-        default_value = concat!("ghcr.io/datamon-sidecar/datamon-agent:", env!("CARGO_PKG_VERSION"))
+        default_value = crate::mutate::DEFAULT_AGENT_IMAGE
     )]
     pub agent_image: String,
     /// Native sidecars: auto (from the API server's version, 1.29+), true|on, false|off.
