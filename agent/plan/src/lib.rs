@@ -16,7 +16,7 @@ pub mod schema;
 pub mod validate;
 
 pub use schema::{
-    Contributor, Deadlines, Input, InputMode, Lifecycle, Output, Plan, Sidecar, Store, UploadWhen,
-    APP, DEFAULT_SIDECAR, PROTOCOL_VERSION,
+    Contributor, Database, DatabaseOutput, DatabaseSource, Deadlines, Input, InputMode, Lifecycle,
+    Output, Owner, Plan, Sidecar, Store, UploadWhen, APP, DEFAULT_SIDECAR, PROTOCOL_VERSION,
 };
 pub use validate::PlanError;

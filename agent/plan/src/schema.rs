@@ -39,6 +39,10 @@ pub struct Plan {
     pub inputs: Vec<Input>,
     /// Directories that become new bundles when the application is done.
     pub outputs: Vec<Output>,
+    /// PostgreSQL servers the application uses, each restored from a bundle (or new and
+    /// empty) and saved back as a new bundle when the plan says so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<Database>,
     /// Agent processes and the work each does; empty means one sidecar named
     /// [`DEFAULT_SIDECAR`] doing everything.
     pub sidecars: Vec<Sidecar>,
@@ -59,6 +63,7 @@ impl Default for Plan {
             store: Store::default(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            databases: Vec::new(),
             sidecars: Vec::new(),
             apps: Vec::new(),
             deadlines: Deadlines::default(),
@@ -185,6 +190,9 @@ pub struct Sidecar {
     /// Names of the outputs it uploads.
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// Names of the databases it runs (restores, serves, saves).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
     /// How the container runs.
     #[serde(default)]
     pub lifecycle: Lifecycle,
@@ -243,13 +251,14 @@ impl Plan {
         if !self.sidecars.is_empty() {
             return self.sidecars.clone();
         }
-        if self.inputs.is_empty() && self.outputs.is_empty() {
+        if self.inputs.is_empty() && self.outputs.is_empty() && self.databases.is_empty() {
             return Vec::new();
         }
         vec![Sidecar {
             name: DEFAULT_SIDECAR.to_string(),
             inputs: self.inputs.iter().map(|i| i.name.clone()).collect(),
             outputs: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            databases: self.databases.iter().map(|d| d.name.clone()).collect(),
             lifecycle: Lifecycle::Classic,
         }]
     }
@@ -272,5 +281,115 @@ impl Plan {
     /// The output named `name`.
     pub fn output(&self, name: &str) -> Option<&Output> {
         self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// The database named `name`.
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+}
+
+/// A PostgreSQL server of the pod: its data directory restored from a bundle (or a new,
+/// empty cluster), served on `localhost:<port>` and a Unix socket while the application
+/// runs, then saved as a new bundle (unless it is read-only: no `output`).
+///
+/// ```yaml
+/// databases:
+///   - name: warehouse
+///     source: { repo: pg-warehouse, label: latest-good }
+///     port: 5432
+///     output: { repo: pg-warehouse, label: latest-good, message: "nightly" }
+///     owner: { role: app, password_env: WAREHOUSE_PASSWORD }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Name in states and messages (lowercase letters, digits, `-`); also the database the
+    /// owner gets in a new cluster.
+    pub name: String,
+    /// The bundle holding the data directory; none: a new, empty cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DatabaseSource>,
+    /// TCP port on localhost, unique in the pod.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Where the data directory is saved; none: read-only, never uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<DatabaseOutput>,
+    /// When to save (`on_success` or `always`, as for outputs).
+    #[serde(default)]
+    pub upload: UploadWhen,
+    /// The role the application connects as.
+    #[serde(default)]
+    pub owner: Owner,
+    /// PostgreSQL major version of the server; none: the newest the agent finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<u32>,
+    /// Server settings (`postgres -c name=value`), e.g. `shared_buffers: 256MB`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Parent of the data directory (an emptyDir); the data directory is `<dir>/data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Directory of the server's Unix socket (a volume shared with the application);
+    /// none: `<coordination>/postgres/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_dir: Option<PathBuf>,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+/// Which bundle a database is restored from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSource {
+    /// Repository.
+    pub repo: String,
+    /// Bundle id; at most one of `bundle` and `label`; neither means the latest bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// Label naming the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Where a database is saved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseOutput {
+    /// Repository (must exist).
+    pub repo: String,
+    /// Commit message of the new bundle (a migration adds what it did).
+    #[serde(default = "default_message")]
+    pub message: String,
+    /// Label set on the new bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Who is recorded as contributor; the agent's setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributor: Option<Contributor>,
+}
+
+/// The role the application connects as, and its password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Owner {
+    /// Role name; created (LOGIN) if the cluster lacks it.
+    pub role: String,
+    /// Environment variable of the agent holding the password (the webhook fills it from a
+    /// Secret key); none: the agent generates one and writes it to
+    /// `<socket_dir>/password` for the application.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Self {
+            role: "postgres".to_string(),
+            password_env: None,
+        }
     }
 }

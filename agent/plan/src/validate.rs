@@ -334,10 +334,10 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("lable"), "{e}");
-        let e = serde_norway::from_str::<Plan>("databases: []\n")
+        let e = serde_norway::from_str::<Plan>("databases: [{name: d, prot: 5433}]\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("databases"), "{e}");
+        assert!(e.contains("prot"), "{e}");
     }
 
     fn fields(plan: &Plan) -> Vec<String> {

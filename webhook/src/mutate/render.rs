@@ -78,6 +78,7 @@ pub(crate) fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> 
         name: PARTICIPANT.to_string(),
         inputs: plan.inputs.iter().map(|i| i.name.clone()).collect(),
         outputs: plan.outputs.iter().map(|o| o.name.clone()).collect(),
+        databases: Vec::new(),
         lifecycle,
     }];
     let mut problems: Vec<Problem> = match plan.validate() {
