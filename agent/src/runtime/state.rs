@@ -50,6 +50,12 @@ pub enum ReasonCode {
     MountLost,
     /// An upload failed after its retries.
     UploadFailed,
+    /// A database could not be restored, migrated or started (before ready).
+    DatabaseFailed,
+    /// A database server stopped while the application ran.
+    DatabaseCrashed,
+    /// A database could not be saved as a new bundle (after the application).
+    DatabaseSaveFailed,
     /// Another participant failed.
     SidecarFailed,
     /// Another participant's process died without saying why (`kill -9`, OOM).
