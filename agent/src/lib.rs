@@ -35,6 +35,7 @@ pub(crate) mod gcs;
 pub(crate) mod label;
 pub(crate) mod model;
 pub(crate) mod mount;
+pub(crate) mod postgres;
 pub(crate) mod progress;
 pub(crate) mod repo;
 pub(crate) mod runtime;
