@@ -329,16 +329,48 @@ pub struct Database {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, String>,
     /// Parent of the data directory (an emptyDir); the data directory is `<dir>/data`.
+    /// None: `<DATABASE_ROOT>/<name>` ([`Database::dir_or_default`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     /// Directory of the server's Unix socket (a volume shared with the application);
-    /// none: `<coordination>/postgres/<name>`.
+    /// none: `<coordination>/postgres/<name>` ([`Database::socket_dir_or_default`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_dir: Option<PathBuf>,
 }
 
 fn default_port() -> u16 {
     5432
+}
+
+/// Where a database's directory is when the plan gives no `dir`: `<this>/<name>` (the
+/// webhook mounts an emptyDir here in the agent container).
+pub const DATABASE_ROOT: &str = "/var/lib/datamon/postgres";
+
+/// The file in a database's socket directory holding the owner's generated password (when
+/// `owner.password_env` is not set).
+pub const PASSWORD_FILE: &str = "password";
+
+impl Database {
+    /// The parent of the data directory: `dir`, else `<DATABASE_ROOT>/<name>`.
+    pub fn dir_or_default(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| std::path::Path::new(DATABASE_ROOT).join(&self.name))
+    }
+
+    /// The directory of the server's Unix socket: `socket_dir`, else
+    /// `<coordination>/postgres/<name>`.
+    pub fn socket_dir_or_default(&self, coordination: &std::path::Path) -> PathBuf {
+        self.socket_dir
+            .clone()
+            .unwrap_or_else(|| coordination.join("postgres").join(&self.name))
+    }
+
+    /// The server's Unix socket: `<socket dir>/.s.PGSQL.<port>`, as libpq names it.
+    pub fn socket_path(&self, coordination: &std::path::Path) -> PathBuf {
+        self.socket_dir_or_default(coordination)
+            .join(format!(".s.PGSQL.{}", self.port))
+    }
 }
 
 /// Which bundle a database is restored from.
