@@ -67,6 +67,111 @@ pub struct Settings {
     pub cache_dir: Option<PathBuf>,
     /// `bundle mount`: most MiB of leaves kept in `cache_dir`.
     pub cache_mib: u64,
+    /// The PostgreSQL servers of the data plan's databases.
+    pub postgres: PostgresSettings,
+}
+
+/// Settings of the PostgreSQL servers (`postgres:` in the file, `DATAMON_POSTGRES__<FIELD>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Where PostgreSQL builds are, looked in before the defaults
+    /// (`/usr/lib/postgresql/<major>/bin`, `/opt/datamon-postgres/<major>/bin`,
+    /// `/usr/local/pgsql/bin`): bin dirs holding `postgres`, or dirs of `<major>/bin` dirs.
+    /// In the environment a list (`[/a, /b]`) or `:`-separated.
+    #[serde(deserialize_with = "paths_or_colon_list")]
+    pub bin_dirs: Vec<PathBuf>,
+    /// The account the servers run as when the agent is root (PostgreSQL refuses root).
+    pub user: String,
+    /// The superuser role the agent connects as.
+    pub superuser: String,
+    /// Deadline for a server to start and accept connections, in seconds.
+    pub start_timeout_secs: u64,
+    /// Deadline for a server to shut down, in seconds.
+    pub stop_timeout_secs: u64,
+    /// Deadline for a major-version migration (pg_upgrade, or dump and restore), in seconds.
+    pub migrate_timeout_secs: u64,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            bin_dirs: Vec::new(),
+            user: crate::postgres::process::DEFAULT_USER.into(),
+            superuser: "postgres".into(),
+            start_timeout_secs: 120,
+            stop_timeout_secs: 120,
+            migrate_timeout_secs: 3600,
+        }
+    }
+}
+
+impl PostgresSettings {
+    /// Deadline for a server to start.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_secs)
+    }
+
+    /// Deadline for a server to stop.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_timeout_secs)
+    }
+
+    /// Deadline for a migration.
+    pub fn migrate_timeout(&self) -> Duration {
+        Duration::from_secs(self.migrate_timeout_secs)
+    }
+
+    /// Checks ranges and formats.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| ConfigError::Invalid {
+            name,
+            reason: reason.to_string(),
+        };
+        if self.user.trim().is_empty() {
+            return Err(invalid(
+                "postgres.user",
+                "must not be empty (default postgres)",
+            ));
+        }
+        if self.superuser.trim().is_empty() {
+            return Err(invalid(
+                "postgres.superuser",
+                "must not be empty (default postgres)",
+            ));
+        }
+        for (name, v) in [
+            ("postgres.start_timeout_secs", self.start_timeout_secs),
+            ("postgres.stop_timeout_secs", self.stop_timeout_secs),
+            ("postgres.migrate_timeout_secs", self.migrate_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1 (seconds)"));
+            }
+        }
+        if self.bin_dirs.iter().any(|d| d.as_os_str().is_empty()) {
+            return Err(invalid("postgres.bin_dirs", "must not hold an empty path"));
+        }
+        Ok(())
+    }
+}
+
+/// A list of paths, or one string of `:`-separated paths (as `PATH` is written).
+fn paths_or_colon_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Paths {
+        List(Vec<PathBuf>),
+        One(String),
+    }
+    Ok(match Paths::deserialize(d)? {
+        Paths::List(l) => l,
+        Paths::One(s) => s
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+    })
 }
 
 impl Default for Settings {
@@ -95,6 +200,7 @@ impl Default for Settings {
             loglevel: "info".into(),
             cache_dir: None,
             cache_mib: DEFAULT_CACHE_MIB,
+            postgres: PostgresSettings::default(),
         }
     }
 }
@@ -199,6 +305,7 @@ impl Settings {
         if let Some(c) = &self.config {
             BucketUrl::parse(c).map_err(|e| invalid("config", &e.to_string()))?;
         }
+        self.postgres.validate()?;
         if let Some(ep) = &self.s3_endpoint {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return Err(invalid("s3_endpoint", "must be an http:// or https:// URL"));
@@ -350,6 +457,35 @@ mod tests {
             let d = s.disk_cache().unwrap();
             assert_eq!(d.dir, PathBuf::from("/env/cache"));
             assert_eq!(d.bytes, 20 << 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn postgres_settings_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = load(None, &Flags::default()).unwrap();
+            assert_eq!(s.postgres, PostgresSettings::default());
+            assert_eq!(s.postgres.user, "postgres");
+            jail.create_file(
+                "c.yaml",
+                "postgres:\n  bin_dirs: [/opt/pg]\n  user: pgsrv\n  migrate_timeout_secs: 60\n",
+            )?;
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert_eq!(s.postgres.bin_dirs, [PathBuf::from("/opt/pg")]);
+            assert_eq!(s.postgres.user, "pgsrv");
+            assert_eq!(s.postgres.migrate_timeout(), Duration::from_secs(60));
+            jail.set_env("DATAMON_POSTGRES__BIN_DIRS", "/a/bin:/b");
+            jail.set_env("DATAMON_POSTGRES__USER", "other");
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert_eq!(s.postgres.bin_dirs, [PathBuf::from("/a/bin"), "/b".into()]);
+            assert_eq!(s.postgres.user, "other");
+            jail.set_env("DATAMON_POSTGRES__BIN_DIRS", "[/x, /y]");
+            let s = load(None, &Flags::default()).unwrap();
+            assert_eq!(s.postgres.bin_dirs, [PathBuf::from("/x"), "/y".into()]);
+            jail.set_env("DATAMON_POSTGRES__START_TIMEOUT_SECS", "0");
+            let e = load(None, &Flags::default()).unwrap_err().to_string();
+            assert!(e.contains("postgres.start_timeout_secs"), "{e}");
             Ok(())
         });
     }
