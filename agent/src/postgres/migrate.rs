@@ -1,1 +1,1065 @@
-//! (being written)
+//! An old major's data directory moved to a newer major (the issue's point 5).
+//!
+//! - [`choose`] (pure): `pg_upgrade` when the old build is complete enough for it (postgres,
+//!   pg_ctl, pg_controldata, pg_resetwal), else dump and restore when it can at least run
+//!   its server; a newer old major is refused, and a missing old build named with what the
+//!   image must contain.
+//! - [`migrate`]: an unclean old cluster (datamon's old sidecar stopped with `-m immediate`)
+//!   is first recovered by its own major (started and stopped); the new cluster is initdb'd
+//!   with the old one's data checksums, WAL segment size, encoding and locale; then
+//!   `pg_upgrade --check` and `pg_upgrade --copy` (the old directory stays valid), or the old
+//!   server's `pg_dumpall` (by the NEW build) piped into the new server's `psql`; ANALYZE
+//!   afterwards; the new cluster is left shut down cleanly.
+//!
+//! Every server runs on a Unix socket in a private directory under the scratch dir (no
+//! TCP), with our own `hba_file` (trust on that socket) so the old cluster's access rules
+//! neither block the migration nor change. A failure leaves the old data directory valid
+//! and removes the new one; its error names both versions and the tail of the failing
+//! program's output (and of the server's or pg_upgrade's log).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::binaries::Binaries;
+use super::control::{self, ControlError};
+use super::process::{self, Account, ProcessError};
+
+/// How a cluster is moved to the new major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// `pg_upgrade --copy`.
+    PgUpgrade,
+    /// The old server's `pg_dumpall` into the new server's `psql`.
+    DumpRestore,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::PgUpgrade => "pg_upgrade",
+            Method::DumpRestore => "dump and restore",
+        })
+    }
+}
+
+/// A migration done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Migration {
+    /// The old build's version ("12.22").
+    pub from: String,
+    /// The new build's version ("18.6").
+    pub to: String,
+    /// How.
+    pub method: Method,
+}
+
+impl std::fmt::Display for Migration {
+    /// "PostgreSQL 12.22 → 18.6 by dump and restore".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PostgreSQL {} → {} by {}",
+            self.from, self.to, self.method
+        )
+    }
+}
+
+/// What a migration works on.
+pub(crate) struct MigrateRequest<'a> {
+    /// Restored data dir of the old major (owned by account, 0700, skeleton dirs recreated,
+    /// stale postmaster.pid removed by the caller).
+    pub old_data: &'a Path,
+    /// The old major's build (may be server-only: npm 12).
+    pub old: &'a Binaries,
+    /// The server's build (full).
+    pub new: &'a Binaries,
+    /// Must not exist; the migrated cluster ends here, shut down cleanly.
+    pub new_data: &'a Path,
+    /// A writable dir for cwd, sockets, logs (short path!).
+    pub scratch: &'a Path,
+    /// The account the servers run as.
+    pub account: &'a Account,
+    /// Role to connect as ("postgres").
+    pub superuser: &'a str,
+    /// Deadline of the whole migration.
+    pub deadline: Duration,
+}
+
+/// Programs the old build needs for pg_upgrade.
+const UPGRADE_OLD: [&str; 4] = ["postgres", "pg_ctl", "pg_controldata", "pg_resetwal"];
+/// Programs the old build needs for a dump and restore (its server, started and stopped).
+const DUMP_OLD: [&str; 2] = ["postgres", "pg_ctl"];
+/// Programs the new build needs for either.
+const NEW_TOOLS: [&str; 6] = [
+    "postgres",
+    "pg_ctl",
+    "initdb",
+    "psql",
+    "pg_dumpall",
+    "vacuumdb",
+];
+
+/// The socket "port" of the old server and of the new one. Each migration has its own
+/// socket directory and no TCP, so these names cannot collide with any other server.
+const OLD_PORT: u16 = 50432;
+const NEW_PORT: u16 = 50433;
+
+/// Longest Unix socket path (sun_path less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Lines of a log kept for an error.
+const LOG_TAIL: usize = 20;
+
+/// Why a cluster could not be migrated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateError {
+    /// The data is newer than the server.
+    #[error("the data directory is PostgreSQL {old_major}, newer than the server's build (PostgreSQL {new}): a cluster cannot be moved to an older major; run a server of major {old_major} or newer")]
+    Newer {
+        /// The data's major.
+        old_major: u32,
+        /// The server's version.
+        new: String,
+    },
+    /// Nothing to migrate.
+    #[error(
+        "the data directory is already PostgreSQL {major}, the server's major: nothing to migrate"
+    )]
+    SameMajor {
+        /// The major.
+        major: u32,
+    },
+    /// No build of the old major.
+    #[error("PostgreSQL {old_major} data cannot be migrated to PostgreSQL {new}: no PostgreSQL {old_major} build is installed; the image must contain PostgreSQL {old_major}'s server (postgres, pg_ctl: dump and restore) or its full build (with pg_controldata and pg_resetwal: pg_upgrade), in /opt/datamon-postgres/{old_major}/bin or a directory of postgres.bin_dirs (DATAMON_POSTGRES__BIN_DIRS)")]
+    NoOldBuild {
+        /// The data's major.
+        old_major: u32,
+        /// The server's version.
+        new: String,
+    },
+    /// A build lacks programs the migration needs.
+    #[error("PostgreSQL {from} → {to}: the {which} build in {bin} lacks {missing}: the image must contain them")]
+    Incomplete {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// "old" or "new".
+        which: &'static str,
+        /// Its bin dir.
+        bin: PathBuf,
+        /// The missing programs.
+        missing: String,
+    },
+    /// The new data directory exists already.
+    #[error("PostgreSQL {from} → {to}: {path} exists already; the migrated cluster needs a new directory")]
+    NewDataExists {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The scratch directory is too deep for a Unix socket.
+    #[error("PostgreSQL {from} → {to}: the scratch directory {path} is too long for a Unix socket path ({len} bytes of at most {MAX_SOCKET_PATH}): use a shorter one")]
+    LongScratch {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// The socket directory.
+        path: PathBuf,
+        /// The socket path's length.
+        len: usize,
+    },
+    /// A program of the migration failed.
+    #[error("migrating PostgreSQL {from} → {to}: {step} failed{log}")]
+    Step {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// Which step.
+        step: String,
+        /// The tail of the server's or pg_upgrade's log, introduced (or empty).
+        log: String,
+        /// The program's failure.
+        #[source]
+        source: Box<ProcessError>,
+    },
+    /// The dump did not restore.
+    #[error("migrating PostgreSQL {from} → {to}: restoring the dump into the new server failed:\n{errors}")]
+    Restore {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// psql's errors (the last of them).
+        errors: String,
+    },
+    /// An answer of the old server that could not be read.
+    #[error(
+        "migrating PostgreSQL {from} → {to}: cannot read the old cluster's {what} from {answer:?}"
+    )]
+    Answer {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// What was asked.
+        what: &'static str,
+        /// What came back.
+        answer: String,
+    },
+    /// A data directory's files.
+    #[error("migrating PostgreSQL {from} → {to}: the {which} data directory")]
+    Control {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// "old" or "new".
+        which: &'static str,
+        /// Why.
+        #[source]
+        source: ControlError,
+    },
+    /// A cluster that did not end shut down cleanly.
+    #[error("migrating PostgreSQL {from} → {to}: the {which} cluster did not shut down cleanly (pg_control says {state})")]
+    Unclean {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// "old" or "new".
+        which: &'static str,
+        /// Its state.
+        state: String,
+    },
+    /// The whole migration ran past its deadline.
+    #[error("migrating PostgreSQL {from} → {to} did not finish within {deadline:?} (before: {step}): raise postgres.migrate_timeout_secs")]
+    Deadline {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// The step that had no time left.
+        step: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// A file or directory of the migration.
+    #[error("migrating PostgreSQL {from} → {to}: cannot {op} {path}")]
+    Io {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The account could not be given a directory.
+    #[error("migrating PostgreSQL {from} → {to}")]
+    Own {
+        /// The old version.
+        from: String,
+        /// The new version.
+        to: String,
+        /// Why.
+        #[source]
+        source: Box<ProcessError>,
+    },
+}
+
+/// Pure: which way, or why none (new older than old: refused; old build missing entirely:
+/// error naming both versions and what the image must contain).
+pub(crate) fn choose(
+    old_major: u32,
+    old: Option<&Binaries>,
+    new: &Binaries,
+) -> Result<Method, MigrateError> {
+    if old_major > new.major {
+        return Err(MigrateError::Newer {
+            old_major,
+            new: new.version.clone(),
+        });
+    }
+    if old_major == new.major {
+        return Err(MigrateError::SameMajor { major: old_major });
+    }
+    let Some(old) = old else {
+        return Err(MigrateError::NoOldBuild {
+            old_major,
+            new: new.version.clone(),
+        });
+    };
+    let incomplete = |which, b: &Binaries, missing: Vec<&str>| MigrateError::Incomplete {
+        from: old.version.clone(),
+        to: new.version.clone(),
+        which,
+        bin: b.bin.clone(),
+        missing: missing.join(", "),
+    };
+    let new_missing = new.missing(&NEW_TOOLS);
+    if !new_missing.is_empty() {
+        return Err(incomplete("new", new, new_missing));
+    }
+    if old.missing(&UPGRADE_OLD).is_empty() && new.has("pg_upgrade") {
+        return Ok(Method::PgUpgrade);
+    }
+    let old_missing = old.missing(&DUMP_OLD);
+    if old_missing.is_empty() {
+        Ok(Method::DumpRestore)
+    } else {
+        Err(incomplete("old", old, old_missing))
+    }
+}
+
+/// What the new cluster must match of the old one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterSettings {
+    /// Whether data checksums are on.
+    pub checksums: bool,
+    /// The WAL segment size in bytes.
+    pub wal_segment_bytes: u64,
+    /// Encoding and locale, when read from the old server (`None`: pg_upgrade 16+ carries
+    /// each database's own over, so the new cluster's are free).
+    pub locale: Option<Locale>,
+}
+
+/// A cluster's encoding and locale (template0's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Locale {
+    /// "UTF8", "SQL_ASCII", ...
+    pub encoding: String,
+    /// LC_COLLATE.
+    pub collate: String,
+    /// LC_CTYPE.
+    pub ctype: String,
+    /// The locale provider: 'c' libc, 'i' ICU, 'b' builtin.
+    pub provider: char,
+    /// The ICU or builtin locale (empty with libc).
+    pub provider_locale: String,
+}
+
+/// The query of the old server for its [`ClusterSettings`], for its major (the locale
+/// provider's columns came with 15 and were renamed in 17).
+pub(crate) fn settings_query(old_major: u32) -> String {
+    let provider = if old_major >= 15 {
+        "d.datlocprovider::text"
+    } else {
+        "'c'"
+    };
+    let provider_locale = match old_major {
+        ..=14 => "''",
+        15 | 16 => "coalesce(d.daticulocale, '')",
+        _ => "coalesce(d.datlocale, '')",
+    };
+    format!(
+        "SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {provider}, \
+         {provider_locale}, current_setting('data_checksums'), s.setting, coalesce(s.unit, '') \
+         FROM pg_database d, pg_settings s \
+         WHERE d.datname = 'template0' AND s.name = 'wal_segment_size'"
+    )
+}
+
+/// The answer to [`settings_query`] (psql `-A -t -F '|'`), `None` if it is not one.
+pub(crate) fn parse_settings(answer: &str) -> Option<ClusterSettings> {
+    let line = answer.lines().find(|l| !l.trim().is_empty())?;
+    let f: Vec<&str> = line.split('|').collect();
+    let [encoding, collate, ctype, provider, provider_locale, checksums, seg, unit] = f[..] else {
+        return None;
+    };
+    let seg: u64 = seg.trim().parse().ok()?;
+    let unit_bytes = match unit.trim() {
+        "" | "B" => 1,
+        "kB" => 1024,
+        "8kB" => 8192,
+        "MB" => 1 << 20,
+        _ => return None,
+    };
+    Some(ClusterSettings {
+        checksums: checksums.trim() == "on",
+        wal_segment_bytes: seg * unit_bytes,
+        locale: Some(Locale {
+            encoding: encoding.to_string(),
+            collate: collate.to_string(),
+            ctype: ctype.to_string(),
+            provider: provider.trim().chars().next()?,
+            provider_locale: provider_locale.to_string(),
+        }),
+    })
+}
+
+/// The checksum setting and WAL segment size of `pg_controldata`'s output.
+pub(crate) fn parse_controldata(out: &str) -> Option<ClusterSettings> {
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim_start_matches(':').trim())
+    };
+    let checksum: u32 = field("Data page checksum version")?.parse().ok()?;
+    let seg: u64 = field("Bytes per WAL segment")?.parse().ok()?;
+    Some(ClusterSettings {
+        checksums: checksum != 0,
+        wal_segment_bytes: seg,
+        locale: None,
+    })
+}
+
+/// initdb's arguments after `-D <dir>` for a new cluster of `new_major` matching `s`.
+pub(crate) fn initdb_args(s: &ClusterSettings, new_major: u32, superuser: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-U".into(), superuser.into(), "--auth=trust".into()];
+    match &s.locale {
+        None => a.extend(["-E".into(), "UTF8".into(), "--no-locale".into()]),
+        Some(l) => {
+            a.extend([
+                "-E".into(),
+                l.encoding.clone(),
+                format!("--lc-collate={}", l.collate),
+                format!("--lc-ctype={}", l.ctype),
+            ]);
+            match l.provider {
+                'i' => a.extend([
+                    "--locale-provider=icu".into(),
+                    format!("--icu-locale={}", l.provider_locale),
+                ]),
+                'b' => a.extend([
+                    "--locale-provider=builtin".into(),
+                    format!("--builtin-locale={}", l.provider_locale),
+                ]),
+                _ => {}
+            }
+        }
+    }
+    a.push(format!("--wal-segsize={}", s.wal_segment_bytes >> 20));
+    if s.checksums {
+        a.push("--data-checksums".into());
+    } else if new_major >= 18 {
+        // 18 turned checksums on by default; pg_upgrade refuses a mismatch.
+        a.push("--no-data-checksums".into());
+    }
+    a
+}
+
+/// psql's error lines of a restore, less the one every dump of a cluster gives (its
+/// superuser exists already in the new cluster).
+pub(crate) fn restore_errors(stderr: &str, superuser: &str) -> Vec<String> {
+    let harmless = format!("role \"{superuser}\" already exists");
+    stderr
+        .lines()
+        .filter(|l| l.contains("ERROR:") || l.contains("FATAL:"))
+        .filter(|l| !l.contains(&harmless))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Migrates `req.old_data` to `req.new_data` (see the module's doc).
+pub(crate) async fn migrate(req: &MigrateRequest<'_>) -> Result<Migration, MigrateError> {
+    let method = choose(req.old.major, Some(req.old), req.new)?;
+    let job = Job::new(req)?;
+    tracing::info!(from = %req.old.version, to = %req.new.version, %method, "migrating a PostgreSQL cluster");
+    let result = match method {
+        Method::PgUpgrade => job.upgrade().await,
+        Method::DumpRestore => job.dump_restore().await,
+    };
+    if result.is_err() {
+        job.clean_up_failure().await;
+    }
+    let _ = std::fs::remove_dir_all(&job.work);
+    result?;
+    Ok(Migration {
+        from: req.old.version.clone(),
+        to: req.new.version.clone(),
+        method,
+    })
+}
+
+/// One migration under way: its request, deadline and private directory.
+struct Job<'a> {
+    req: &'a MigrateRequest<'a>,
+    until: Instant,
+    /// Private dir under scratch: cwd, sockets, logs, our hba file.
+    work: PathBuf,
+}
+
+/// Which cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Old,
+    New,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Old => "old",
+            Side::New => "new",
+        }
+    }
+}
+
+impl<'a> Job<'a> {
+    /// Checks the request and makes the private dir and the (empty) new data dir.
+    fn new(req: &'a MigrateRequest<'a>) -> Result<Self, MigrateError> {
+        let v = || (req.old.version.clone(), req.new.version.clone());
+        if req.new_data.exists() {
+            let (from, to) = v();
+            return Err(MigrateError::NewDataExists {
+                from,
+                to,
+                path: req.new_data.to_path_buf(),
+            });
+        }
+        let io = |op, path: &Path| {
+            let (from, to) = v();
+            let path = path.to_path_buf();
+            move |source| MigrateError::Io {
+                from,
+                to,
+                op,
+                path,
+                source,
+            }
+        };
+        let work = tempfile::Builder::new()
+            .prefix("m")
+            .tempdir_in(req.scratch)
+            .map_err(io("create a directory in", req.scratch))?
+            .keep();
+        let len = work.join(format!(".s.PGSQL.{NEW_PORT}")).as_os_str().len();
+        let own = |dir: &Path| {
+            req.account.own(dir).map_err(|source| {
+                let (from, to) = v();
+                MigrateError::Own {
+                    from,
+                    to,
+                    source: Box::new(source),
+                }
+            })
+        };
+        let setup = || -> Result<(), MigrateError> {
+            if len > MAX_SOCKET_PATH {
+                let (from, to) = v();
+                return Err(MigrateError::LongScratch {
+                    from,
+                    to,
+                    path: work.clone(),
+                    len,
+                });
+            }
+            let hba = work.join("hba.conf");
+            std::fs::write(&hba, "local all all trust\n").map_err(io("write", &hba))?;
+            own(&work)?;
+            std::fs::create_dir(req.new_data).map_err(io("create", req.new_data))?;
+            own(req.new_data)
+        };
+        if let Err(e) = setup() {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+        Ok(Job {
+            req,
+            until: Instant::now() + req.deadline,
+            work,
+        })
+    }
+
+    fn versions(&self) -> (String, String) {
+        (self.req.old.version.clone(), self.req.new.version.clone())
+    }
+
+    fn build(&self, side: Side) -> &'a Binaries {
+        match side {
+            Side::Old => self.req.old,
+            Side::New => self.req.new,
+        }
+    }
+
+    fn data(&self, side: Side) -> &'a Path {
+        match side {
+            Side::Old => self.req.old_data,
+            Side::New => self.req.new_data,
+        }
+    }
+
+    fn port(side: Side) -> u16 {
+        match side {
+            Side::Old => OLD_PORT,
+            Side::New => NEW_PORT,
+        }
+    }
+
+    fn log(&self, side: Side) -> PathBuf {
+        self.work.join(format!("{}.log", side.name()))
+    }
+
+    /// The time left for `step`, or the deadline error.
+    fn left(&self, step: &str) -> Result<Duration, MigrateError> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let (from, to) = self.versions();
+            return Err(MigrateError::Deadline {
+                from,
+                to,
+                step: step.to_string(),
+                deadline: self.req.deadline,
+            });
+        }
+        Ok(left)
+    }
+
+    /// A command of `side`'s build, cwd in the private dir.
+    fn command(&self, side: Side, program: &str) -> tokio::process::Command {
+        let mut cmd = process::command(&self.build(side).tool(program), self.req.account);
+        cmd.current_dir(&self.work);
+        cmd
+    }
+
+    /// Runs `cmd` for `step`; a failure carries the tail of `log` when given.
+    async fn run(
+        &self,
+        cmd: tokio::process::Command,
+        step: &str,
+        log: Option<&Path>,
+    ) -> Result<String, MigrateError> {
+        let left = self.left(step)?;
+        process::run(cmd, step, left).await.map_err(|source| {
+            let (from, to) = self.versions();
+            let log = log
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| process::tail(&[&t], LOG_TAIL))
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("; the log ends:\n{t}\n"))
+                .unwrap_or_default();
+            MigrateError::Step {
+                from,
+                to,
+                step: step.to_string(),
+                log,
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// psql of the new build on `side`'s server, as the superuser.
+    fn psql(&self, side: Side, db: &str) -> tokio::process::Command {
+        let mut cmd = self.command(Side::New, "psql");
+        cmd.arg("-X")
+            .args(self.conn(side))
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1"]);
+        cmd
+    }
+
+    /// The connection options of a client of `side`'s server.
+    fn conn(&self, side: Side) -> Vec<String> {
+        vec![
+            "-h".into(),
+            self.work.display().to_string(),
+            "-p".into(),
+            Self::port(side).to_string(),
+            "-U".into(),
+            self.req.superuser.into(),
+        ]
+    }
+
+    /// Starts `side`'s server on its socket only, with our hba file.
+    async fn start(&self, side: Side) -> Result<(), MigrateError> {
+        let step = format!(
+            "starting the {} server (PostgreSQL {})",
+            side.name(),
+            self.build(side).version
+        );
+        let left = self.left(&step)?;
+        let opts = format!(
+            "-k '{}' -p {} -c listen_addresses='' -c hba_file='{}' -c archive_mode=off",
+            self.work.display(),
+            Self::port(side),
+            self.work.join("hba.conf").display()
+        );
+        let log = self.log(side);
+        let mut cmd = self.command(side, "pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data(side))
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", &left.as_secs().max(1).to_string(), "-o", &opts])
+            .arg("start");
+        self.run(cmd, &step, Some(&log)).await.map(drop)
+    }
+
+    /// Stops `side`'s server (`mode` fast or immediate).
+    async fn stop(&self, side: Side, mode: &str) -> Result<(), MigrateError> {
+        let step = format!(
+            "stopping the {} server (PostgreSQL {})",
+            side.name(),
+            self.build(side).version
+        );
+        let left = self.left(&step)?;
+        let mut cmd = self.command(side, "pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data(side))
+            .args(["-m", mode, "-w", "-t", &left.as_secs().max(1).to_string()])
+            .arg("stop");
+        self.run(cmd, &step, Some(&self.log(side))).await.map(drop)
+    }
+
+    /// Checks that `side`'s pg_control says shut down.
+    fn check_clean(&self, side: Side) -> Result<(), MigrateError> {
+        let (from, to) = self.versions();
+        let c = control::read_control(self.data(side)).map_err(|source| MigrateError::Control {
+            from: from.clone(),
+            to: to.clone(),
+            which: side.name(),
+            source,
+        })?;
+        if c.clean() {
+            Ok(())
+        } else {
+            Err(MigrateError::Unclean {
+                from,
+                to,
+                which: side.name(),
+                state: c.state.to_string(),
+            })
+        }
+    }
+
+    /// Whether the old cluster was shut down cleanly.
+    fn old_clean(&self) -> Result<bool, MigrateError> {
+        match self.check_clean(Side::Old) {
+            Ok(()) => Ok(true),
+            Err(MigrateError::Unclean { state, .. }) => {
+                tracing::info!(%state, version = %self.req.old.version, "the old cluster was not shut down cleanly: recovering it with its own major first");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The old server's settings (it must be running).
+    async fn query_settings(&self) -> Result<ClusterSettings, MigrateError> {
+        let mut cmd = self.psql(Side::Old, "template1");
+        cmd.args(["-A", "-t", "-F", "|", "-c"])
+            .arg(settings_query(self.req.old.major));
+        let answer = self
+            .run(cmd, "reading the old cluster's settings", None)
+            .await?;
+        parse_settings(&answer).ok_or_else(|| {
+            let (from, to) = self.versions();
+            MigrateError::Answer {
+                from,
+                to,
+                what: "encoding, locale, checksums and WAL segment size",
+                answer,
+            }
+        })
+    }
+
+    /// initdb of the new cluster matching `s`.
+    async fn initdb(&self, s: &ClusterSettings) -> Result<(), MigrateError> {
+        let mut cmd = self.command(Side::New, "initdb");
+        cmd.arg("-D").arg(self.req.new_data).args(initdb_args(
+            s,
+            self.req.new.major,
+            self.req.superuser,
+        ));
+        let step = format!(
+            "initdb of the new cluster (PostgreSQL {})",
+            self.req.new.version
+        );
+        self.run(cmd, &step, None).await.map(drop)
+    }
+
+    /// ANALYZE of every database of the new server (running); after pg_upgrade to 18+,
+    /// which carries the statistics over, only what they lack.
+    async fn analyze(&self, method: Method) -> Result<(), MigrateError> {
+        let mut cmd = self.command(Side::New, "vacuumdb");
+        cmd.args(self.conn(Side::New))
+            .args(["--all", "--analyze-only"]);
+        if method == Method::PgUpgrade && self.req.new.major >= 18 {
+            cmd.arg("--missing-stats-only");
+        }
+        self.run(
+            cmd,
+            "ANALYZE of the new cluster (vacuumdb)",
+            Some(&self.log(Side::New)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Starts the new server, ANALYZE, stops it and checks it shut down cleanly.
+    async fn analyze_and_stop(&self, method: Method) -> Result<(), MigrateError> {
+        if method == Method::PgUpgrade {
+            self.start(Side::New).await?;
+        }
+        self.analyze(method).await?;
+        self.stop(Side::New, "fast").await?;
+        self.check_clean(Side::New)
+    }
+
+    /// pg_upgrade --check, then --copy.
+    async fn upgrade(&self) -> Result<(), MigrateError> {
+        let clean = self.old_clean()?;
+        // Before 16 pg_upgrade needs the new cluster's locale and encoding to be the old
+        // one's, which only the old server can tell; from 16 on it carries them over.
+        let settings = if !clean || self.req.new.major < 16 {
+            self.start(Side::Old).await?;
+            let s = self.query_settings().await;
+            self.stop(Side::Old, "fast").await?;
+            self.check_clean(Side::Old)?;
+            let mut s = s?;
+            if self.req.new.major >= 16 {
+                s.locale = None;
+            }
+            s
+        } else {
+            let mut cmd = self.command(Side::Old, "pg_controldata");
+            cmd.arg("-D").arg(self.req.old_data);
+            let out = self
+                .run(cmd, "pg_controldata of the old cluster", None)
+                .await?;
+            parse_controldata(&out).ok_or_else(|| {
+                let (from, to) = self.versions();
+                MigrateError::Answer {
+                    from,
+                    to,
+                    what: "checksum version and WAL segment size (pg_controldata)",
+                    answer: out,
+                }
+            })?
+        };
+        self.initdb(&settings).await?;
+        self.pg_upgrade(true).await?;
+        self.pg_upgrade(false).await?;
+        self.analyze_and_stop(Method::PgUpgrade).await
+    }
+
+    /// One run of pg_upgrade (`check`: `--check` only).
+    async fn pg_upgrade(&self, check: bool) -> Result<(), MigrateError> {
+        let mut cmd = self.command(Side::New, "pg_upgrade");
+        let hba = format!("-c hba_file='{}'", self.work.join("hba.conf").display());
+        cmd.arg("-b")
+            .arg(&self.req.old.bin)
+            .arg("-B")
+            .arg(&self.req.new.bin)
+            .arg("-d")
+            .arg(self.req.old_data)
+            .arg("-D")
+            .arg(self.req.new_data)
+            .args(["-U", self.req.superuser])
+            .arg(format!("--socketdir={}", self.work.display()))
+            .args(["-p", &OLD_PORT.to_string(), "-P", &NEW_PORT.to_string()])
+            .args(["-o", &hba, "-O", &hba]);
+        // --copy is the default; 16 named it.
+        if self.req.new.major >= 16 {
+            cmd.arg("--copy");
+        }
+        if check {
+            cmd.arg("--check");
+        }
+        let step = if check {
+            "pg_upgrade --check"
+        } else {
+            "pg_upgrade --copy"
+        };
+        // Its own output names a log under the new data dir, which a failure removes: the
+        // error carries that log's tail instead.
+        match self.run(cmd, step, None).await {
+            Ok(_) => Ok(()),
+            Err(MigrateError::Step {
+                from,
+                to,
+                step,
+                source,
+                ..
+            }) => Err(MigrateError::Step {
+                from,
+                to,
+                step,
+                log: upgrade_log(self.req.new_data)
+                    .map(|(p, t)| format!("; {} ends:\n{t}\n", p.display()))
+                    .unwrap_or_default(),
+                source,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The old server's pg_dumpall into the new server's psql.
+    async fn dump_restore(&self) -> Result<(), MigrateError> {
+        self.start(Side::Old).await?;
+        let settings = self.query_settings().await?;
+        self.initdb(&settings).await?;
+        self.start(Side::New).await?;
+        self.pipe_dump().await?;
+        self.stop(Side::Old, "fast").await?;
+        self.check_clean(Side::Old)?;
+        self.analyze_and_stop(Method::DumpRestore).await
+    }
+
+    /// `pg_dumpall | psql`, within the deadline; psql's errors other than the superuser
+    /// existing fail it.
+    async fn pipe_dump(&self) -> Result<(), MigrateError> {
+        use std::process::Stdio;
+        let step = "pg_dumpall of the old server into the new one";
+        let left = self.left(step)?;
+        let (from, to) = self.versions();
+        let fail = |what: &str, source| MigrateError::Step {
+            from: from.clone(),
+            to: to.clone(),
+            step: what.to_string(),
+            log: String::new(),
+            source: Box::new(source),
+        };
+        let spawn_err = |what: &str, program: PathBuf, source| {
+            fail(
+                what,
+                ProcessError::Spawn {
+                    what: what.to_string(),
+                    program,
+                    source,
+                },
+            )
+        };
+        let mut dump = self.command(Side::New, "pg_dumpall");
+        dump.args(self.conn(Side::Old))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut dump = dump
+            .spawn()
+            .map_err(|e| spawn_err("pg_dumpall", self.req.new.tool("pg_dumpall"), e))?;
+        // Proven: stdout was piped just above.
+        let Some(out) = dump.stdout.take() else {
+            unreachable!("pg_dumpall's stdout is piped");
+        };
+        let out: Stdio = out
+            .try_into()
+            .map_err(|e| spawn_err("pg_dumpall", self.req.new.tool("pg_dumpall"), e))?;
+        let mut restore = self.command(Side::New, "psql");
+        restore
+            .arg("-X")
+            .arg("-q")
+            .args(self.conn(Side::New))
+            .args(["-d", "postgres"])
+            .stdin(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let restore = restore
+            .spawn()
+            .map_err(|e| spawn_err("psql", self.req.new.tool("psql"), e))?;
+        let both = async { tokio::join!(dump.wait_with_output(), restore.wait_with_output()) };
+        let (dumped, restored) = match tokio::time::timeout(left, both).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(fail(
+                    step,
+                    ProcessError::Timeout {
+                        what: step.to_string(),
+                        deadline: left,
+                        tail: String::new(),
+                    },
+                ))
+            }
+        };
+        let wait_err = |source| {
+            fail(
+                step,
+                ProcessError::Wait {
+                    what: step.to_string(),
+                    source,
+                },
+            )
+        };
+        let dumped = dumped.map_err(wait_err)?;
+        let restored = restored.map_err(wait_err)?;
+        let dump_err = String::from_utf8_lossy(&dumped.stderr).into_owned();
+        if !dumped.status.success() {
+            return Err(fail(
+                "pg_dumpall of the old server",
+                ProcessError::Failed {
+                    what: "pg_dumpall".into(),
+                    status: dumped.status,
+                    tail: process::tail(&[&dump_err], process::TAIL_LINES),
+                },
+            ));
+        }
+        let psql_err = String::from_utf8_lossy(&restored.stderr).into_owned();
+        if !restored.status.success() {
+            return Err(fail(
+                "psql into the new server",
+                ProcessError::Failed {
+                    what: "psql".into(),
+                    status: restored.status,
+                    tail: process::tail(&[&psql_err], process::TAIL_LINES),
+                },
+            ));
+        }
+        let errors = restore_errors(&psql_err, self.req.superuser);
+        if !errors.is_empty() {
+            let (from, to) = self.versions();
+            let shown = errors.len().min(process::TAIL_LINES);
+            return Err(MigrateError::Restore {
+                from,
+                to,
+                errors: errors[errors.len() - shown..].join("\n"),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a failure: servers we (or pg_upgrade) left running are stopped, the new data
+    /// directory removed; the old one stays as it is (valid: pg_upgrade --copy and a dump
+    /// leave it so).
+    async fn clean_up_failure(&self) {
+        for side in [Side::New, Side::Old] {
+            if self.data(side).join("postmaster.pid").exists() {
+                let mode = if side == Side::Old {
+                    "fast"
+                } else {
+                    "immediate"
+                };
+                let mut cmd = self.command(side, "pg_ctl");
+                cmd.arg("-D")
+                    .arg(self.data(side))
+                    .args(["-m", mode, "-w", "stop"]);
+                if let Err(e) =
+                    process::run(cmd, "stopping a server after a failure", STOP_AFTER_FAILURE).await
+                {
+                    tracing::warn!(error = %e, side = side.name(), "cannot stop a server after a failed migration");
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.req.new_data) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.req.new_data.display(), error = %e, "cannot remove the new data directory of a failed migration");
+            }
+        }
+    }
+}
+
+/// How long stopping a server after a failure may take (the migration's own deadline may
+/// be spent).
+const STOP_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// The newest file pg_upgrade wrote under `<new_data>/pg_upgrade_output.d` and its tail:
+/// the log or the list of problems its output points to.
+fn upgrade_log(new_data: &Path) -> Option<(PathBuf, String)> {
+    let newest = walkdir::WalkDir::new(new_data.join("pg_upgrade_output.d"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.into_path())))
+        .max()?
+        .1;
+    let text = std::fs::read_to_string(&newest).ok()?;
+    let tail = process::tail(&[&text], LOG_TAIL);
+    (!tail.is_empty()).then_some((newest, tail))
+}
