@@ -30,6 +30,10 @@ pub struct InjectArgs {
     /// The agent image, when no annotation names one.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// The agent image with PostgreSQL, for pods with databases, when no annotation names
+    /// one.
+    #[arg(long, value_name = "IMAGE")]
+    pub postgres_image: Option<String>,
 }
 
 /// What can go wrong.
@@ -110,6 +114,9 @@ fn run(args: &InjectArgs) -> Result<String, InjectError> {
     };
     if let Some(i) = &args.image {
         settings.image = i.clone();
+    }
+    if let Some(i) = &args.postgres_image {
+        settings.postgres_image = i.clone();
     }
     inject_text(
         &text,

@@ -180,6 +180,79 @@ fn each_invalid_annotation_is_named_with_its_problem() {
             "did you mean `datamon.io/input.raw`",
         ),
         ("datamon.io/typo", "x", "unknown annotation"),
+        (
+            "datamon.io/database.pg",
+            "{port: 70000}",
+            "field `port`: 70000 is not a port: use 1 to 65535",
+        ),
+        ("datamon.io/database.pg", "{port: 0}", "is not a port"),
+        (
+            "datamon.io/database.pg",
+            "{prot: 5433}",
+            "unknown field `prot`, expected one of",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{owner: {role: pg_admin}}",
+            "field `owner.role`: \"pg_admin\" is not a role name",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{owner: {role: App}}",
+            "lowercase letters, digits and `_`",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{owner: {password_env: P}}",
+            "unknown field `password_env`",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{owner: {secret: {name: s}}}",
+            "missing field `key`",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{owner: {secret: {name: S_1, key: k}}}",
+            "not a Secret name",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{source: {repo: r, bundle: b, label: l}}",
+            "field `source.bundle`: both `bundle` and `label` are set",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{output: {repo: r, message: ' '}}",
+            "field `output.message`: the commit message is empty",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{major: 11}",
+            "field `major`: PostgreSQL 11 is older",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{settings: {listen_addresses: '*'}}",
+            "`listen_addresses` is set by the agent itself",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{settings: {Work-Mem: 1MB}}",
+            "not a PostgreSQL setting name",
+        ),
+        (
+            "datamon.io/database.pg",
+            "{upload: never}",
+            "unknown variant",
+        ),
+        ("datamon.io/database.", "{}", "has no name"),
+        (
+            "datamon.io/databases.pg",
+            "{}",
+            "did you mean `datamon.io/database.pg`",
+        ),
+        ("datamon.io/postgres-image", "a b", "not an image reference"),
     ];
     // Cases that need a sidecar (outputs) to reach the layout's checks.
     let out = (
@@ -260,7 +333,7 @@ fn all_problems_are_reported_at_once() {
 #[test]
 fn annotations_without_inputs_or_outputs_are_denied() {
     let msg = deny(&pod(&[("datamon.io/config", "gs://b")]), &[]);
-    assert!(msg.contains("no input or output"), "{msg}");
+    assert!(msg.contains("no input, output or database"), "{msg}");
 }
 
 #[test]
@@ -351,5 +424,115 @@ fn participant_names_that_cannot_be_told_apart_are_denied() {
     assert!(
         msg.contains("datamon.io/wrap") && msg.contains("both give the participant name"),
         "{msg}"
+    );
+}
+
+#[test]
+fn databases_are_denied_together_naming_each_one() {
+    let msg = deny(
+        &pod(&[
+            ("datamon.io/database.a", "{port: 5433}"),
+            ("datamon.io/database.b", "{port: 5433, owner: {role: 1st}}"),
+            ("datamon.io/database.c", "{output: {repo: 'bad repo'}}"),
+        ]),
+        &[],
+    );
+    for want in [
+        "datamon.io/database.b: field `port`: port 5433 is also the port of database \"a\": give each database its own port",
+        "datamon.io/database.b: field `owner.role`: \"1st\"",
+        "datamon.io/database.c: field `output.repo`: \"bad repo\" is not a repo name",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing from {msg}");
+    }
+    assert!(msg.starts_with("datamon: 3 problems"), "{msg}");
+    // An output where the agent keeps the databases.
+    let msg = deny(
+        &pod(&[
+            ("datamon.io/database.a", "{}"),
+            (
+                "datamon.io/output.out",
+                "{repo: r, path: /var/lib/datamon/postgres/out}",
+            ),
+        ]),
+        &[],
+    );
+    assert!(
+        msg.contains("datamon.io/output.out: /var/lib/datamon/postgres/out holds or is inside /var/lib/datamon/postgres, where the agent keeps the databases"),
+        "{msg}"
+    );
+    // A database alone is enough to ask for the agent.
+    let p = pod(&[("datamon.io/database.a", "{}")]);
+    assert!(matches!(
+        mutate_pod(
+            &p,
+            &NamespaceDefaults::default(),
+            &WebhookSettings::default()
+        ),
+        Verdict::Patch(_)
+    ));
+}
+
+#[test]
+fn the_database_image_comes_from_the_annotation_the_namespace_or_the_flag() {
+    let image_of =
+        |annotations: &[(&str, &str)], ns: &[(&str, &str)], settings: &WebhookSettings| {
+            let p = pod(annotations);
+            let ns = NamespaceDefaults {
+                annotations: ns
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..NamespaceDefaults::default()
+            };
+            let Verdict::Patch(patch) = mutate_pod(&p, &ns, settings) else {
+                panic!("not patched");
+            };
+            let mut patched = p.clone();
+            json_patch::patch(&mut patched, &patch).unwrap();
+            let images: Vec<String> = patched["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["image"].as_str().unwrap().to_string())
+                .collect();
+            images
+        };
+    let settings = WebhookSettings {
+        image: "flag/agent:1".into(),
+        postgres_image: "flag/agent-postgres:1".into(),
+        ..WebhookSettings::default()
+    };
+    let db = ("datamon.io/database.pg", "{}");
+    let ours = ("datamon.io/image", "pod/agent:2");
+    // Install and agent alike: one image to pull.
+    assert_eq!(
+        image_of(&[db], &[], &settings),
+        ["flag/agent-postgres:1"; 2]
+    );
+    assert_eq!(
+        image_of(
+            &[db, ours],
+            &[("datamon.io/postgres-image", "ns/pg:3")],
+            &settings
+        ),
+        ["ns/pg:3"; 2]
+    );
+    assert_eq!(
+        image_of(
+            &[db, ("datamon.io/postgres-image", "pod/pg:4")],
+            &[("datamon.io/postgres-image", "ns/pg:3")],
+            &settings
+        ),
+        ["pod/pg:4"; 2]
+    );
+    // Without a database, the plain agent image.
+    let out = ("datamon.io/output.o", "{repo: r, path: /o}");
+    assert_eq!(image_of(&[out], &[], &settings), ["flag/agent:1"; 2]);
+    assert_eq!(
+        WebhookSettings::default().postgres_image,
+        format!(
+            "ghcr.io/datamon-sidecar/datamon-agent-postgres:{}",
+            env!("CARGO_PKG_VERSION")
+        )
     );
 }

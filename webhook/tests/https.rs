@@ -39,6 +39,7 @@ fn config(dir: &Path) -> ServeConfig {
             interval: Duration::from_millis(50),
         },
         agent_image: "example.com/datamon-agent:test".into(),
+        agent_postgres_image: "example.com/datamon-agent-postgres:test".into(),
         native_sidecars: NativeSidecars::True,
         namespace_defaults: false,
         namespace_cache_ttl: Duration::from_secs(30),

@@ -1,9 +1,9 @@
 //! Pod Security: the checker of the published standards (`common::pss`) catches each rule
 //! of `baseline` and `restricted`; the pods the webhook makes pass them (a hardened pod with
-//! a downloaded input is `restricted` as a whole, one with a mounted input breaks `baseline`
-//! only by its privileged agent, as root); and a mounted input is denied where the
-//! namespace enforces a level that refuses privileged containers, or the pod runs in a user
-//! namespace.
+//! a downloaded input, or a database, is `restricted` as a whole: PostgreSQL needs no
+//! exemption; one with a mounted input breaks `baseline` only by its privileged agent, as
+//! root); and a mounted input is denied where the namespace enforces a level that refuses
+//! privileged containers, or the pod runs in a user namespace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
@@ -274,6 +274,10 @@ const MOUNT: (&str, &str) = (
     "{repo: img, path: /data/img/all, mode: mount}",
 );
 const OUTPUT: (&str, &str) = ("datamon.io/output.out", "{repo: out, path: /data/out}");
+const DATABASE: (&str, &str) = (
+    "datamon.io/database.pg",
+    "{source: {repo: pg}, output: {repo: pg}, owner: {role: app, secret: {name: pg-pass, key: password}}}",
+);
 
 fn namespace(enforce: Option<PodSecurityLevel>) -> NamespaceDefaults {
     NamespaceDefaults {
@@ -307,7 +311,13 @@ fn deny(pod: &Value, ns: &NamespaceDefaults) -> String {
 #[test]
 fn hardened_pods_without_a_mount_stay_restricted_in_every_layout() {
     let ns = namespace(Some(PodSecurityLevel::Restricted));
-    for annotations in [&[DOWNLOAD][..], &[OUTPUT], &[DOWNLOAD, OUTPUT]] {
+    for annotations in [
+        &[DOWNLOAD][..],
+        &[OUTPUT],
+        &[DOWNLOAD, OUTPUT],
+        &[DATABASE],
+        &[DOWNLOAD, DATABASE],
+    ] {
         for native in [true, false] {
             let pod = with_annotations(hardened(|_| {}), annotations);
             let out = patched(&pod, &ns, native);

@@ -289,7 +289,7 @@ impl Plan {
         names: &mut HashSet<String>,
         bad: &mut impl FnMut(String, String),
     ) {
-        let mut ports: Vec<u16> = Vec::new();
+        let mut ports: Vec<(u16, &str)> = Vec::new();
         // (field, directory) of every database directory checked so far.
         let mut dirs: Vec<(String, std::path::PathBuf)> = Vec::new();
         for (i, db) in self.databases.iter().enumerate() {
@@ -310,10 +310,10 @@ impl Plan {
                     f("port"),
                     "0 is not a port: use 1 to 65535, e.g. 5432".into(),
                 );
-            } else if ports.contains(&db.port) {
-                bad(f("port"), format!("port {} is taken by another database: give each database its own port, e.g. 5433", db.port));
+            } else if let Some((_, other)) = ports.iter().find(|(p, _)| *p == db.port) {
+                bad(f("port"), format!("port {} is also the port of database {other:?}: give each database its own port", db.port));
             }
-            ports.push(db.port);
+            ports.push((db.port, &db.name));
             self.validate_database_fields(db, &f, bad);
 
             // Directories: given ones clean and absolute; the effective ones apart from the
@@ -740,7 +740,10 @@ databases:
                 "overlaps outputs[0].path /data/out",
             ),
             ("databases[1].name", "used twice"),
-            ("databases[2].port", "port 5432 is taken"),
+            (
+                "databases[2].port",
+                "port 5432 is also the port of database \"raw\"",
+            ),
             ("databases[2].dir", "overlaps inputs[0].path /data/raw"),
         ] {
             assert!(

@@ -2,10 +2,11 @@
 //! namespace), parsed into a [`Request`]: pure, no Kubernetes types. Every problem names
 //! the annotation, says what is wrong and how to fix it; all problems are collected.
 //!
-//! Inputs and outputs are one annotation each (`datamon.io/input.<name>`,
-//! `datamon.io/output.<name>`) whose value is a YAML (flow) mapping of the plan schema's
-//! fields, deserialized into `datamon_plan`'s own types, so an unknown field is refused by
-//! name. `docs/annotations.md` documents every annotation.
+//! Inputs, outputs and databases are one annotation each (`datamon.io/input.<name>`,
+//! `datamon.io/output.<name>`, `datamon.io/database.<name>`, the last parsed by
+//! `super::database`) whose value is a YAML (flow) mapping of the plan schema's fields,
+//! deserialized into `datamon_plan`'s own types, so an unknown field is refused by name.
+//! `docs/annotations.md` documents every annotation.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use datamon_plan::{Deadlines, Input, Output, Store};
 use serde_json::{Map, Value};
 
+use super::database::{self, DatabaseRequest};
 use super::k8s_names::{is_dns_label, is_dns_subdomain, is_quantity, is_resource_name};
 
 /// Prefix of every annotation (and label) of ours.
@@ -22,6 +24,8 @@ pub(crate) const PREFIX: &str = "datamon.io/";
 pub(crate) const INPUT: &str = "datamon.io/input.";
 /// `datamon.io/output.<name>`: one output of the plan.
 pub(crate) const OUTPUT: &str = "datamon.io/output.";
+/// `datamon.io/database.<name>`: one PostgreSQL database of the plan.
+pub(crate) const DATABASE: &str = "datamon.io/database.";
 /// `datamon.io/command.<container>`: the command of a container that has none.
 pub(crate) const COMMAND: &str = "datamon.io/command.";
 /// The config bucket (`gs://b`, `s3://b`, `file:///dir`).
@@ -38,6 +42,8 @@ pub(crate) const COORDINATION: &str = "datamon.io/coordination";
 pub(crate) const CREDENTIALS_SECRET: &str = "datamon.io/credentials-secret";
 /// The agent image.
 pub(crate) const IMAGE: &str = "datamon.io/image";
+/// The agent image of pods with databases (the agent with PostgreSQL).
+pub(crate) const POSTGRES_IMAGE: &str = "datamon.io/postgres-image";
 /// The agent containers' resources.
 pub(crate) const RESOURCES: &str = "datamon.io/resources";
 /// The plan's deadlines.
@@ -55,7 +61,7 @@ pub(crate) const STATUS: &str = "datamon.io/status";
 pub(crate) const PLAN_DIGEST: &str = "datamon.io/plan-digest";
 
 /// Annotations that take a namespace default.
-const DEFAULTABLE: [&str; 10] = [
+const DEFAULTABLE: [&str; 11] = [
     CONFIG,
     CONTEXT,
     S3_ENDPOINT,
@@ -63,6 +69,7 @@ const DEFAULTABLE: [&str; 10] = [
     COORDINATION,
     CREDENTIALS_SECRET,
     IMAGE,
+    POSTGRES_IMAGE,
     RESOURCES,
     DEADLINES,
     NATIVE_SIDECAR,
@@ -145,6 +152,8 @@ pub struct Request {
     pub inputs: Vec<Input>,
     /// Outputs, sorted by name.
     pub outputs: Vec<Output>,
+    /// Databases, sorted by name.
+    pub databases: Vec<DatabaseRequest>,
     /// The store.
     pub store: Store,
     /// The coordination directory, when not the plan's default.
@@ -153,6 +162,8 @@ pub struct Request {
     pub deadlines: Deadlines,
     /// The agent image, when an annotation names one.
     pub image: Option<String>,
+    /// The agent image of a pod with databases, when an annotation names one.
+    pub postgres_image: Option<String>,
     /// The Secret with the store's credentials.
     pub credentials_secret: Option<String>,
     /// Resources of the agent containers.
@@ -168,16 +179,16 @@ pub struct Request {
 
 /// Where a value comes from.
 #[derive(Clone, Copy)]
-enum Source {
+pub(crate) enum Source {
     Pod,
     Namespace,
 }
 
 /// An annotation and its value, with where it comes from.
-struct Found<'a> {
-    key: &'a str,
-    value: &'a str,
-    source: Source,
+pub(crate) struct Found<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a str,
+    pub(crate) source: Source,
 }
 
 impl fmt::Display for Found<'_> {
@@ -234,6 +245,11 @@ pub fn parse(
                 Ok(o) => req.outputs.push(o),
                 Err(p) => problems.push(p),
             }
+        } else if let Some(name) = key.strip_prefix(DATABASE) {
+            match database::parse(&found, name) {
+                Ok(d) => req.databases.push(d),
+                Err(p) => problems.push(p),
+            }
         } else if let Some(container) = key.strip_prefix(COMMAND) {
             match parse_command(&found, container) {
                 Ok(c) => {
@@ -281,11 +297,11 @@ pub fn parse(
 
     let asked = pod
         .keys()
-        .any(|k| k.starts_with(INPUT) || k.starts_with(OUTPUT));
+        .any(|k| k.starts_with(INPUT) || k.starts_with(OUTPUT) || k.starts_with(DATABASE));
     if !asked {
         problems.push(Problem::new(
             format!("{INPUT}<name>"),
-            "the pod has datamon.io annotations but no input or output: add `datamon.io/input.<name>: \"{repo: R, path: /data/in}\"` or `datamon.io/output.<name>: \"{repo: R, path: /data/out}\"`, or remove the datamon.io annotations",
+            "the pod has datamon.io annotations but no input, output or database: add `datamon.io/input.<name>: \"{repo: R, path: /data/in}\"`, `datamon.io/output.<name>: \"{repo: R, path: /data/out}\"` or `datamon.io/database.<name>: \"{port: 5432}\"`, or remove the datamon.io annotations",
         ));
     }
     (req, problems)
@@ -295,15 +311,21 @@ fn unknown(key: &str, rest: &str) -> Problem {
     let hint = match rest {
         "input" | "inputs" => format!(" (inputs are named in the key: `{INPUT}<name>`)"),
         "output" | "outputs" => format!(" (outputs are named in the key: `{OUTPUT}<name>`)"),
+        "database" | "databases" => {
+            format!(" (databases are named in the key: `{DATABASE}<name>`)")
+        }
         "command" => format!(" (the container is named in the key: `{COMMAND}<container>`)"),
         _ if rest.starts_with("inputs.") => format!(" (did you mean `{INPUT}{}`?)", &rest[7..]),
         _ if rest.starts_with("outputs.") => format!(" (did you mean `{OUTPUT}{}`?)", &rest[8..]),
+        _ if rest.starts_with("databases.") => {
+            format!(" (did you mean `{DATABASE}{}`?)", &rest[10..])
+        }
         _ => String::new(),
     };
     Problem::new(
         key,
         format!(
-            "unknown annotation{hint}: use one of {INPUT}<name>, {OUTPUT}<name>, {}, {WRAP}, {COMMAND}<container>, {INJECT}, or remove it",
+            "unknown annotation{hint}: use one of {INPUT}<name>, {OUTPUT}<name>, {DATABASE}<name>, {}, {WRAP}, {COMMAND}<container>, {INJECT}, or remove it",
             DEFAULTABLE.join(", ")
         ),
     )
@@ -311,7 +333,7 @@ fn unknown(key: &str, rest: &str) -> Problem {
 
 /// YAML → JSON value, with YAML's numbers and booleans turned into strings (every leaf
 /// field of an input or output is a string: `label: 2024` means the label "2024").
-fn yaml_value(found: &Found<'_>) -> Result<Value, Problem> {
+pub(crate) fn yaml_value(found: &Found<'_>) -> Result<Value, Problem> {
     serde_norway::from_str::<Value>(found.value).map_err(|e| {
         Problem::new(
             found.to_string(),
@@ -322,7 +344,7 @@ fn yaml_value(found: &Found<'_>) -> Result<Value, Problem> {
     })
 }
 
-fn stringify_scalars(v: Value) -> Value {
+pub(crate) fn stringify_scalars(v: Value) -> Value {
     match v {
         Value::Number(n) => Value::String(n.to_string()),
         Value::Bool(b) => Value::String(b.to_string()),
@@ -482,13 +504,18 @@ fn scalar(req: &mut Request, found: &Found<'_>, ns_value: Option<&String>) -> Re
             }
             req.credentials_secret = Some(value.to_string());
         }
-        IMAGE => {
+        IMAGE | POSTGRES_IMAGE => {
             if value.is_empty() || value.contains(char::is_whitespace) {
                 return Err(bad(format!(
                     "{value:?} is not an image reference: use e.g. registry.example.com/datamon-agent:1.2"
                 )));
             }
-            req.image = Some(value.to_string());
+            let target = if found.key == IMAGE {
+                &mut req.image
+            } else {
+                &mut req.postgres_image
+            };
+            *target = Some(value.to_string());
         }
         RESOURCES => req.resources = parse_resources(found)?,
         DEADLINES => req.deadlines = parse_deadlines(found, ns_value)?,

@@ -13,6 +13,10 @@
 //!   appends them, as before); with several (`datamon.io/wrap: a,b`), each is its own
 //!   participant: `wrap --participant app-<container> -- <command>`, as the plan's `apps`
 //!   lists them.
+//! - Databases (`super::database`): an emptyDir `datamon-postgres` mounted only in the agent
+//!   at `DATABASE_ROOT` (each database's directory is inside it), the agent image with
+//!   PostgreSQL, each password's Secret key in the agent's environment, and per application
+//!   container the variables that say where each server is (those it sets itself stay).
 //! - Every injected container gets an explicit `securityContext` (`super::security`): the
 //!   Pod Security Standards' `restricted` level on its own, but for the agent of a FUSE mount.
 //! - FUSE (an input with `mode: mount`) only: the agent is privileged, as root, and its mount
@@ -29,12 +33,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use datamon_plan::schema::DATABASE_ROOT;
 use datamon_plan::{InputMode, Plan};
 use serde_json::{json, Value};
 
 use super::annotations::{
     Problem, Request, COMMAND, COORDINATION, INPUT, OUTPUT, PLAN_DIGEST, STATUS, WRAP,
 };
+use super::database;
 use super::patch::PatchBuilder;
 use super::render::{needs_sidecar, PARTICIPANT};
 use super::security::{self, PodSecurityLevel};
@@ -259,6 +265,16 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
             fuse,
         });
     }
+    let postgres_volume =
+        (!inp.plan.databases.is_empty()).then(|| volume_names.unique("datamon-postgres"));
+    if postgres_volume.is_some() {
+        for d in &data {
+            let root = Path::new(DATABASE_ROOT);
+            if d.path.starts_with(root) || root.starts_with(&d.path) {
+                problems.push(Problem::new(d.annotation.clone(), format!("{} holds or is inside {DATABASE_ROOT}, where the agent keeps the databases: choose another path", d.path.display())));
+            }
+        }
+    }
     let creds_volume = inp
         .req
         .credentials_secret
@@ -328,6 +344,10 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
         }
         agent_mounts.push(m);
     }
+    if let Some(volume) = &postgres_volume {
+        agent_mounts.push(json!({"name": volume, "mountPath": DATABASE_ROOT}));
+    }
+    agent_env.extend(database::agent_env(&inp.req.databases));
     if let Some((volume, secret)) = &creds_volume {
         agent_mounts.push(json!({"name": volume, "mountPath": CREDENTIALS_DIR, "readOnly": true}));
         env_from = Some(json!([{"secretRef": {"name": secret}}]));
@@ -374,6 +394,12 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
         b.push(
             &["spec", "volumes"],
             json!({"name": d.name, "emptyDir": {}}),
+        );
+    }
+    if let Some(volume) = &postgres_volume {
+        b.push(
+            &["spec", "volumes"],
+            json!({"name": volume, "emptyDir": {}}),
         );
     }
     if let Some((volume, secret)) = &creds_volume {
@@ -427,6 +453,18 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
                 wrapped_cmd.extend(command);
                 b.set(&at(i, "command"), Value::Array(wrapped_cmd));
                 b.push(&at(i, "env"), json!({"name": PLAN_ENV, "value": plan_json}));
+                // Where the databases are; the container's own variables win.
+                let own: HashSet<&str> = containers[apps[i]]["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["name"].as_str())
+                    .collect();
+                for e in database::app_env(inp.plan, &inp.req.databases) {
+                    if !e["name"].as_str().is_some_and(|n| own.contains(n)) {
+                        b.push(&at(i, "env"), e);
+                    }
+                }
                 b.push(
                     &at(i, "volumeMounts"),
                     json!({"name": run_volume, "mountPath": coordination}),

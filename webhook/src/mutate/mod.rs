@@ -4,12 +4,14 @@
 //!
 //! The steps: skip pods that did not opt in or were already injected ([`annotations`]
 //! names the marks), parse the annotations, render and validate the plan (`render`), lay
-//! the agent out as a JSON Patch (`layout`, with `patch`; [`security`] gives the injected
+//! the agent out as a JSON Patch (`layout`, with `patch`; [`database`] parses the database
+//! annotations and gives the containers their variables; [`security`] gives the injected
 //! containers their `securityContext` and refuses mounted inputs where the namespace's Pod
 //! Security level or the pod forbids the privileged agent they need). `k8s_names` holds the
 //! checks Kubernetes itself would make of names and quantities.
 
 pub mod annotations;
+pub mod database;
 pub(crate) mod k8s_names;
 mod layout;
 mod patch;
@@ -56,6 +58,9 @@ impl NamespaceDefaults {
 pub struct WebhookSettings {
     /// The agent image injected when no annotation names one.
     pub image: String,
+    /// The agent image of pods with databases (the agent with PostgreSQL), when no
+    /// annotation names one.
+    pub postgres_image: String,
     /// Whether the cluster runs native sidecars (init containers with
     /// `restartPolicy: Always`, Kubernetes 1.29+); `auto` mode uses them only then.
     pub native_sidecars_supported: bool,
@@ -68,10 +73,18 @@ pub const DEFAULT_AGENT_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// The agent image with PostgreSQL of this release (`serve --agent-postgres-image`'s
+/// default), for pods with databases.
+pub const DEFAULT_AGENT_POSTGRES_IMAGE: &str = concat!(
+    "ghcr.io/datamon-sidecar/datamon-agent-postgres:",
+    env!("CARGO_PKG_VERSION")
+);
+
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             image: DEFAULT_AGENT_IMAGE.to_string(),
+            postgres_image: DEFAULT_AGENT_POSTGRES_IMAGE.to_string(),
             native_sidecars_supported: true,
         }
     }
@@ -140,7 +153,14 @@ pub fn mutate_pod(
     let Some(plan) = plan.filter(|_| problems.is_empty()) else {
         return Verdict::Deny(deny_message(&problems));
     };
-    let image = req.image.as_deref().unwrap_or(&settings.image);
+    // A pod with databases needs the agent image that carries PostgreSQL.
+    let image = if req.databases.is_empty() {
+        req.image.as_deref().unwrap_or(&settings.image)
+    } else {
+        req.postgres_image
+            .as_deref()
+            .unwrap_or(&settings.postgres_image)
+    };
     let inputs = layout::Inputs {
         req: &req,
         plan: &plan,

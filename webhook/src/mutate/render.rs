@@ -5,7 +5,10 @@
 use datamon_plan::validate::is_name;
 use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, APP, DEFAULT_SIDECAR};
 
-use super::annotations::{Problem, Request, COORDINATION, DEADLINES, INPUT, OUTPUT, WRAP};
+use super::annotations::{
+    Problem, Request, COORDINATION, DATABASE, DEADLINES, INPUT, OUTPUT, WRAP,
+};
+use super::database;
 
 /// Participant name of the one agent process the webhook injects.
 pub(crate) const PARTICIPANT: &str = DEFAULT_SIDECAR;
@@ -44,9 +47,11 @@ pub(crate) fn app_participants(wrap: &[String]) -> Result<Vec<String>, Problem> 
 }
 
 /// Whether the plan needs an agent beside the application (mounts to serve, outputs to
-/// upload); without, one plain init container does everything.
+/// upload, databases to run); without, one plain init container does everything.
 pub(crate) fn needs_sidecar(req: &Request) -> bool {
-    !req.outputs.is_empty() || req.inputs.iter().any(|i| i.mode == InputMode::Mount)
+    !req.outputs.is_empty()
+        || !req.databases.is_empty()
+        || req.inputs.iter().any(|i| i.mode == InputMode::Mount)
 }
 
 /// The plan for `req`, with one sidecar doing everything (`native`: as a native sidecar).
@@ -55,6 +60,7 @@ pub(crate) fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> 
         store: req.store.clone(),
         inputs: req.inputs.clone(),
         outputs: req.outputs.clone(),
+        databases: req.databases.iter().map(database::to_plan).collect(),
         deadlines: req.deadlines,
         ..Plan::default()
     };
@@ -78,7 +84,7 @@ pub(crate) fn render(req: &Request, native: bool) -> Result<Plan, Vec<Problem>> 
         name: PARTICIPANT.to_string(),
         inputs: plan.inputs.iter().map(|i| i.name.clone()).collect(),
         outputs: plan.outputs.iter().map(|o| o.name.clone()).collect(),
-        databases: Vec::new(),
+        databases: plan.databases.iter().map(|d| d.name.clone()).collect(),
         lifecycle,
     }];
     let mut problems: Vec<Problem> = match plan.validate() {
@@ -119,6 +125,14 @@ fn to_annotation(plan: &Plan, field: &str, problem: &str) -> Problem {
             &format!("the path of {OUTPUT}{}", output.name),
         );
     }
+    for (i, db) in plan.databases.iter().enumerate() {
+        for (field, what) in [("socket_dir", "socket directory"), ("dir", "directory")] {
+            text = text.replace(
+                &format!("databases[{i}].{field}"),
+                &format!("the {what} of {DATABASE}{}", db.name),
+            );
+        }
+    }
     let problem = text.as_str();
     let indexed = |prefix: &str| -> Option<(usize, &str)> {
         let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
@@ -140,6 +154,11 @@ fn to_annotation(plan: &Plan, field: &str, problem: &str) -> Problem {
     if let Some((i, sub)) = indexed("outputs") {
         if let Some(output) = plan.outputs.get(i) {
             return Problem::new(format!("{OUTPUT}{}", output.name), with_field(sub));
+        }
+    }
+    if let Some((i, sub)) = indexed("databases") {
+        if let Some(db) = plan.databases.get(i) {
+            return Problem::new(format!("{DATABASE}{}", db.name), with_field(sub));
         }
     }
     if field == "coordination" {

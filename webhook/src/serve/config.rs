@@ -55,6 +55,14 @@ pub struct ServeArgs {
         default_value = crate::mutate::DEFAULT_AGENT_IMAGE
     )]
     pub agent_image: String,
+    /// The agent image with PostgreSQL, injected into pods with databases when no
+    /// annotation names one.
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_AGENT_POSTGRES_IMAGE",
+        default_value = crate::mutate::DEFAULT_AGENT_POSTGRES_IMAGE
+    )]
+    pub agent_postgres_image: String,
     /// Native sidecars: auto (from the API server's version, 1.29+), true|on, false|off.
     #[arg(
         long,
@@ -114,6 +122,8 @@ pub struct ServeConfig {
     pub cert_files: CertFiles,
     /// The agent image injected when no annotation names one.
     pub agent_image: String,
+    /// The agent image of pods with databases, when no annotation names one.
+    pub agent_postgres_image: String,
     /// Native sidecar mode.
     pub native_sidecars: NativeSidecars,
     /// Whether namespace annotations are looked up.
@@ -148,8 +158,15 @@ impl ServeConfig {
                 "--max-body-bytes must be at least 4096 (pods are often tens of KiB)".into(),
             ));
         }
-        if args.agent_image.trim().is_empty() {
-            return Err(ConfigError("--agent-image must name an image".into()));
+        for (flag, image) in [
+            ("--agent-image", &args.agent_image),
+            ("--agent-postgres-image", &args.agent_postgres_image),
+        ] {
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                return Err(ConfigError(format!(
+                    "{flag} must name an image, e.g. registry.example.com/datamon-agent:1.2"
+                )));
+            }
         }
         Ok(Self {
             cert_files: CertFiles {
@@ -158,6 +175,7 @@ impl ServeConfig {
                 interval: args.cert_reload_interval,
             },
             agent_image: args.agent_image.clone(),
+            agent_postgres_image: args.agent_postgres_image.clone(),
             native_sidecars: args.native_sidecars,
             namespace_defaults: args.namespace_defaults,
             namespace_cache_ttl: args.namespace_cache_ttl,

@@ -306,6 +306,7 @@ pub async fn serve(
         native,
         settings: WebhookSettings {
             image: config.agent_image.clone(),
+            postgres_image: config.agent_postgres_image.clone(),
             ..WebhookSettings::default()
         },
         max_body_bytes: config.max_body_bytes,
@@ -337,6 +338,7 @@ pub async fn serve(
         native_sidecars = ?config.native_sidecars,
         namespace_defaults = config.namespace_defaults,
         image = %config.agent_image,
+        postgres_image = %config.agent_postgres_image,
         "serving admission reviews over HTTPS"
     );
     let result = server.serve(router(state).into_make_service()).await;
