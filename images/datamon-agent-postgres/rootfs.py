@@ -79,6 +79,7 @@ HOST_LIB_DIRS = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
 LOADER = "ld-linux-x86-64.so.2"
 POSTGRES_UID = 999
 
+
 def fail(message):
     print(f"rootfs.py: {message}", file=sys.stderr)
     sys.exit(2)
@@ -144,6 +145,7 @@ class Tree:
                     self.copy(src, dst)
         # symlinked directories are listed in dirnames by os.walk: keep them as links
         for dirpath, dirnames, _ in os.walk(source):
+            dirnames[:] = [d for d in dirnames if d not in skip]
             for name in dirnames:
                 src = os.path.join(dirpath, name)
                 if os.path.islink(src) and name not in skip:
