@@ -8,9 +8,114 @@
 //! - `process`: PostgreSQL's programs run as the server's non-root account, with deadlines;
 //! - `migrate`: an old major's data directory moved to a newer one (pg_upgrade, or dump
 //!   and restore);
-//! - the restore, serve and save steps build on these.
+//! - `datadir`: what a restored copy lacks and a saved one need not carry (pure rules);
+//! - `server`: one server started as the agent's child, its access rules (the agent by
+//!   peer authentication, the application by password), ready, watched, stopped;
+//! - `restore` and `save`: the steps the sidecar runs before and after the application.
 
 pub(crate) mod binaries;
 pub(crate) mod control;
+pub(crate) mod datadir;
 pub(crate) mod migrate;
 pub(crate) mod process;
+pub(crate) mod restore;
+pub(crate) mod save;
+pub(crate) mod server;
+
+use std::path::PathBuf;
+
+/// Why a database could not be restored, served or saved; the sidecar names the database
+/// before it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DatabaseError {
+    /// A PostgreSQL program failed.
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    /// The data directory cannot be read.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// The data directory cannot be prepared or pruned.
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    /// The migration failed.
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// A file or directory of the database.
+    #[error("cannot {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The owner's password variable is missing.
+    #[error("the environment variable {var} (owner.password_env) holding the password of role {role} is not set or empty: set it in the agent's container (the webhook fills it from the Secret key), or leave password_env out to have one generated")]
+    NoPassword {
+        /// The variable.
+        var: String,
+        /// The role.
+        role: String,
+    },
+    /// The build the database needs is missing.
+    #[error("{}: the image must contain it (set postgres.bin_dirs / DATAMON_POSTGRES__BIN_DIRS to where it is), or choose an installed `major` (installed: {found})", match major { Some(m) => format!("no PostgreSQL {m} build is installed"), None => "no PostgreSQL build is installed".to_string() })]
+    NoBuild {
+        /// The major asked for (none: any).
+        major: Option<u32>,
+        /// What was found.
+        found: String,
+    },
+    /// The source bundle could not be downloaded.
+    #[error("cannot restore the source from repo {repo}")]
+    Download {
+        /// The repo.
+        repo: String,
+        /// Why (boxed: it is large).
+        #[source]
+        source: Box<crate::Error>,
+    },
+    /// The source bundle is not a data directory.
+    #[error("bundle {bundle} of repo {repo} is not a PostgreSQL data directory (no PG_VERSION at its root): give a bundle saved from a data directory as the source, or no source for a new cluster")]
+    NotDataDir {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        bundle: String,
+    },
+    /// The source bundle is of a newer major than the server.
+    #[error("bundle {bundle} of repo {repo} holds PostgreSQL {data} data, newer than the server (PostgreSQL {server}): a cluster cannot be moved to an older major; run a server of major {data} or newer (`major`, and its build in the image)")]
+    Newer {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        bundle: String,
+        /// The data's major.
+        data: u32,
+        /// The server's version.
+        server: String,
+    },
+    /// The server did not stop cleanly, so its files are no consistent copy.
+    #[error("the server did not shut down cleanly ({status}; pg_control says {state}): the data directory is not saved; the last lines of its log:\n{tail}")]
+    Unclean {
+        /// The postmaster's exit status.
+        status: String,
+        /// pg_control's state.
+        state: String,
+        /// The log's last lines.
+        tail: String,
+    },
+    /// The upload failed (nothing was committed).
+    #[error("cannot save the data directory to repo {repo}")]
+    Upload {
+        /// The repo.
+        repo: String,
+        /// Why (boxed: it is large).
+        #[source]
+        source: Box<crate::Error>,
+    },
+}

@@ -1,14 +1,17 @@
 //! `datamon-agent sidecar`: one participant's share of the plan. It provides its inputs
-//! (downloads verified into their directories, mounts served), says `ready`, waits for the
-//! application's end while serving its mounts, then uploads its outputs (after a success,
-//! or always when the plan says so) and says `done` with the new bundle ids. Any failure is
-//! a `failed` state with a reason; a classic sidecar then exits, a native one stays until
-//! SIGTERM (exiting would make the kubelet restart it).
+//! (downloads verified into their directories, mounts served) and its databases (restored,
+//! migrated if need be, started and ready: `crate::postgres`), says `ready`, waits for the
+//! application's end while serving its mounts and databases (a database server that exits
+//! meanwhile fails the sidecar, `database_crashed`, which stops the application), then
+//! uploads its outputs and saves its databases (after a success, or always when the plan
+//! says so; a database without an output is only stopped) and says `done` with the new
+//! bundle ids. Any failure is a `failed` state with a reason; a classic sidecar then exits,
+//! a native one stays until SIGTERM (exiting would make the kubelet restart it).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use datamon_plan::{InputMode, Lifecycle, Plan, Sidecar, UploadWhen};
+use datamon_plan::{Database, InputMode, Lifecycle, Plan, Sidecar, UploadWhen};
 
 use crate::bundle::download::{download, DownloadRequest};
 use crate::bundle::upload::{upload, UploadRequest};
@@ -17,6 +20,10 @@ use crate::config::Settings;
 use crate::context::Stores;
 use crate::model::Contributor;
 use crate::mount::{MountRequest, Mounted};
+use crate::postgres::binaries::Installed;
+use crate::postgres::process::Account;
+use crate::postgres::restore::{self, Served};
+use crate::postgres::{save, DatabaseError};
 use crate::runtime::board::Board;
 use crate::runtime::outcome::{self, Outcome};
 use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status};
@@ -150,6 +157,40 @@ fn failed(code: ReasonCode, what: String) -> impl FnOnce(crate::Error) -> Reason
     move |e| Reason::new(code, format!("{what}: {}", chain(&e)))
 }
 
+fn db_failed(code: ReasonCode, name: &str) -> impl FnOnce(DatabaseError) -> Reason + '_ {
+    move |e| Reason::new(code, format!("database {name}: {}", chain(&e)))
+}
+
+/// Whether an output (or a database's output) is uploaded after `end`.
+fn uploads_after(end: &AppEnd, when: UploadWhen) -> bool {
+    match end {
+        AppEnd::Exited(0) => true,
+        AppEnd::Exited(_) => when == UploadWhen::Always,
+        AppEnd::Failed(_) => false,
+    }
+}
+
+/// What `prepare` provides: the store, the mounts, the input bundle ids, the databases.
+struct Prepared {
+    stores: Stores,
+    mounts: Vec<Mounted>,
+    ids: BTreeMap<String, String>,
+    databases: Vec<Served>,
+}
+
+/// Resolves when the first of `dbs`' servers exits (never when there is none): its index
+/// and how it ended.
+async fn first_exit(dbs: &mut [Served]) -> (usize, String) {
+    if dbs.is_empty() {
+        return std::future::pending().await;
+    }
+    let exits = dbs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, d)| Box::pin(async move { (i, d.server.exited().await) }));
+    futures::future::select_all(exits).await.0
+}
+
 impl Run<'_> {
     /// Tells what it is doing, keeping its phase (a failure to say it is only logged).
     fn tell(&self, step: String) {
@@ -178,19 +219,26 @@ impl Run<'_> {
                 return Err(Reason::new(ReasonCode::Terminated, format!("{name} before the inputs were ready")));
             }
         };
-        let (stores, mounts, ids) = prepared;
+        let Prepared {
+            stores,
+            mounts,
+            ids,
+            mut databases,
+        } = prepared;
         self.state.inputs = ids;
         self.say(Phase::Ready)?;
-        tracing::info!(sidecar = %self.me.name, inputs = ?self.state.inputs, "ready");
-        if self.me.outputs.is_empty() && mounts.is_empty() {
+        tracing::info!(sidecar = %self.me.name, inputs = ?self.state.inputs, databases = databases.len(), "ready");
+        if self.me.outputs.is_empty() && mounts.is_empty() && databases.is_empty() {
             return self.say(Phase::Done);
         }
-        let end = self.wait_for_app(signals, &mounts).await;
+        let end = self.wait_for_app(signals, &mounts, &mut databases).await;
         for m in mounts {
             if let Err(e) = m.unmount().await {
                 tracing::warn!(error = %chain(&e), "unmount failed");
             }
         }
+        // A failure while the application ran: the servers are killed when dropped (their
+        // data directories are not saved).
         let end = end?;
         let skip = |why: String| Reason::new(ReasonCode::AppFailed, why);
         let to_upload: Vec<_> = self
@@ -198,14 +246,20 @@ impl Run<'_> {
             .outputs
             .iter()
             .filter_map(|n| self.plan.output(n))
-            .filter(|o| match &end {
-                AppEnd::Exited(0) => true,
-                AppEnd::Exited(_) => o.upload == UploadWhen::Always,
-                AppEnd::Failed(_) => false,
-            })
+            .filter(|o| uploads_after(&end, o.upload))
             .cloned()
             .collect();
-        if to_upload.len() < self.me.outputs.len() {
+        let with_output = databases.iter().filter(|d| d.db.output.is_some()).count();
+        let (mut to_save, to_stop): (Vec<Served>, Vec<Served>) = databases
+            .into_iter()
+            .partition(|d| d.db.output.is_some() && uploads_after(&end, d.db.upload));
+        // Read-only databases, and those not saved after this outcome: stopped fast.
+        for mut d in to_stop {
+            if let Err(e) = save::stop(&mut d, self.settings.postgres.stop_timeout()).await {
+                tracing::warn!(database = %d.db.name, error = %chain(&e), "the server did not stop cleanly");
+            }
+        }
+        if to_upload.len() < self.me.outputs.len() || to_save.len() < with_output {
             let why = match &end {
                 AppEnd::Exited(code) => format!(
                     "the application exited {code}: outputs with `upload: on_success` not uploaded"
@@ -217,7 +271,7 @@ impl Run<'_> {
             tracing::warn!(sidecar = %self.me.name, "{why}");
             self.state.reason = Some(skip(why));
         }
-        if to_upload.is_empty() {
+        if to_upload.is_empty() && to_save.is_empty() {
             return self.say(Phase::Done);
         }
         self.say(Phase::Uploading)?;
@@ -263,6 +317,10 @@ impl Run<'_> {
                     tracing::info!(output = %o.name, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, "uploaded");
                     ids.insert(o.name.clone(), report.bundle.id.clone());
                 }
+                for d in &mut to_save {
+                    let id = self.save_database(&stores, d).await?;
+                    ids.insert(d.db.name.clone(), id);
+                }
                 Ok::<_, Reason>(ids)
             };
             tokio::pin!(uploads);
@@ -288,8 +346,97 @@ impl Run<'_> {
         self.say(Phase::Done)
     }
 
-    /// Opens the store, checks the outputs' repos, and provides the inputs.
-    async fn prepare(&self) -> Result<(Stores, Vec<Mounted>, BTreeMap<String, String>), Reason> {
+    /// Saves one database as a new bundle of its output's repo: its id.
+    async fn save_database(&self, stores: &Stores, d: &mut Served) -> Result<String, Reason> {
+        let name = d.db.name.clone();
+        let Some(output) = d.db.output.clone() else {
+            return Err(Reason::new(
+                ReasonCode::Internal,
+                format!("database {name} has no output to save to"),
+            ));
+        };
+        let account = Account::resolve(Some(&self.settings.postgres.user))
+            .map_err(|e| db_failed(ReasonCode::DatabaseSaveFailed, &name)(e.into()))?;
+        let tell = |step: String| self.tell(step);
+        let req = save::SaveRequest {
+            output: &output,
+            contributor: output
+                .contributor
+                .as_ref()
+                .map(|c| Contributor {
+                    name: c.name.clone(),
+                    email: c.email.clone(),
+                })
+                .unwrap_or_else(|| self.settings.contributor.clone()),
+            leaf_size: self
+                .settings
+                .leaf_size()
+                .map_err(failed(ReasonCode::InvalidPlan, "leaf size".into()))?,
+            stores,
+            tuning: self.settings.tuning(),
+            stop_deadline: self.settings.postgres.stop_timeout(),
+            account: &account,
+            tell: &tell,
+        };
+        save::save(d, &req)
+            .await
+            .map_err(db_failed(ReasonCode::DatabaseSaveFailed, &name))
+    }
+
+    /// Restores, starts and readies the sidecar's databases, in the plan's order.
+    async fn provide_databases(&self, stores: &Stores) -> Result<Vec<Served>, Reason> {
+        let dbs: Vec<&Database> = self
+            .me
+            .databases
+            .iter()
+            .filter_map(|n| self.plan.database(n))
+            .collect();
+        if dbs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pg = &self.settings.postgres;
+        // What needs no download first: passwords, builds, the outputs' repos.
+        for d in &dbs {
+            restore::owner_password(d).map_err(db_failed(ReasonCode::DatabaseFailed, &d.name))?;
+        }
+        let account = Account::resolve(Some(&pg.user))
+            .map_err(|e| Reason::new(ReasonCode::DatabaseFailed, chain(&e)))?;
+        let installed = Installed::discover(&pg.bin_dirs).await;
+        for d in &dbs {
+            restore::server_build(d, &installed)
+                .map_err(db_failed(ReasonCode::DatabaseFailed, &d.name))?;
+            if let Some(o) = &d.output {
+                crate::repo::get(stores, &o.repo).await.map_err(failed(
+                    ReasonCode::OutputUnavailable,
+                    format!("database {}: its output repo", d.name),
+                ))?;
+            }
+        }
+        let tell = |step: String| self.tell(step);
+        let cx = restore::Context {
+            stores,
+            tuning: self.settings.tuning(),
+            installed: &installed,
+            account: &account,
+            superuser: &pg.superuser,
+            coordination: &self.plan.coordination,
+            start_deadline: pg.start_timeout().max(self.plan.deadlines.ready),
+            migrate_deadline: pg.migrate_timeout(),
+            tell: &tell,
+        };
+        let mut served = Vec::new();
+        for d in dbs {
+            served.push(
+                restore::restore(d, &cx)
+                    .await
+                    .map_err(db_failed(ReasonCode::DatabaseFailed, &d.name))?,
+            );
+        }
+        Ok(served)
+    }
+
+    /// Opens the store, checks the outputs' repos, and provides the inputs and databases.
+    async fn prepare(&self) -> Result<Prepared, Reason> {
         let s = self.settings;
         let config = s
             .config_bucket()
@@ -363,15 +510,29 @@ impl Run<'_> {
                 }
             }
         }
-        Ok((stores, mounts, ids))
+        let databases = self.provide_databases(&stores).await?;
+        for d in &databases {
+            if let Some(id) = &d.source_bundle {
+                ids.insert(d.db.name.clone(), id.clone());
+            }
+        }
+        Ok(Prepared {
+            stores,
+            mounts,
+            ids,
+            databases,
+        })
     }
 
-    /// Serves the mounts until the application's outcome is known.
+    /// Serves the mounts and databases until the application's outcome is known.
     async fn wait_for_app(
         &mut self,
         signals: &mut Termination,
         mounts: &[Mounted],
+        databases: &mut [Served],
     ) -> Result<AppEnd, Reason> {
+        let saves_something =
+            !self.me.outputs.is_empty() || databases.iter().any(|d| d.db.output.is_some());
         let mut watcher = self
             .board
             .watch()
@@ -419,9 +580,19 @@ impl Run<'_> {
             }
             tokio::select! {
                 _ = watcher.changed() => {}
+                (i, status) = first_exit(databases) => {
+                    let d = &databases[i];
+                    return Err(Reason::new(
+                        ReasonCode::DatabaseCrashed,
+                        format!(
+                            "database {}: the server (pid {}) exited ({status}) while the application ran; the last lines of its log {}:\n{}",
+                            d.db.name, d.server.pid(), d.server.log().display(), d.server.log_tail()
+                        ),
+                    ));
+                }
                 name = signals.recv() => {
                     self.terminated = Some(name);
-                    if self.me.outputs.is_empty() {
+                    if !saves_something {
                         // Nothing to upload: the mounts can go.
                         return Ok(AppEnd::Failed(Reason::new(ReasonCode::Terminated, name)));
                     }

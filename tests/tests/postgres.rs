@@ -1,0 +1,506 @@
+//! PostgreSQL databases of the data plan, end to end through the real CLI: a plan file,
+//! `datamon-agent sidecar` and `datamon-agent wrap -- sh -c SCRIPT` as real processes (as
+//! a pod's containers would run them), real servers of the installed builds
+//! (scripts/install-postgres.sh), the application a `psql` over TCP with the owner's
+//! password. Each test checks rows, bundles, exit codes and the reasons the participants
+//! give. As root, the servers run as the user `postgres`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use datamon_e2e::{wait_until, World, DEADLINE};
+use serde_json::{json, Value};
+
+/// The build whose `psql` the application uses.
+const CLIENT_BIN: &str = "/opt/datamon-postgres/18/bin";
+
+/// Short deadlines, so that no failure test takes long.
+fn deadlines() -> Value {
+    json!({"ready": "60s", "start": "60s", "upload": "60s", "grace": "2s"})
+}
+
+/// `psql` of the newest build; fails (not skips) when it is missing.
+fn psql() -> PathBuf {
+    let p = Path::new(CLIENT_BIN).join("psql");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/install-postgres.sh",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on localhost (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A world whose scratch directory the server account may traverse.
+fn world() -> World {
+    let w = World::local();
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    psql();
+    w
+}
+
+/// A database entry of the plan: `name` on `port`, its directory under the world, with the
+/// fields of `extra`.
+fn database(world: &World, name: &str, port: u16, extra: Value) -> Value {
+    let mut d = json!({
+        "name": name,
+        "port": port,
+        "dir": world.path(&format!("pg/{name}")),
+    });
+    d.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    d
+}
+
+/// `psql` as `role` on `port` to database `db` with the password in `$PW_<port>`, running
+/// `sql`, tuples only (for the application's script).
+fn psql_cmd(port: u16, role: &str, db: &str, sql: &str) -> String {
+    format!(
+        "PGPASSWORD=\"$PW_{port}\" {psql} -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p {port} -U {role} -d {db} -c \"{sql}\"",
+        psql = psql().display()
+    )
+}
+
+/// One run of a plan: the sidecar and the wrapped application.
+struct Run {
+    coordination: PathBuf,
+    sidecar: Child,
+    app: Child,
+    logs: PathBuf,
+}
+
+/// What a run ended with.
+struct Ended {
+    sidecar_code: Option<i32>,
+    app_code: Option<i32>,
+    sidecar: Value,
+    app: Value,
+    logs: String,
+}
+
+impl Ended {
+    fn reason(&self, who: &str) -> (String, String) {
+        let s = if who == "app" {
+            &self.app
+        } else {
+            &self.sidecar
+        };
+        (
+            s["reason"]["code"].as_str().unwrap_or_default().to_string(),
+            s["reason"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}
+
+/// Starts the plan's sidecar `datamon` (with `env` too) and the application `script`
+/// under `wrap`.
+fn start(world: &World, run: &str, plan: &Value, env: &[(&str, &str)], script: &str) -> Run {
+    let dir = world.path(run);
+    std::fs::create_dir_all(&dir).unwrap();
+    let coordination = dir.join("run");
+    let mut plan = plan.clone();
+    plan["coordination"] = json!(coordination);
+    plan["termination_message"] = json!(dir.join("termination-log"));
+    plan["deadlines"] = deadlines();
+    let file = dir.join("plan.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let spawn = |name: &str, args: &[&str]| -> Child {
+        let mut c: Command = world.agent();
+        c.args(args)
+            .arg("--plan")
+            .arg(&file)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(logs.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(logs.join(format!("{name}.err"))).unwrap());
+        c.spawn().unwrap()
+    };
+    let sidecar = spawn("sidecar", &["sidecar", "--participant", "datamon"]);
+    let mut app_args = vec!["wrap".to_string()];
+    app_args.extend(["--plan".into(), file.display().to_string()]);
+    app_args.extend(["--".into(), "sh".into(), "-c".into(), script.into()]);
+    let mut c = world.agent();
+    c.args(&app_args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(logs.join("app.out")).unwrap())
+        .stderr(std::fs::File::create(logs.join("app.err")).unwrap());
+    let app = c.spawn().unwrap();
+    Run {
+        coordination,
+        sidecar,
+        app,
+        logs,
+    }
+}
+
+impl Run {
+    /// The participant's state file, once there.
+    fn state(&self, who: &str) -> Option<Value> {
+        let text = std::fs::read(self.coordination.join(format!("{who}.json"))).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Waits for both processes (at most [`DEADLINE`]: a hang fails the test).
+    fn wait(mut self) -> Ended {
+        let until = Instant::now() + DEADLINE;
+        let (mut s, mut a) = (None, None);
+        while s.is_none() || a.is_none() {
+            if s.is_none() {
+                s = self.sidecar.try_wait().unwrap();
+            }
+            if a.is_none() {
+                a = self.app.try_wait().unwrap();
+            }
+            if Instant::now() >= until {
+                let _ = self.sidecar.kill();
+                let _ = self.app.kill();
+                panic!("the run did not end within {DEADLINE:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ended {
+            sidecar_code: s.unwrap().code(),
+            app_code: a.unwrap().code(),
+            sidecar: self.state("datamon").unwrap_or(Value::Null),
+            app: self.state("app").unwrap_or(Value::Null),
+            logs: self.logs(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for f in ["sidecar.err", "app.out", "app.err"] {
+            let text = std::fs::read_to_string(self.logs.join(f)).unwrap_or_default();
+            out.push_str(&format!("--- {f}\n{text}\n"));
+        }
+        out
+    }
+}
+
+/// Runs `plan` to its end.
+fn run(world: &World, name: &str, plan: &Value, env: &[(&str, &str)], script: &str) -> Ended {
+    start(world, name, plan, env, script).wait()
+}
+
+/// The bundles of `repo` (ids).
+fn bundles(world: &World, repo: &str) -> Vec<String> {
+    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts a run went well: both exit 0.
+fn assert_ok(e: &Ended) {
+    assert_eq!(e.app_code, Some(0), "app: {}\n{}", e.app, e.logs);
+    assert_eq!(
+        e.sidecar_code,
+        Some(0),
+        "sidecar: {}\n{}",
+        e.sidecar,
+        e.logs
+    );
+}
+
+/// Asserts the sidecar failed before the application ran, with `code`, the wrapper 69.
+fn assert_failed_before_app(e: &Ended, code: &str) -> String {
+    assert_eq!(e.sidecar_code, Some(1), "{}\n{}", e.sidecar, e.logs);
+    assert_eq!(e.app_code, Some(69), "{}\n{}", e.app, e.logs);
+    let (c, message) = e.reason("datamon");
+    assert_eq!(c, code, "{message}\n{}", e.logs);
+    message
+}
+
+#[test]
+fn a_database_saved_after_the_app_wrote_rows_restores_them_in_the_next_run() {
+    let world = world();
+    world.create_repo("pg", "warehouse");
+    let port = free_port();
+    let pw = format!("PW_{port}");
+    let env = [
+        (pw.as_str(), "s3cret-'\"pw"),
+        ("WH_PASSWORD", "s3cret-'\"pw"),
+    ];
+    let owner = json!({"role": "app", "password_env": "WH_PASSWORD"});
+    // A new cluster (no source), saved with a label.
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "owner": owner,
+        "output": {"repo": "pg", "message": "nightly", "label": "current"},
+    }))]});
+    let script = [
+        psql_cmd(
+            port,
+            "app",
+            "warehouse",
+            "create table t (i int primary key, s text)",
+        ),
+        psql_cmd(
+            port,
+            "app",
+            "warehouse",
+            "insert into t select g, md5(g::text) from generate_series(1, 1000) g",
+        ),
+    ]
+    .join(" && ");
+    let e = run(&world, "first", &plan, &env, &script);
+    assert_ok(&e);
+    let id = e.sidecar["outputs"]["warehouse"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(bundles(&world, "pg"), vec![id.clone()]);
+    let files = world.bundle_files("pg", &id);
+    let file = |n: &str| {
+        files
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, b)| b.clone())
+    };
+    assert_eq!(file("pg_version").unwrap(), b"18\n");
+    assert_eq!(file("PG_VERSION").unwrap(), b"18\n");
+    assert!(
+        file("postmaster.pid").is_none(),
+        "a postmaster file was saved"
+    );
+    let wal: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| n.starts_with("pg_wal/") && n.len() == "pg_wal/".len() + 24)
+        .collect();
+    assert_eq!(wal.len(), 1, "only the checkpoint's WAL segment is saved");
+    let label = world.ok(&[
+        "label", "get", "--repo", "pg", "--label", "current", "--output", "json",
+    ]);
+    assert!(label.contains(&id), "{label}");
+
+    // The next run restores it by label, sees every row, and (read-only) saves nothing.
+    let port = free_port();
+    let pw = format!("PW_{port}");
+    let env = [
+        (pw.as_str(), "s3cret-'\"pw"),
+        ("WH_PASSWORD", "s3cret-'\"pw"),
+    ];
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "owner": owner,
+        "source": {"repo": "pg", "label": "current"},
+    }))]});
+    let seen = world.path("seen.txt");
+    let script = format!(
+        "{} > {}",
+        psql_cmd(port, "app", "warehouse", "select count(*), sum(i) from t"),
+        seen.display()
+    );
+    let e = run(&world, "second", &plan, &env, &script);
+    assert_ok(&e);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        "1000|500500"
+    );
+    assert_eq!(e.sidecar["inputs"]["warehouse"], id.as_str());
+    assert!(
+        e.sidecar["outputs"].get("warehouse").is_none(),
+        "{}",
+        e.sidecar
+    );
+    assert_eq!(
+        bundles(&world, "pg"),
+        vec![id],
+        "a read-only database saved a bundle"
+    );
+}
+
+#[test]
+fn a_new_cluster_gets_its_database_and_a_generated_password() {
+    let world = world();
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "scratch", port, json!({}))]});
+    let sock = world.path("run/run/postgres/scratch");
+    let seen = world.path("seen.txt");
+    // The application reads the generated password from the socket directory.
+    let script = format!(
+        "export PW_{port}=$(cat {sock}/password) && {} > {seen}",
+        psql_cmd(
+            port,
+            "postgres",
+            "scratch",
+            "create table x (i int); insert into x values (7); select current_database(), sum(i) from x"
+        ),
+        sock = sock.display(),
+        seen = seen.display(),
+    );
+    let e = run(&world, "run", &plan, &[], &script);
+    assert_ok(&e);
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "scratch|7");
+    let mode = std::fs::metadata(sock.join("password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(
+        std::fs::read_to_string(sock.join("password"))
+            .unwrap()
+            .len(),
+        36
+    );
+}
+
+#[test]
+fn a_bundle_without_pg_version_fails_naming_the_database_and_the_bundle() {
+    let world = world();
+    let id = world.seed("notpg", &[("hello.txt", b"not a database".to_vec())]);
+    let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+        "source": {"repo": "notpg"},
+    }))]});
+    let e = run(&world, "run", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse")
+            && m.contains("notpg")
+            && m.contains(&id)
+            && m.contains("PG_VERSION"),
+        "{m}"
+    );
+    assert!(!e.logs.contains("the app ran"));
+}
+
+#[test]
+fn a_port_in_use_fails_before_the_app_runs() {
+    let world = world();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({}))]});
+    let e = run(&world, "run", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse") && m.contains(&format!("port {port}")),
+        "{m}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn a_missing_password_variable_fails_naming_it() {
+    let world = world();
+    let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+        "owner": {"role": "app", "password_env": "NO_SUCH_PASSWORD_VAR"},
+    }))]});
+    let e = run(&world, "run", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse") && m.contains("NO_SUCH_PASSWORD_VAR"),
+        "{m}"
+    );
+    // Nothing was started: no data directory was made.
+    assert!(!world.path("pg/warehouse/data").exists());
+}
+
+#[test]
+fn the_apps_open_session_is_ended_and_the_save_succeeds() {
+    let world = world();
+    world.create_repo("pg", "warehouse");
+    let port = free_port();
+    let pw = format!("PW_{port}");
+    let env = [(pw.as_str(), "pw"), ("WH_PASSWORD", "pw")];
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "owner": {"role": "app", "password_env": "WH_PASSWORD"},
+        "output": {"repo": "pg"},
+    }))]});
+    // A session left behind by the application (a psql sleeping in the background), still
+    // there when the save starts.
+    let script = format!(
+        "{} && ({} >/dev/null 2>&1 &) && sleep 1",
+        psql_cmd(port, "app", "warehouse", "create table t as select 42 as i"),
+        psql_cmd(port, "app", "warehouse", "select pg_sleep(600)"),
+    );
+    let e = run(&world, "run", &plan, &env, &script);
+    assert_ok(&e);
+    let id = e.sidecar["outputs"]["warehouse"].as_str().unwrap();
+    assert_eq!(bundles(&world, "pg"), vec![id.to_string()]);
+    assert!(
+        e.logs.contains("ended the application's sessions"),
+        "{}",
+        e.logs
+    );
+}
+
+#[test]
+fn a_server_killed_while_the_app_runs_stops_the_app_and_saves_nothing() {
+    let world = world();
+    world.create_repo("pg", "warehouse");
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "output": {"repo": "pg"},
+        "upload": "always",
+    }))]});
+    let r = start(&world, "run", &plan, &[], "sleep 120");
+    wait_until("the application runs", || {
+        r.state("app").is_some_and(|s| s["phase"] == "running")
+    });
+    let pid_file = world.path("pg/warehouse/data/postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let e = r.wait();
+    assert_eq!(e.app_code, Some(69), "{}\n{}", e.app, e.logs);
+    assert_eq!(e.sidecar_code, Some(1), "{}\n{}", e.sidecar, e.logs);
+    let (code, m) = e.reason("datamon");
+    assert_eq!(code, "database_crashed", "{m}");
+    assert!(m.contains("database warehouse") && m.contains(&pid), "{m}");
+    assert_eq!(e.reason("app").0, "sidecar_failed");
+    assert!(bundles(&world, "pg").is_empty());
+}
+
+#[test]
+fn two_databases_on_two_ports_are_saved_side_by_side() {
+    let world = world();
+    world.create_repo("pg-a", "a");
+    world.create_repo("pg-b", "b");
+    let (pa, pb) = (free_port(), free_port());
+    let (wa, wb) = (format!("PW_{pa}"), format!("PW_{pb}"));
+    let env = [
+        (wa.as_str(), "pa"),
+        (wb.as_str(), "pb"),
+        ("PA", "pa"),
+        ("PB", "pb"),
+    ];
+    let plan = json!({"databases": [
+        database(&world, "alpha", pa, json!({"owner": {"role": "app", "password_env": "PA"}, "output": {"repo": "pg-a"}})),
+        database(&world, "beta", pb, json!({"owner": {"role": "app", "password_env": "PB"}, "output": {"repo": "pg-b"}})),
+    ]});
+    let script = [
+        psql_cmd(pa, "app", "alpha", "create table t as select 1 as i"),
+        psql_cmd(pb, "app", "beta", "create table t as select 2 as i"),
+    ]
+    .join(" && ");
+    let e = run(&world, "run", &plan, &env, &script);
+    assert_ok(&e);
+    let a = e.sidecar["outputs"]["alpha"].as_str().unwrap();
+    let b = e.sidecar["outputs"]["beta"].as_str().unwrap();
+    assert_eq!(bundles(&world, "pg-a"), vec![a.to_string()]);
+    assert_eq!(bundles(&world, "pg-b"), vec![b.to_string()]);
+}
