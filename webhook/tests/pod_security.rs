@@ -326,7 +326,13 @@ fn hardened_pods_without_a_mount_stay_restricted_in_every_layout() {
                 vec![],
                 "{annotations:?}, native {native}"
             );
-            // The agent shares the application's user (the pod's), not root.
+            // The agent shares the application's user (the pod's), not root; with a
+            // database, a user the PostgreSQL image has (initdb needs it in /etc/passwd).
+            let uid = if annotations.contains(&DATABASE) {
+                65532
+            } else {
+                1000
+            };
             let agents: Vec<&Value> = ["initContainers", "containers"]
                 .iter()
                 .filter_map(|k| out["spec"][k].as_array())
@@ -335,7 +341,7 @@ fn hardened_pods_without_a_mount_stay_restricted_in_every_layout() {
                 .collect();
             assert!(!agents.is_empty());
             for a in agents {
-                assert_eq!(a["securityContext"]["runAsUser"], 1000, "{a}");
+                assert_eq!(a["securityContext"]["runAsUser"], uid, "{a}");
                 assert_eq!(a["securityContext"]["readOnlyRootFilesystem"], true);
             }
         }

@@ -360,7 +360,11 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
         }
     }
     let app_containers: Vec<&Value> = apps.iter().map(|&i| &containers[i]).collect();
-    let unprivileged = security::restricted(security::identity(pod, &app_containers));
+    let mut identity = security::identity(pod, &app_containers);
+    if !inp.plan.databases.is_empty() {
+        identity = security::known_to_postgres(identity);
+    }
+    let unprivileged = security::restricted(identity);
     let security = if fuse {
         security::fuse_agent()
     } else {

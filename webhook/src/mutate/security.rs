@@ -11,6 +11,15 @@
 //! only their owner may change (an input updated in place), and it reads the application's
 //! outputs, which the application may have made private to its user.
 //!
+//! In a pod with databases, the agent's user must be one the agent image with PostgreSQL
+//! lists in its `/etc/passwd` (`postgres` 999, `nonroot` 65532): `initdb`, `postgres
+//! --single` and `pg_upgrade` look their user up and stop without it ("could not look up
+//! effective user ID 1000: user does not exist"), so a new cluster, a crash recovery or a
+//! migration would fail. The application's user is kept when it is one of those, else the
+//! agent runs as 65532 in the application's group; it can then still read what the
+//! application writes with the usual modes, but the application cannot update downloaded
+//! files in place.
+//!
 //! A mounted input needs a privileged agent (CAP_SYS_ADMIN and `/dev/fuse` to mount, and
 //! Kubernetes allows `Bidirectional` mount propagation to privileged containers only), running
 //! as root: its context says so explicitly, overriding the pod's `runAsNonRoot` and
@@ -92,6 +101,22 @@ pub(crate) fn identity(pod: &Value, apps: &[&Value]) -> Identity {
     Identity {
         uid: common("runAsUser").unwrap_or(AGENT_ID),
         gid: common("runAsGroup").unwrap_or(AGENT_ID),
+    }
+}
+
+/// The users of the agent image with PostgreSQL (`postgres`, `nonroot`).
+pub(crate) const POSTGRES_IMAGE_USERS: [i64; 2] = [999, AGENT_ID];
+
+/// `id`, with a user the agent image with PostgreSQL knows: the same when it is one, else
+/// [`AGENT_ID`] (the group is kept).
+pub(crate) fn known_to_postgres(id: Identity) -> Identity {
+    if POSTGRES_IMAGE_USERS.contains(&id.uid) {
+        id
+    } else {
+        Identity {
+            uid: AGENT_ID,
+            ..id
+        }
     }
 }
 
@@ -189,6 +214,14 @@ mod tests {
             identity(&pod(json!({"runAsUser": 0, "runAsGroup": 0})), &[&none]),
             default
         );
+    }
+
+    #[test]
+    fn a_database_agent_runs_as_a_user_of_the_postgres_image() {
+        let id = |uid, gid| Identity { uid, gid };
+        assert_eq!(known_to_postgres(id(1000, 3000)), id(AGENT_ID, 3000));
+        assert_eq!(known_to_postgres(id(999, 999)), id(999, 999));
+        assert_eq!(known_to_postgres(id(AGENT_ID, 5)), id(AGENT_ID, 5));
     }
 
     #[test]
