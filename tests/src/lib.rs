@@ -12,6 +12,7 @@
 pub mod gcs;
 pub mod injected;
 pub mod pod;
+pub mod postgres;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
