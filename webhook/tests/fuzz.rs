@@ -98,6 +98,8 @@ const KEYS: &[&str] = &[
     "datamon.io/input.",
     "datamon.io/output.out",
     "datamon.io/output.raw",
+    "datamon.io/database.pg",
+    "datamon.io/database.raw",
     "datamon.io/config",
     "datamon.io/context",
     "datamon.io/s3-endpoint",
@@ -105,6 +107,7 @@ const KEYS: &[&str] = &[
     "datamon.io/coordination",
     "datamon.io/credentials-secret",
     "datamon.io/image",
+    "datamon.io/postgres-image",
     "datamon.io/resources",
     "datamon.io/deadlines",
     "datamon.io/native-sidecar",
@@ -141,6 +144,16 @@ fn value(r: &mut Rng, key: &str) -> String {
     } else if key.contains("output.") {
         let path = *r.pick(&["/data/out", "/data/raw", "/data/out2", "/data"]);
         format!("{{repo: r, path: {path}}}")
+    } else if key.contains("database.") {
+        let port = *r.pick(&["5432", "5433", "0", "70000"]);
+        let owner = *r.pick(&[
+            "",
+            ", owner: {role: app}",
+            ", owner: {role: app, secret: {name: s, key: k}}",
+            ", owner: {role: pg_x}",
+        ]);
+        let output = *r.pick(&["", ", output: {repo: r}"]);
+        format!("{{source: {{repo: r}}, port: {port}{owner}{output}}}")
     } else if key.contains("command.") {
         "[run, --fast]".to_string()
     } else if key.ends_with("resources") {
@@ -222,6 +235,8 @@ fn container(r: &mut Rng, name: &str) -> Value {
     }
     if r.chance(30) {
         c["env"] = json!([{"name": "A", "value": "1"}]);
+    } else if r.chance(20) {
+        c["env"] = json!([{"name": "PGHOST", "value": "db"}, {"name": "DATAMON_DB_PG_PORT", "value": "1"}]);
     }
     if r.chance(30) {
         let path = *r.pick(&["/data/out", "/cfg", "/var/run/datamon"]);
@@ -312,7 +327,7 @@ fn annotation_parser_never_panics() {
 
 #[test]
 fn every_patch_on_random_pods_applies_and_keeps_the_invariants() {
-    let (mut patched, mut denied, mut skipped) = (0, 0, 0);
+    let (mut patched, mut denied, mut skipped, mut with_databases) = (0, 0, 0, 0);
     for seed in 1..=4000u64 {
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let pod = random_pod(&mut r);
@@ -329,6 +344,7 @@ fn every_patch_on_random_pods_applies_and_keeps_the_invariants() {
                 if let Err(e) = common::check_patched(&pod, &out, &ns, &settings) {
                     panic!("seed {seed}: {e}\npod: {pod}\npatched: {out}");
                 }
+                with_databases += usize::from(out.to_string().contains("datamon-postgres"));
             }
             Verdict::Deny(m) => {
                 denied += 1;
@@ -337,9 +353,9 @@ fn every_patch_on_random_pods_applies_and_keeps_the_invariants() {
             Verdict::Skip { .. } => skipped += 1,
         }
     }
-    // The generator explores all three outcomes.
+    // The generator explores all three outcomes, and pods with databases.
     assert!(
-        patched > 100 && denied > 200 && skipped > 100,
-        "{patched} {denied} {skipped}"
+        patched > 100 && denied > 200 && skipped > 100 && with_databases > 20,
+        "{patched} {denied} {skipped} {with_databases}"
     );
 }

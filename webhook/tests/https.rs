@@ -893,3 +893,72 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     let first: Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
     assert!(first["fields"]["message"].is_string(), "{stderr}");
 }
+
+/// The image flags for pods with databases: `inject --postgres-image` names the image of a
+/// database pod's agent (and not of others); `serve --agent-postgres-image` with no image is
+/// a usage error (64) before anything starts.
+#[test]
+fn the_binary_takes_the_postgres_image_flags() {
+    let bin = env!("CARGO_BIN_EXE_datamon-webhook");
+    let bad = std::process::Command::new(bin)
+        .args(["serve", "--agent-postgres-image", " "])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--agent-postgres-image"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pods.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: with-db
+  annotations: {datamon.io/database.pg: "{port: 5433}"}
+spec: {containers: [{name: app, image: busybox, command: [ls]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: without
+  annotations: {datamon.io/output.out: "{repo: r, path: /out}"}
+spec: {containers: [{name: app, image: busybox, command: [ls]}]}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args([
+            "inject",
+            "--image",
+            "ex/agent:1",
+            "--postgres-image",
+            "ex/agent-pg:1",
+            "-f",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pods: Vec<Value> =
+        serde_norway::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .collect();
+    let images = |pod: &Value| -> Vec<String> {
+        pod["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["image"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(images(&pods[0]), ["ex/agent-pg:1"; 2]);
+    assert_eq!(images(&pods[1]), ["ex/agent:1"; 2]);
+    let env = pods[0]["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "PGPORT" && e["value"] == "5433"),
+        "{env:?}"
+    );
+}
