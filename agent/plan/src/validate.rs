@@ -28,6 +28,11 @@ pub const AGENT_SETTINGS: [&str; 6] = [
 /// refuses longer ones when it starts).
 pub const MAX_SOCKET_PATH: usize = 106;
 
+/// The longest database directory (`dir`), in bytes: a migration runs its servers with their
+/// sockets in `<dir>/m/m??????/` (the agent's scratch directory, `postgres::restore`), which
+/// must fit [`MAX_SOCKET_PATH`] with `.s.PGSQL.<port>`.
+pub const MAX_DATABASE_DIR: usize = MAX_SOCKET_PATH - "/m/m123456/.s.PGSQL.65535".len();
+
 /// One problem in a plan.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("plan field {field}: {problem}")]
@@ -349,6 +354,12 @@ impl Plan {
                     }
                 }
                 dirs.push((f(key), dir));
+            }
+            let dir = db.dir_or_default();
+            let len = dir.as_os_str().len();
+            if len > MAX_DATABASE_DIR {
+                let key = if db.dir.is_some() { "dir" } else { "name" };
+                bad(f(key), format!("the database's directory {} is {len} bytes long, more than {MAX_DATABASE_DIR}: a migration's servers put their Unix sockets inside it, which would be too long; use a shorter `dir` or database name", dir.display()));
             }
             let socket = db.socket_path(&self.coordination);
             let len = socket.as_os_str().len();
@@ -776,7 +787,7 @@ databases:
         let fits = 106 - format!("/postgres/{name}/.s.PGSQL.5432").len();
         let with_coordination = |n: usize| {
             parse(&format!(
-                "coordination: /{}\ndatabases: [{{name: {name}}}]\n",
+                "coordination: /{}\ndatabases: [{{name: {name}, dir: /pg}}]\n",
                 "c".repeat(n - 1)
             ))
         };
@@ -785,6 +796,22 @@ databases:
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].field, "databases[0].name");
         assert!(e[0].problem.contains("is 107 bytes long"), "{e:?}");
+        // The directory: 81 bytes pass, 82 do not (migration sockets live inside it).
+        let with_dir = |n: usize| {
+            parse(&format!(
+                "databases: [{{name: a, dir: /{}, socket_dir: /s}}]\n",
+                "d".repeat(n - 1)
+            ))
+        };
+        with_dir(MAX_DATABASE_DIR).validate().unwrap();
+        assert_eq!(
+            fields(&with_dir(MAX_DATABASE_DIR + 1)),
+            ["databases[0].dir"]
+        );
+        // A default directory /var/lib/datamon/postgres/<name>: names up to 55 characters.
+        let named = |n: usize| parse(&format!("databases: [{{name: {}}}]\n", "n".repeat(n)));
+        named(55).validate().unwrap();
+        assert_eq!(fields(&named(56)), ["databases[0].name"]);
         let given = parse(&format!(
             "databases: [{{name: a, socket_dir: /{}}}]\n",
             "s".repeat(100)
