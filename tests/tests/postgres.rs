@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use datamon_e2e::postgres as pg;
 use datamon_e2e::{wait_until, World, DEADLINE};
 use serde_json::{json, Value};
 
@@ -503,4 +504,148 @@ fn two_databases_on_two_ports_are_saved_side_by_side() {
     let b = e.sidecar["outputs"]["beta"].as_str().unwrap();
     assert_eq!(bundles(&world, "pg-a"), vec![a.to_string()]);
     assert_eq!(bundles(&world, "pg-b"), vec![b.to_string()]);
+}
+
+/// Uploads the data directory `data` (files only, `pg_version` at the root) as a bundle of
+/// `repo`: its id.
+fn upload_data_dir(world: &World, repo: &str, data: &Path) -> String {
+    world.create_repo(repo, "a data directory");
+    world.upload(repo, data, &[])
+}
+
+/// A cluster of `major` with table `t` of `rows` rows, stopped cleanly, copied as a
+/// bundle would hold it into `<world>/<name>`.
+fn clean_cluster_files(world: &World, name: &str, major: u32, rows: u32) -> PathBuf {
+    let work = pg::tempdir();
+    let c = pg::Cluster::init(&pg::Build::major(major), work.path());
+    c.start();
+    c.psql(&format!(
+        "create extension if not exists hstore; create table t as select g as id, 'k=>v'::hstore as h from generate_series(1, {rows}) g"
+    ));
+    c.stop_fast();
+    let files = world.path(name);
+    pg::copy_files_only(&c.data, &files);
+    std::fs::write(files.join("pg_version"), format!("{major}\n")).unwrap();
+    files
+}
+
+/// The message of bundle `id` of `repo`.
+fn bundle_message(world: &World, repo: &str, id: &str) -> String {
+    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .map(|b| b["message"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no bundle {id} in {out}"))
+}
+
+#[test]
+fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
+    let world = world();
+    let files = world.path("old");
+    pg::old_datamon_bundle(&files);
+    let old = upload_data_dir(&world, "pg", &files);
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg", "bundle": old},
+        "output": {"repo": "pg", "message": "nightly"},
+    }))]});
+    let seen = world.path("seen.txt");
+    let rows = pg::OLD_ROWS_BEFORE_CHECKPOINT + pg::OLD_ROWS_AFTER_CHECKPOINT;
+    // The old cluster's table belongs to the superuser, the default owner: the
+    // application reads it with the generated password, over TCP.
+    let sock = world.path("run/run/postgres/warehouse");
+    let script = format!(
+        "export PW_{port}=$(cat {}/password) && {} > {}",
+        sock.display(),
+        psql_cmd(
+            port,
+            "postgres",
+            "postgres",
+            "select current_setting('server_version_num')::int / 10000, count(*) from t"
+        ),
+        seen.display()
+    );
+    let e = run(&world, "run", &plan, &[], &script);
+    assert_ok(&e);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        format!("18|{rows}")
+    );
+    let new = e.sidecar["outputs"]["warehouse"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        bundle_message(&world, "pg", &new),
+        "nightly (PostgreSQL 12.22 → 18.6 by dump and restore)"
+    );
+    // The saved bundle restores on 18 without migrating, with every row of the old one.
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg", "bundle": new},
+    }))]});
+    let sock = world.path("again/run/postgres/warehouse");
+    let script = format!(
+        "export PW_{port}=$(cat {}/password) && {} > {}",
+        sock.display(),
+        psql_cmd(port, "postgres", "postgres", "select count(*) from t"),
+        seen.display()
+    );
+    let e = run(&world, "again", &plan, &[], &script);
+    assert_ok(&e);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        rows.to_string()
+    );
+}
+
+#[test]
+fn a_postgresql_14_bundle_is_upgraded_to_18_and_a_newer_one_is_refused() {
+    let world = world();
+    let files = clean_cluster_files(&world, "old14", 14, 2000);
+    let old = upload_data_dir(&world, "pg", &files);
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg", "bundle": old},
+        "output": {"repo": "pg", "message": "upgraded"},
+    }))]});
+    let sock = world.path("run/run/postgres/warehouse");
+    let seen = world.path("seen.txt");
+    let script = format!(
+        "export PW_{port}=$(cat {}/password) && {} > {}",
+        sock.display(),
+        psql_cmd(
+            port,
+            "postgres",
+            "postgres",
+            "select count(*), min(h -> 'k') from t"
+        ),
+        seen.display()
+    );
+    let e = run(&world, "run", &plan, &[], &script);
+    assert_ok(&e);
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "2000|v");
+    let new = e.sidecar["outputs"]["warehouse"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        bundle_message(&world, "pg", &new),
+        "upgraded (PostgreSQL 14.23 → 18.6 by pg_upgrade)"
+    );
+
+    // The 18 bundle on a 15 server: refused before the application runs.
+    let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+        "source": {"repo": "pg", "bundle": new},
+        "major": 15,
+    }))]});
+    let e = run(&world, "older", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse") && m.contains("PostgreSQL 18") && m.contains("15."),
+        "{m}"
+    );
 }
