@@ -649,3 +649,19 @@ fn a_postgresql_14_bundle_is_upgraded_to_18_and_a_newer_one_is_refused() {
         "{m}"
     );
 }
+
+#[test]
+fn a_server_that_will_not_start_fails_with_its_log() {
+    let world = world();
+    let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+        "settings": {"shared_buffers": "lots"},
+    }))]});
+    let e = run(&world, "run", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse")
+            && m.contains("exited while starting")
+            && m.contains("shared_buffers"),
+        "{m}"
+    );
+}
