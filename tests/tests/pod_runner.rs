@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 /// Mount points inside the containers (created on the host, left empty there).
 const MNT: &str = "/mnt/pod-runner-test";
 
-fn pod(spec: Value) -> Pod {
+/// A pod with `spec`; `restartPolicy: Never` (a Job's) unless the spec says otherwise.
+fn pod(mut spec: Value) -> Pod {
+    if spec.get("restartPolicy").is_none() {
+        spec["restartPolicy"] = json!("Never");
+    }
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -225,19 +229,82 @@ fn native_sidecar_startup_probe_gates_main_and_sidecar_gets_sigterm_after() {
     );
 }
 
+/// Lines in the file `name` of the pod's volume `v` (how often a container appended to it).
+fn lines_in(running: &RunningPod, name: &str) -> usize {
+    let vol = running.volume_dir("v").unwrap();
+    std::fs::read_to_string(vol.join(name))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
 #[test]
-fn failing_startup_probe_fails_the_pod() {
+fn failing_startup_probe_restarts_the_sidecar_and_the_pod_stays_in_init() {
+    // As a kubelet does: the sidecar is killed after failureThreshold failures and
+    // restarted with the backoff; the pod neither fails nor starts its main container.
     let tmp = tempfile::tempdir().unwrap();
-    let mut sidecar = native_sidecar("sidecar", "while true; do sleep 0.05; done", json!([]));
+    let v = format!("{MNT}/probe-fail");
+    let vm = json!([{"name": "v", "mountPath": v}]);
+    let mut sidecar = native_sidecar(
+        "sidecar",
+        &format!("echo run >> {v}/runs; while true; do sleep 0.05; done"),
+        vm.clone(),
+    );
     sidecar["startupProbe"] =
         json!({"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2});
-    let r = run(
-        pod(json!({"initContainers": [sidecar], "containers": [sh("main", "true", json!([]))]})),
+    let running = start(
+        sidecar_pod(sidecar, json!([sh("main", &format!("touch {v}/main"), vm)])),
         tmp.path(),
     );
-    assert_eq!(r.phase, Phase::Failed);
+    wait_until("the sidecar's third run", || {
+        lines_in(&running, "runs") >= 3
+    });
+    running.terminate().unwrap();
+    let r = running.wait(DEADLINE).unwrap();
+    assert!(!r.container("main").unwrap().started, "{}", r.logs());
+    assert!(
+        r.container("sidecar").unwrap().restarts >= 2,
+        "{}",
+        r.logs()
+    );
+    assert_ne!(r.phase, Phase::Succeeded);
+    assert!(!tmp.path().join("volumes/v/main").exists());
+}
+
+#[test]
+fn restart_policy_on_failure_retries_init_and_main_containers_never_does_not() {
+    let v = format!("{MNT}/on-failure");
+    let vm = json!([{"name": "v", "mountPath": v}]);
+    // Each fails on its first run and succeeds on its second.
+    let flaky = |name: &str| {
+        sh(
+            name,
+            &format!("echo run >> {v}/{name}; [ $(wc -l < {v}/{name}) -ge 2 ]"),
+            vm.clone(),
+        )
+    };
+    let spec = |policy: &str| {
+        json!({
+            "restartPolicy": policy,
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "initContainers": [flaky("init")],
+            "containers": [flaky("main")],
+        })
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(pod(spec("OnFailure")), tmp.path());
+    assert_eq!(r.phase, Phase::Succeeded, "{}", r.logs());
+    assert_eq!(r.container("init").unwrap().restarts, 1);
+    assert_eq!(r.container("main").unwrap().restarts, 1);
+    assert_eq!(read(tmp.path().join("volumes/v/main")), "run\nrun\n");
+
+    // Under Always an init container that succeeded is not run again, and under Never the
+    // first failure is final.
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(pod(spec("Never")), tmp.path());
+    assert_eq!(r.phase, Phase::Failed, "{}", r.logs());
+    assert_eq!(r.container("init").unwrap().restarts, 0);
     assert!(!r.container("main").unwrap().started);
-    assert_eq!(r.container("sidecar").unwrap().signal, Some(9));
 }
 
 #[test]
@@ -538,7 +605,7 @@ fn timeout_kills_everything_and_reports_log_tails() {
 fn image_entrypoint_and_bad_pods() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pod::parse(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: tool:dev\n    args: [\"arg1\"]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: tool:dev\n    args: [\"arg1\"]\n",
     )
     .unwrap();
     let r = PodRunner::new(p.clone())
@@ -595,7 +662,7 @@ fn pod_run_binary_prints_the_report() {
     let manifest = tmp.path().join("pod.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: x\n    command: [sh, -c, 'echo $GREETING; exit 4']\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: x\n    command: [sh, -c, 'echo $GREETING; exit 4']\n",
     )
     .unwrap();
     let work = tmp.path().join("work");

@@ -25,15 +25,21 @@
 //!   first, and `$(VAR)` may refer to them; images have no env.
 //! - there are no images: a container's `command` runs on the host's file system; an image
 //!   name only selects the entrypoint registered with [`PodRunner::image`].
-//! - the pod's `restartPolicy` is always treated as `Never` (OnFailure and Always too):
-//!   a classic init container that fails fails the pod, a main container is not restarted.
-//!   Native sidecars (init containers with `restartPolicy: Always`) are restarted after a
-//!   backoff (fixed, [`PodRunner::restart_backoff`]) until the main containers have exited.
+//! - restarts as the kubelet does them: the pod's `restartPolicy` (default `Always`, as the
+//!   API server's) decides for the main containers; a classic init container that fails is
+//!   retried unless the policy is `Never`, when it fails the pod; native sidecars (init
+//!   containers with `restartPolicy: Always`) restart whenever they exit until the shutdown.
+//!   Each restart waits for the kubelet's exponential backoff (10 s doubling to 5 min, reset
+//!   after 10 min of running), scaled so that the first delay is
+//!   [`PodRunner::restart_backoff`] (1 s by default). The Job controller's `backoffLimit`
+//!   is not modelled: under `OnFailure` a pod whose container keeps failing keeps
+//!   restarting until the caller's deadline.
 //! - probes: only a native sidecar's exec `startupProbe` is run (through `nsenter` into the
 //!   container's mount namespace), gating the containers after it; when it fails
-//!   `failureThreshold` times the sidecar is killed and the pod fails (a kubelet would
-//!   restart the sidecar). Liveness and readiness probes, and main containers' startup
-//!   probes, are ignored. There are no lifecycle hooks, resources, users or security contexts.
+//!   `failureThreshold` times the sidecar is killed and restarted with the backoff, as a
+//!   kubelet does, and the pod stays in its init phase. Liveness and readiness probes, and
+//!   main containers' startup probes, are ignored. There are no lifecycle hooks,
+//!   resources, users or security contexts.
 //! - termination messages: `terminationMessagePath` is a file bind-mounted from
 //!   `<workdir>/termination/<container>`; its first 4096 bytes go into the report.
 //! - logs: stdout and stderr of each container go to `<workdir>/logs/<container>.log`.
@@ -150,7 +156,7 @@ pub struct ContainerReport {
     pub exit_code: Option<i32>,
     /// Signal that ended its last run, if any.
     pub signal: Option<i32>,
-    /// How many times it was restarted (native sidecars only).
+    /// How many times it was restarted.
     pub restarts: u32,
     /// First 4096 bytes of its termination message file, after its last run.
     pub termination_message: String,
@@ -251,7 +257,8 @@ impl PodRunner {
         self
     }
 
-    /// How long a native sidecar that exited waits before it is restarted (default 1 s).
+    /// The first delay of the restart backoff (default 1 s; the kubelet's is 10 s, and
+    /// the later delays scale with it).
     pub fn restart_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
         self

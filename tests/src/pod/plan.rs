@@ -30,6 +30,32 @@ pub(crate) struct Plan {
     pub containers: Vec<ContainerPlan>,
     pub volumes: Vec<VolumePlan>,
     pub grace: Duration,
+    /// The pod's `restartPolicy` (the API server's default is `Always`).
+    pub restart_policy: RestartPolicy,
+}
+
+/// A pod's `restartPolicy`: which exited containers the kubelet starts again. It applies to
+/// the main containers and the classic init containers; native sidecars always restart.
+/// <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#restart-policy>
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RestartPolicy {
+    /// Every exit, whatever its code.
+    Always,
+    /// Only a non-zero exit.
+    OnFailure,
+    /// None: the container's exit is final.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `code` (None: killed by a signal) restarts.
+    pub fn restarts(self, code: Option<i32>) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != Some(0),
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 /// One volume on the host.
@@ -155,10 +181,21 @@ pub(crate) fn plan(pod: &Pod, settings: &Settings<'_>) -> Result<Plan, PodError>
             .unwrap_or(DEFAULT_GRACE_SECS);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
     });
+    let restart_policy = match spec.restart_policy.as_deref() {
+        None | Some("Always") => RestartPolicy::Always,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        Some("Never") => RestartPolicy::Never,
+        Some(other) => {
+            return Err(invalid(format!(
+                "restartPolicy {other:?}: use Always, OnFailure or Never"
+            )))
+        }
+    };
     Ok(Plan {
         containers,
         volumes,
         grace,
+        restart_policy,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The pod's lifecycle, on one thread: init containers in order (native sidecars gated by
 //! their startup probe), then the main containers together, then the shutdown (SIGTERM,
-//! grace period, SIGKILL). Processes are polled every few milliseconds; every wait has a
+//! grace period, SIGKILL). Exited containers restart as the kubelet restarts them: native
+//! sidecars always, the others by the pod's `restartPolicy`, each after the kubelet's
+//! exponential backoff. Processes are polled every few milliseconds; every wait has a
 //! deadline, and `kill_now` (set by [`super::RunningPod::wait`] at its deadline) ends any
 //! wait at once.
 
@@ -16,13 +18,31 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use super::mounts::{container_script, unshare_propagation, HostMounts, Tools};
-use super::plan::{ContainerPlan, Plan, ProbePlan, Role};
+use super::plan::{ContainerPlan, Plan, ProbePlan, RestartPolicy, Role};
 use super::{PodError, Shared, TERMINATION_MESSAGE_LIMIT};
 
 /// How often processes are polled.
 const TICK: Duration = Duration::from_millis(20);
 /// How long killed processes may take to be reaped before the runner gives up on them.
 const REAP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The kubelet's restart backoff, scaled so that its first delay is `initial` (the kubelet's
+/// is 10 s): "the kubelet restarts them with an exponential backoff delay (10s, 20s, 40s, …),
+/// that is capped at 300 seconds (5 minutes). Once a container has executed for 10 minutes
+/// without any problems, the kubelet resets the restart backoff timer for that container."
+/// <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#restart-policy>
+/// The scaling keeps the order of events and changes no outcome: it only saves the tests time.
+fn backoff_delay(initial: Duration, restarts_in_a_row: u32) -> Duration {
+    let cap = initial * 30; // 300 s / 10 s
+    initial
+        .checked_mul(1 << restarts_in_a_row.min(16))
+        .map_or(cap, |d| d.min(cap))
+}
+
+/// How long a run must last for the backoff to start again from `initial` (10 min / 10 s).
+fn backoff_reset_after(initial: Duration) -> Duration {
+    initial * 60
+}
 
 /// Runs one pod.
 pub(crate) struct Supervisor {
@@ -44,8 +64,8 @@ struct Proc {
     restart_at: Option<Instant>,
     /// When the current run started (its marker appeared).
     started_at: Option<Instant>,
-    /// Never restart it again (its startup probe failed).
-    given_up: bool,
+    /// Restarts since the last run that lasted long enough to reset the backoff.
+    crash_loop: u32,
 }
 
 /// Why a wait ended early.
@@ -104,8 +124,15 @@ impl Supervisor {
             match self.plan.containers[i].role {
                 Role::Main => break,
                 Role::Init => {
+                    // A failed init container is restarted (with the backoff) until it
+                    // succeeds, "However, if the Pod has a restartPolicy of Never, and an init
+                    // container fails during startup of that Pod, Kubernetes treats the
+                    // overall Pod as failed."
+                    // <https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#understanding-init-containers>
                     self.spawn(i)?;
-                    if let Err(stop) = self.wait_for(|s| s.procs[i].child.is_none(), None)? {
+                    let settled =
+                        |s: &Self| s.procs[i].child.is_none() && s.procs[i].restart_at.is_none();
+                    if let Err(stop) = self.wait_for(settled, None)? {
                         return Ok(Err(stop));
                     }
                     if self.shared.lock().containers[i].report.exit_code != Some(0) {
@@ -114,10 +141,8 @@ impl Supervisor {
                 }
                 Role::Sidecar => {
                     self.spawn(i)?;
-                    match self.gate(i)? {
-                        Ok(true) => {}
-                        Ok(false) => return Ok(Ok(())),
-                        Err(stop) => return Ok(Err(stop)),
+                    if let Err(stop) = self.gate(i)? {
+                        return Ok(Err(stop));
                     }
                 }
             }
@@ -128,18 +153,31 @@ impl Supervisor {
         for &i in &mains {
             self.spawn(i)?;
         }
-        self.wait_for(|s| mains.iter().all(|&i| s.procs[i].child.is_none()), None)
+        self.wait_for(
+            |s| {
+                mains
+                    .iter()
+                    .all(|&i| s.procs[i].child.is_none() && s.procs[i].restart_at.is_none())
+            },
+            None,
+        )
     }
 
-    /// Waits for a native sidecar's startup probe: `Ok(true)` once it passes (or at once
-    /// after the start without a probe), `Ok(false)` when it failed and the sidecar was killed.
-    fn gate(&mut self, i: usize) -> Step<bool> {
+    /// Waits for a native sidecar's startup probe to pass (or for its start, without one).
+    fn gate(&mut self, i: usize) -> Step<()> {
         if let Err(stop) = self.wait_for(|s| s.procs[i].started_at.is_some(), None)? {
             return Ok(Err(stop));
         }
         let Some(probe) = self.plan.containers[i].startup_probe.clone() else {
-            return Ok(Ok(true));
+            return Ok(Ok(()));
         };
+        // "If the startup probe fails, the kubelet kills the container, and the container is
+        // subjected to its restart policy" (Always, for a sidecar): the pod does not fail, it
+        // stays in its init phase while the sidecar restarts with the backoff, and the next
+        // init container waits for a run whose probe passes.
+        // <https://kubernetes.io/docs/concepts/configuration/liveness-readiness-startup-probes/#startup-probe>
+        // <https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/#sidecar-containers-and-pod-lifecycle>
+        let mut run = self.procs[i].started_at;
         let mut next = Instant::now() + probe.initial_delay;
         let mut failures = 0;
         loop {
@@ -148,20 +186,25 @@ impl Supervisor {
             }
             next = Instant::now() + probe.period;
             let pid = match (&self.procs[i].child, self.procs[i].started_at) {
-                (Some(c), Some(_)) => c.id(),
+                (Some(c), Some(started)) => {
+                    if run != Some(started) {
+                        // A new run: its probe starts from scratch.
+                        run = Some(started);
+                        failures = 0;
+                        next = started + probe.initial_delay;
+                        continue;
+                    }
+                    c.id()
+                }
                 _ => continue, // restarting: no probe until it runs again
             };
             if self.probe(i, pid, &probe) {
-                return Ok(Ok(true));
+                return Ok(Ok(()));
             }
             failures += 1;
             if failures >= probe.failure_threshold {
-                self.procs[i].given_up = true;
                 self.kill_group(i);
-                if let Err(stop) = self.wait_for(|s| s.procs[i].child.is_none(), None)? {
-                    return Ok(Err(stop));
-                }
-                return Ok(Ok(false));
+                failures = 0;
             }
         }
     }
@@ -283,7 +326,7 @@ impl Supervisor {
             }
             if let Some(status) = status {
                 self.procs[i].child = None;
-                self.procs[i].started_at = None;
+                let ran = self.procs[i].started_at.take().map(|t| t.elapsed());
                 self.kill_group(i);
                 let message = self.termination_message(i);
                 let mut g = self.shared.lock();
@@ -294,11 +337,14 @@ impl Supervisor {
                 c.report.signal = status.signal();
                 c.report.termination_message = message;
                 changed = true;
-                if self.plan.containers[i].role == Role::Sidecar
-                    && !self.stopping
-                    && !self.procs[i].given_up
-                {
-                    self.procs[i].restart_at = Some(Instant::now() + self.backoff);
+                drop(g);
+                if !self.stopping && self.restarts(i, status.code()) {
+                    let p = &mut self.procs[i];
+                    if ran.is_some_and(|d| d >= backoff_reset_after(self.backoff)) {
+                        p.crash_loop = 0;
+                    }
+                    p.restart_at = Some(Instant::now() + backoff_delay(self.backoff, p.crash_loop));
+                    p.crash_loop += 1;
                 }
             }
         }
@@ -319,6 +365,21 @@ impl Supervisor {
             self.shared.changed.notify_all();
         }
         Ok((terminate, kill_now))
+    }
+
+    /// Whether the kubelet would start container `i` again after it exited with `code`.
+    fn restarts(&self, i: usize, code: Option<i32>) -> bool {
+        match self.plan.containers[i].role {
+            // A sidecar's own `restartPolicy: Always`.
+            Role::Sidecar => true,
+            // "If the Pod's restartPolicy is set to Always, the init containers use
+            // restartPolicy OnFailure." (init-containers page, as above)
+            Role::Init => match self.plan.restart_policy {
+                RestartPolicy::Never => false,
+                _ => RestartPolicy::OnFailure.restarts(code),
+            },
+            Role::Main => self.plan.restart_policy.restarts(code),
+        }
     }
 
     fn marker(&self, i: usize) -> PathBuf {
@@ -437,5 +498,19 @@ impl Supervisor {
             }
             std::thread::sleep(TICK);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_times_the_first_delay() {
+        let s = Duration::from_secs;
+        let delays: Vec<_> = (0..7).map(|n| backoff_delay(s(10), n)).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300].map(s));
+        assert_eq!(backoff_delay(s(10), u32::MAX), s(300));
+        assert_eq!(backoff_reset_after(s(10)), s(600));
     }
 }
