@@ -11,6 +11,7 @@ test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace
+    bash scripts/build-images.sh   # the image-based pod tests run these (target/images/)
     cargo test --workspace --no-fail-fast
 
 # Rewrite the webhook's golden files (webhook/tests/golden/) from the current code; review the diff.
