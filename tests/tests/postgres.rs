@@ -665,3 +665,33 @@ fn a_server_that_will_not_start_fails_with_its_log() {
         "{m}"
     );
 }
+
+#[test]
+fn sigterm_during_the_save_does_not_stop_it() {
+    let world = world();
+    world.create_repo("pg", "warehouse");
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "output": {"repo": "pg", "label": "saved"},
+    }))]});
+    let r = start(&world, "run", &plan, &[], "true");
+    let pid = r.sidecar.id().to_string();
+    wait_until("the save starts", || {
+        r.state("datamon")
+            .is_some_and(|s| s["phase"] == "uploading")
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let e = r.wait();
+    assert_ok(&e);
+    assert!(e.logs.contains("finishing it first"), "{}", e.logs);
+    let id = e.sidecar["outputs"]["warehouse"].as_str().unwrap();
+    assert_eq!(bundles(&world, "pg"), vec![id.to_string()]);
+    let label = world.ok(&[
+        "label", "get", "--repo", "pg", "--label", "saved", "--output", "json",
+    ]);
+    assert!(label.contains(id), "{label}");
+}
