@@ -1621,4 +1621,103 @@ mod tests {
         assert_eq!(old.psql("SELECT count(*) FROM r").await, "1");
         old.stop("fast").await;
     }
+
+    /// Every file under `root` but the postmaster's own (`postmaster.opts`, which any start
+    /// attempt writes) and the relcache caches (`pg_internal.init`, which crash recovery
+    /// removes, and no backup carries), with a hash of its bytes, sorted (to see that no data changed).
+    fn files(root: &Path) -> Vec<(PathBuf, u64)> {
+        use std::hash::{Hash, Hasher};
+        let mut out: Vec<_> = walkdir::WalkDir::new(root)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                e.file_type().is_file()
+                    && !e.file_name().to_string_lossy().starts_with("postmaster.")
+                    && e.file_name() != "pg_internal.init"
+            })
+            .map(|e| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(e.path()).unwrap().hash(&mut h);
+                (e.path().to_path_buf(), h.finish())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_old_server_that_will_not_start_fails_with_its_log_and_touches_nothing() {
+        let (b12, b18) = (build(12).await, build(18).await);
+        let dirs = Dirs::new();
+        let live = Server::init(&dirs, &b12, &b18, "live", 5712).await;
+        live.start().await;
+        live.psql("CREATE TABLE t (id int)").await;
+        live.stop("immediate").await;
+        // A files-only copy whose skeleton was not recreated: PostgreSQL 12 will not start.
+        let old_data = dirs.p("restored");
+        copy_files_only(&live.data, &old_data);
+        dirs.account.own(&old_data).unwrap();
+        let before = files(&old_data);
+
+        let new_data = dirs.p("new");
+        let e = migrate(&dirs.request(&b12, &b18, &old_data, &new_data, &dirs.p("scratch")))
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        eprintln!("{msg}");
+        assert!(
+            msg.contains(&format!("PostgreSQL {} → {}", b12.version, b18.version))
+                && msg.contains("starting the old server")
+                && msg.contains("pg_"),
+            "{msg}"
+        );
+        assert!(
+            matches!(e, MigrateError::Step { ref log, .. } if log.contains("the log ends")),
+            "{msg}"
+        );
+        assert!(!new_data.exists());
+        let after = files(&old_data);
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|f| !before.contains(f))
+            .chain(before.iter().filter(|f| !after.contains(f)))
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "the old data directory is untouched: {changed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_migration_past_its_deadline_is_killed_and_leaves_the_old_cluster_usable() {
+        let (b14, b18) = (build(14).await, build(18).await);
+        let dirs = Dirs::new();
+        let old = Server::init(&dirs, &b14, &b18, "old", 5814).await;
+        old.start().await;
+        old.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+            .await;
+        old.stop("fast").await;
+        let new_data = dirs.p("new");
+        let scratch = dirs.p("scratch");
+        let mut req = dirs.request(&b14, &b18, &old.data, &new_data, &scratch);
+        req.deadline = Duration::from_millis(500);
+        let e = migrate(&req).await.unwrap_err();
+        let msg = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(
+            matches!(&e, MigrateError::Deadline { .. })
+                || matches!(&e, MigrateError::Step { source, .. } if matches!(**source, ProcessError::Timeout { .. })),
+            "{msg}"
+        );
+        assert!(!new_data.exists());
+        assert!(control::read_control(&old.data).unwrap().clean());
+        old.start().await;
+        assert_eq!(old.psql("SELECT count(*) FROM t").await, "1000");
+        old.stop("fast").await;
+    }
 }
