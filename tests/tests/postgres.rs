@@ -90,6 +90,8 @@ struct Ended {
     sidecar: Value,
     app: Value,
     logs: String,
+    /// The sidecar's steps (`step` of its state file) seen while it ran, in order.
+    steps: Vec<String>,
 }
 
 impl Ended {
@@ -164,7 +166,16 @@ impl Run {
     fn wait(mut self) -> Ended {
         let until = Instant::now() + DEADLINE;
         let (mut s, mut a) = (None, None);
+        let mut steps: Vec<String> = Vec::new();
         while s.is_none() || a.is_none() {
+            if let Some(step) = self
+                .state("datamon")
+                .and_then(|v| v["step"].as_str().map(String::from))
+            {
+                if steps.last() != Some(&step) {
+                    steps.push(step);
+                }
+            }
             if s.is_none() {
                 s = self.sidecar.try_wait().unwrap();
             }
@@ -184,6 +195,7 @@ impl Run {
             sidecar: self.state("datamon").unwrap_or(Value::Null),
             app: self.state("app").unwrap_or(Value::Null),
             logs: self.logs(),
+            steps,
         }
     }
 
@@ -581,6 +593,15 @@ fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
     assert_eq!(
         bundle_message(&world, "pg", &new),
         "nightly (PostgreSQL 12.22 → 18.6 by dump and restore)"
+    );
+    // The state file said what the sidecar did, step by step.
+    eprintln!("steps: {:#?}", e.steps);
+    let said = |start: &str| e.steps.iter().any(|s| s.starts_with(start));
+    assert!(
+        said("migrating database warehouse: PostgreSQL 12.22 → 18.6")
+            && said("saving database warehouse: uploading"),
+        "{:?}",
+        e.steps
     );
     // The saved bundle restores on 18 without migrating, with every row of the old one.
     let port = free_port();
