@@ -630,7 +630,10 @@ impl<'a> Job<'a> {
         log: Option<&Path>,
     ) -> Result<String, MigrateError> {
         let left = self.left(step)?;
-        process::run(cmd, step, left).await.map_err(|source| {
+        let started = Instant::now();
+        let result = process::run(cmd, step, left).await;
+        tracing::debug!(step, elapsed = ?started.elapsed(), ok = result.is_ok(), "migration step");
+        result.map_err(|source| {
             let (from, to) = self.versions();
             let log = log
                 .and_then(|p| std::fs::read_to_string(p).ok())
@@ -762,14 +765,18 @@ impl<'a> Job<'a> {
         })
     }
 
-    /// initdb of the new cluster matching `s`.
-    async fn initdb(&self, s: &ClusterSettings) -> Result<(), MigrateError> {
+    /// initdb of the new cluster matching `s`; `sync: false` when pg_upgrade will sync
+    /// the whole new cluster at its end anyway.
+    async fn initdb(&self, s: &ClusterSettings, sync: bool) -> Result<(), MigrateError> {
         let mut cmd = self.command(Side::New, "initdb");
         cmd.arg("-D").arg(self.req.new_data).args(initdb_args(
             s,
             self.req.new.major,
             self.req.superuser,
         ));
+        if !sync {
+            cmd.arg("--no-sync");
+        }
         let step = format!(
             "initdb of the new cluster (PostgreSQL {})",
             self.req.new.version
@@ -836,7 +843,7 @@ impl<'a> Job<'a> {
                 }
             })?
         };
-        self.initdb(&settings).await?;
+        self.initdb(&settings, false).await?;
         self.pg_upgrade(true).await?;
         self.pg_upgrade(false).await?;
         self.analyze_and_stop(Method::PgUpgrade).await
@@ -900,7 +907,7 @@ impl<'a> Job<'a> {
     async fn dump_restore(&self) -> Result<(), MigrateError> {
         self.start(Side::Old).await?;
         let settings = self.query_settings().await?;
-        self.initdb(&settings).await?;
+        self.initdb(&settings, true).await?;
         self.start(Side::New).await?;
         self.pipe_dump().await?;
         self.stop(Side::Old, "fast").await?;
@@ -1307,22 +1314,30 @@ mod tests {
             name: &str,
             port: u16,
         ) -> Self {
+            let mut args = vec!["-E", "UTF8", "--no-locale"];
+            if build.major >= 18 {
+                args.push("--no-data-checksums");
+            }
+            Self::init_with(dirs, build, client, name, port, &args).await
+        }
+
+        /// initdb of a new cluster with `args` (encoding, locale, checksums).
+        async fn init_with(
+            dirs: &'a Dirs,
+            build: &'a Binaries,
+            client: &'a Binaries,
+            name: &str,
+            port: u16,
+            args: &[&str],
+        ) -> Self {
             let data = dirs.p(name);
             std::fs::create_dir(&data).unwrap();
             dirs.account.own(&data).unwrap();
             let mut c = process::command(&build.tool("initdb"), &dirs.account);
-            c.arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ]);
-            if build.major >= 18 {
-                c.arg("--no-data-checksums");
-            }
+            c.arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+                .args(args);
             process::run(c, "initdb", DEADLINE).await.unwrap();
             Server {
                 dirs,
@@ -1719,5 +1734,48 @@ mod tests {
         old.start().await;
         assert_eq!(old.psql("SELECT count(*) FROM t").await, "1000");
         old.stop("fast").await;
+    }
+
+    #[tokio::test]
+    async fn an_unclean_cluster_moves_to_a_pre_16_major_with_its_locale_and_checksums() {
+        let (b14, b15) = (build(14).await, build(15).await);
+        let dirs = Dirs::new();
+        // Before 16, pg_upgrade needs the new cluster's locale, encoding and checksums to
+        // be the old one's; this one was also stopped as datamon's old sidecar did.
+        let old = Server::init_with(
+            &dirs,
+            &b14,
+            &b15,
+            "old",
+            5914,
+            &["-E", "UTF8", "--locale=C.UTF-8", "--data-checksums"],
+        )
+        .await;
+        old.start().await;
+        old.psql("CREATE TABLE t AS SELECT generate_series(1, 5000) AS id")
+            .await;
+        old.psql("CHECKPOINT").await;
+        old.psql("INSERT INTO t VALUES (5001)").await;
+        old.stop("immediate").await;
+        assert!(!control::read_control(&old.data).unwrap().clean());
+
+        let new_data = dirs.p("new");
+        let scratch = dirs.p("scratch");
+        let m = migrate(&dirs.request(&b14, &b15, &old.data, &new_data, &scratch))
+            .await
+            .unwrap();
+        assert_eq!(m.method, Method::PgUpgrade);
+        let new = Server::on(&dirs, &b15, &b15, &new_data, 5915);
+        new.start().await;
+        assert_eq!(
+            new.psql("SELECT count(*), max(id) FROM t").await,
+            "5001|5001"
+        );
+        assert_eq!(new.psql("SHOW data_checksums").await, "on");
+        assert_eq!(
+            new.psql("SELECT datcollate || ' ' || pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template0'").await,
+            "C.UTF-8 UTF8"
+        );
+        new.stop("fast").await;
     }
 }
