@@ -50,6 +50,12 @@ bench-runtime:
     cargo build --release -p datamon-agent
     python3 scripts/bench-runtime.py target/release 20
 
+# Only the databases: restore, save and a 14 -> 18 migration of a ~1 GiB database against cp -r, b2sum, pg_ctl and pg_upgrade (root).
+bench-postgres:
+    cargo build --release -p datamon-agent
+    bash scripts/install-postgres.sh
+    bash scripts/bench-postgres.sh target/release
+
 # The agent as one static binary (musl), as `datamon-agent install` copies it into any image.
 static:
     command -v musl-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq musl-tools)
