@@ -227,35 +227,60 @@ pub(crate) async fn run(
     let program = PathBuf::from(cmd.as_std().get_program());
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     tracing::debug!(what, program = %program.display(), "running");
-    let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         what: what.to_string(),
         program: program.clone(),
         source,
     })?;
-    // Dropping the future on timeout drops the child, which kill_on_drop kills.
-    match tokio::time::timeout(deadline, child.wait_with_output()).await {
-        Err(_) => Err(ProcessError::Timeout {
-            what: what.to_string(),
-            deadline,
-            tail: String::new(),
-        }),
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = {
+        let both = async {
+            let (o, e) = tokio::join!(read_all(stdout, &mut out), read_all(stderr, &mut err));
+            o?;
+            e?;
+            child.wait().await
+        };
+        // On timeout the reads stop; what they read so far stays in the buffers.
+        tokio::time::timeout(deadline, both).await
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match finished {
+        Err(_) => {
+            // kill_on_drop would too; killing now frees the program at once. An error
+            // means it has just exited, which is as good.
+            if let Err(e) = child.start_kill() {
+                tracing::debug!(what, error = %e, "killing a program past its deadline");
+            }
+            Err(ProcessError::Timeout {
+                what: what.to_string(),
+                deadline,
+                tail: tail(&[&text(&out), &text(&err)], TAIL_LINES),
+            })
+        }
         Ok(Err(source)) => Err(ProcessError::Wait {
             what: what.to_string(),
             source,
         }),
-        Ok(Ok(out)) => {
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() {
-                Ok(stdout)
-            } else {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(ProcessError::Failed {
-                    what: what.to_string(),
-                    status: out.status,
-                    tail: tail(&[&stdout, &stderr], TAIL_LINES),
-                })
-            }
-        }
+        Ok(Ok(status)) if status.success() => Ok(text(&out)),
+        Ok(Ok(status)) => Err(ProcessError::Failed {
+            what: what.to_string(),
+            status,
+            tail: tail(&[&text(&out), &text(&err)], TAIL_LINES),
+        }),
+    }
+}
+
+/// Reads `pipe` (if any) to its end into `buf`; cancelled, `buf` keeps what was read.
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match pipe {
+        Some(mut p) => tokio::io::AsyncReadExt::read_to_end(&mut p, buf)
+            .await
+            .map(drop),
+        None => Ok(()),
     }
 }
 
@@ -363,13 +388,14 @@ mod tests {
 
     #[tokio::test]
     async fn run_kills_a_program_past_its_deadline() {
-        let mut c = command(Path::new("/bin/sleep"), &me());
-        c.arg("30");
-        let e = run(c, "sleeping", Duration::from_millis(200))
+        let mut c = command(Path::new("/bin/sh"), &me());
+        c.args(["-c", "echo started; exec sleep 30"]);
+        let e = run(c, "sleeping", Duration::from_millis(500))
             .await
             .unwrap_err();
         assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
         assert!(e.to_string().contains("sleeping"));
+        assert_eq!(e.tail(), Some("started"), "the output so far is kept");
     }
 
     #[tokio::test]
