@@ -46,8 +46,11 @@
 //! - the grace period (`terminationGracePeriodSeconds`, or [`PodRunner::grace`]) is one
 //!   deadline for the whole shutdown: main containers first, then sidecars in reverse order.
 
+mod image;
 mod mounts;
 mod plan;
+mod runc;
+mod security;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -115,6 +118,12 @@ pub enum PodError {
         /// The last lines of each container's log.
         logs: String,
     },
+    /// An image could not be unpacked or read.
+    #[error("image: {what}")]
+    Image {
+        /// What, with the tool's message.
+        what: String,
+    },
     /// The runner's thread panicked (a bug of the runner).
     #[error("the pod runner's thread panicked")]
     Panicked,
@@ -164,6 +173,9 @@ pub struct ContainerReport {
     pub log: PathBuf,
     /// Whether it ever started (its mounts were set up and its command exec'd).
     pub started: bool,
+    /// Why it is waiting and never started (image mode): the kubelet's reason, as
+    /// `CreateContainerConfigError`, and its message.
+    pub waiting: Option<(String, String)>,
 }
 
 /// The outcome of a pod and of each container.
@@ -213,6 +225,7 @@ pub struct PodRunner {
     workdir: Option<PathBuf>,
     env: Vec<(String, String)>,
     images: HashMap<String, Vec<String>>,
+    oci: HashMap<String, PathBuf>,
     grace: Option<Duration>,
     backoff: Duration,
 }
@@ -225,6 +238,7 @@ impl PodRunner {
             workdir: None,
             env: Vec::new(),
             images: HashMap::new(),
+            oci: HashMap::new(),
             grace: None,
             backoff: Duration::from_secs(1),
         }
@@ -251,6 +265,14 @@ impl PodRunner {
         self
     }
 
+    /// The image mode: containers of image `name` run from the OCI archive at `archive`
+    /// (as `buildah push ... oci-archive:` writes it) with runc. The archive is unpacked at
+    /// [`PodRunner::start`] (once per archive: later runs reuse it).
+    pub fn oci_image(mut self, name: impl Into<String>, archive: impl Into<PathBuf>) -> Self {
+        self.oci.insert(name.into(), archive.into());
+        self
+    }
+
     /// Overrides the pod's `terminationGracePeriodSeconds`.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = Some(grace);
@@ -274,22 +296,24 @@ impl PodRunner {
                 .map_err(|e| PodError::io("cannot create a working directory", e))?
                 .keep(),
         };
+        let oci = image::load_all(&self.oci)?;
         let plan = plan::plan(
             &self.pod,
             &plan::Settings {
                 workdir: &workdir,
                 env: &self.env,
                 images: &self.images,
+                oci: &oci,
                 grace: self.grace,
             },
         )?;
-        let tools = mounts::Tools::find()?;
-        for sub in ["logs", "termination", "run"] {
+        let tools = mounts::Tools::find(plan.containers.iter().any(|c| c.oci.is_some()))?;
+        for sub in ["logs", "termination", "run", "containers", "runc"] {
             let d = workdir.join(sub);
             std::fs::create_dir_all(&d)
                 .map_err(|e| PodError::io(format!("cannot create {}", d.display()), e))?;
         }
-        let host_mounts = mounts::HostMounts::prepare(&plan.volumes)?;
+        let host_mounts = mounts::HostMounts::prepare(&plan.volumes, plan.fs_group)?;
         let volumes = plan
             .volumes
             .iter()
@@ -356,6 +380,7 @@ impl Shared {
                     termination_message: String::new(),
                     log: workdir.join("logs").join(format!("{}.log", c.name)),
                     started: false,
+                    waiting: None,
                 },
             })
             .collect();

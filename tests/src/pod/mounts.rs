@@ -9,6 +9,7 @@
 //! mounts holding each mount path into slaves (non-recursively) before binding, so that only
 //! mounts made under the shared volume mount reach the host.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -26,10 +27,12 @@ pub(crate) struct Tools {
     pub mount: PathBuf,
     pub findmnt: PathBuf,
     pub mkdir: PathBuf,
+    /// runc, when some container runs from an image.
+    pub runc: Option<PathBuf>,
 }
 
 impl Tools {
-    pub fn find() -> Result<Self, PodError> {
+    pub fn find(runc: bool) -> Result<Self, PodError> {
         let path =
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let find = |name: &str| -> Result<PathBuf, PodError> {
@@ -47,6 +50,19 @@ impl Tools {
             mount: find("mount")?,
             findmnt: find("findmnt")?,
             mkdir: find("mkdir")?,
+            runc: if runc {
+                // Debian installs it in /usr/sbin, which a user's PATH may lack.
+                Some(find("runc").or_else(|e| {
+                    let p = PathBuf::from("/usr/sbin/runc");
+                    if p.is_file() {
+                        Ok(p)
+                    } else {
+                        Err(e)
+                    }
+                })?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -59,18 +75,27 @@ pub(crate) struct HostMounts {
 }
 
 impl HostMounts {
-    /// Creates the volume directories, and makes each volume mounted `Bidirectional` by
-    /// some container a shared mount of its own peer group.
-    pub fn prepare(volumes: &[VolumePlan]) -> Result<Self, PodError> {
+    /// Creates the volume directories (an emptyDir 0777, as the kubelet makes it; with an
+    /// `fsGroup`, given to that group and setgid, 02777), and makes each volume mounted
+    /// `Bidirectional` by some container a shared mount of its own peer group.
+    pub fn prepare(volumes: &[VolumePlan], fs_group: Option<u32>) -> Result<Self, PodError> {
         let mut me = Self::default();
         for v in volumes {
             if v.empty_dir {
-                std::fs::create_dir_all(&v.host).map_err(|e| {
+                let io = |e| {
                     PodError::io(
                         format!("cannot create volume directory {}", v.host.display()),
                         e,
                     )
-                })?;
+                };
+                std::fs::create_dir_all(&v.host).map_err(io)?;
+                let mut mode = 0o777;
+                if let Some(g) = fs_group {
+                    std::os::unix::fs::chown(&v.host, None, Some(g)).map_err(io)?;
+                    mode |= 0o2000;
+                }
+                std::fs::set_permissions(&v.host, std::fs::Permissions::from_mode(mode))
+                    .map_err(io)?;
             }
             if v.shared {
                 let p = &v.host;

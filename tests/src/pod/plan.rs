@@ -1,6 +1,8 @@
 //! The pod spec turned into what the runner executes: for each container its argv, its
 //! environment, its mounts and its startup probe, with Kubernetes' `$(VAR)` expansion and
-//! `fieldRef` values resolved. Pure: no file system, no processes.
+//! `fieldRef` values resolved; in the image mode also its image's root file system and its
+//! security ([`super::security`]). Pure: no file system, no processes (images are read
+//! before).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -8,7 +10,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
 
+use super::image::Image;
+use super::security::{self, ConfigError, Security};
 use super::PodError;
+
+/// containerd's `PATH` for an image that sets none.
+const DEFAULT_IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE_SECS: i64 = 30;
@@ -20,6 +27,8 @@ pub(crate) struct Settings<'a> {
     pub workdir: &'a Path,
     pub env: &'a [(String, String)],
     pub images: &'a HashMap<String, Vec<String>>,
+    /// OCI images (the image mode), by name.
+    pub oci: &'a HashMap<String, Image>,
     pub grace: Option<Duration>,
 }
 
@@ -32,6 +41,8 @@ pub(crate) struct Plan {
     pub grace: Duration,
     /// The pod's `restartPolicy` (the API server's default is `Always`).
     pub restart_policy: RestartPolicy,
+    /// The pod's `fsGroup`: emptyDirs are given to this group, setgid.
+    pub fs_group: Option<u32>,
 }
 
 /// A pod's `restartPolicy`: which exited containers the kubelet starts again. It applies to
@@ -92,6 +103,19 @@ pub(crate) struct ContainerPlan {
     pub mounts: Vec<MountPlan>,
     pub termination_path: String,
     pub startup_probe: Option<ProbePlan>,
+    /// The image mode: run from an image with runc.
+    pub oci: Option<OciPlan>,
+}
+
+/// A container run from an OCI image.
+#[derive(Debug, Clone)]
+pub(crate) struct OciPlan {
+    /// The image's unpacked root file system (the overlay's lower layer).
+    pub rootfs: PathBuf,
+    /// The pod's name.
+    pub hostname: String,
+    /// Its security, or why the kubelet would not create it.
+    pub security: Result<Security, ConfigError>,
 }
 
 impl ContainerPlan {
@@ -191,11 +215,17 @@ pub(crate) fn plan(pod: &Pod, settings: &Settings<'_>) -> Result<Plan, PodError>
             )))
         }
     };
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     Ok(Plan {
         containers,
         volumes,
         grace,
         restart_policy,
+        fs_group,
     })
 }
 
@@ -242,27 +272,63 @@ fn container(
             "container {name:?}: envFrom is not supported"
         )));
     }
-    let env = environment(pod, c, settings.env)?;
-    let lookup: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let image_name = c.image.as_deref().unwrap_or_default();
+    let oci = settings.oci.get(image_name);
+    let kube_env = environment(pod, c, settings.env, oci.is_none())?;
+    let lookup: HashMap<&str, &str> = kube_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let expand_all =
         |v: &[String]| -> Vec<String> { v.iter().map(|s| expand(s, &lookup)).collect() };
 
-    let args = expand_all(c.args.as_deref().unwrap_or_default());
-    let mut argv = match &c.command {
-        Some(cmd) if !cmd.is_empty() => expand_all(cmd),
-        _ => {
-            let image = c.image.as_deref().unwrap_or_default();
-            settings.images.get(image).cloned().ok_or_else(|| {
-                invalid(format!(
-                    "container {name:?} has no command and image {image:?} has no entrypoint registered (PodRunner::image, or pod-run --image {image}=PATH)"
-                ))
-            })?
+    let command = c
+        .command
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| expand_all(c));
+    let args = c
+        .args
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(|a| expand_all(a));
+    let argv = match oci {
+        Some(image) => image_argv(image, command, args),
+        None => {
+            let mut argv = match command {
+                Some(cmd) => cmd,
+                None => settings.images.get(image_name).cloned().ok_or_else(|| {
+                    invalid(format!(
+                        "container {name:?} has no command and image {image_name:?} has no entrypoint registered (PodRunner::image, or pod-run --image {image_name}=PATH)"
+                    ))
+                })?,
+            };
+            argv.extend(args.unwrap_or_default());
+            argv
         }
     };
-    argv.extend(args);
     if argv.is_empty() {
-        return Err(invalid(format!("container {name:?}: empty command")));
+        return Err(invalid(format!(
+            "container {name:?}: empty command (no command, args, nor the image's Entrypoint or Cmd)"
+        )));
     }
+    // The image's variables come first; the container's (and the runner's) override them.
+    let env = match oci {
+        Some(image) => {
+            let mut all = image.env.clone();
+            if !all.iter().any(|(k, _)| k == "PATH") {
+                all.insert(0, ("PATH".into(), DEFAULT_IMAGE_PATH.into()));
+            }
+            for (k, v) in kube_env.iter().cloned() {
+                match all.iter_mut().find(|(key, _)| *key == k) {
+                    Some(e) => e.1 = v,
+                    None => all.push((k, v)),
+                }
+            }
+            all
+        }
+        None => kube_env.clone(),
+    };
 
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
@@ -331,6 +397,7 @@ fn container(
         working_dir: c
             .working_dir
             .clone()
+            .or_else(|| oci.map(|i| i.working_dir.clone()))
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
         mounts,
@@ -341,7 +408,33 @@ fn container(
             .unwrap_or_else(|| DEFAULT_TERMINATION_PATH.into()),
         startup_probe,
         env,
+        oci: oci.map(|image| OciPlan {
+            rootfs: image.rootfs.clone(),
+            hostname: pod.metadata.name.clone().unwrap_or_default(),
+            security: security::resolve(pod, c, image),
+        }),
     })
+}
+
+/// The argv of a container from an image, as the kubelet makes it: "If you supply a
+/// `command` but no `args` for a Container, only the supplied `command` is used. The
+/// default EntryPoint and the default Cmd defined in the Docker image are ignored. If you
+/// supply only `args` for a Container, the default Entrypoint defined in the Docker image
+/// is run with the `args` that you supplied."
+/// <https://kubernetes.io/docs/tasks/inject-data-application/define-command-argument-container/#notes>
+fn image_argv(
+    image: &Image,
+    command: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+) -> Vec<String> {
+    match (command, args) {
+        (Some(mut cmd), args) => {
+            cmd.extend(args.unwrap_or_default());
+            cmd
+        }
+        (None, Some(args)) => [image.entrypoint.clone(), args].concat(),
+        (None, None) => [image.entrypoint.clone(), image.cmd.clone()].concat(),
+    }
 }
 
 fn probe(container: &str, p: &Probe) -> Result<ProbePlan, PodError> {
@@ -377,6 +470,7 @@ fn environment(
     pod: &Pod,
     c: &Container,
     runner: &[(String, String)],
+    host_path: bool,
 ) -> Result<Vec<(String, String)>, PodError> {
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, k: &str, v: String| match env
@@ -387,11 +481,13 @@ fn environment(
         None => env.push((k.to_string(), v)),
     };
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    set(
-        &mut env,
-        "PATH",
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-    );
+    if host_path {
+        set(
+            &mut env,
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        );
+    }
     set(&mut env, "HOSTNAME", pod_name);
     for (k, v) in runner {
         set(&mut env, k, v.clone());

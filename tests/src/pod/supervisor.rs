@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,7 @@ use nix::unistd::Pid;
 
 use super::mounts::{container_script, unshare_propagation, HostMounts, Tools};
 use super::plan::{ContainerPlan, Plan, ProbePlan, RestartPolicy, Role};
+use super::runc::{self, Bundle, SpecFiles};
 use super::{PodError, Shared, TERMINATION_MESSAGE_LIMIT};
 
 /// How often processes are polled.
@@ -66,6 +68,12 @@ struct Proc {
     started_at: Option<Instant>,
     /// Restarts since the last run that lasted long enough to reset the backoff.
     crash_loop: u32,
+    /// Image mode: the current run's bundle (its overlay is unmounted on drop).
+    bundle: Option<Bundle>,
+    /// Image mode: runs so far (each gets its own bundle and runc id).
+    runs: u32,
+    /// Image mode: the kubelet would not create it (`CreateContainerConfigError`).
+    unstartable: bool,
 }
 
 /// Why a wait ended early.
@@ -130,6 +138,9 @@ impl Supervisor {
                     // overall Pod as failed."
                     // <https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#understanding-init-containers>
                     self.spawn(i)?;
+                    if self.procs[i].unstartable {
+                        return Ok(Ok(()));
+                    }
                     let settled =
                         |s: &Self| s.procs[i].child.is_none() && s.procs[i].restart_at.is_none();
                     if let Err(stop) = self.wait_for(settled, None)? {
@@ -141,6 +152,9 @@ impl Supervisor {
                 }
                 Role::Sidecar => {
                     self.spawn(i)?;
+                    if self.procs[i].unstartable {
+                        return Ok(Ok(()));
+                    }
                     if let Err(stop) = self.gate(i)? {
                         return Ok(Err(stop));
                     }
@@ -212,12 +226,20 @@ impl Supervisor {
     /// Runs a probe command in the container's mount namespace; true if it exits 0 in time.
     fn probe(&self, i: usize, pid: u32, probe: &ProbePlan) -> bool {
         let c = &self.plan.containers[i];
-        let mut cmd = Command::new(&self.tools.nsenter);
-        cmd.arg("-t")
-            .arg(pid.to_string())
-            .args(["-m", "-w", "--"])
-            .args(&probe.command)
-            .env_clear()
+        let mut cmd = match (&self.tools.runc, &self.procs[i].bundle) {
+            (Some(runc), Some(b)) => {
+                runc::exec_command(runc, &self.runc_root(), &b.id, &probe.command)
+            }
+            _ => {
+                let mut cmd = Command::new(&self.tools.nsenter);
+                cmd.arg("-t")
+                    .arg(pid.to_string())
+                    .args(["-m", "-w", "--"])
+                    .args(&probe.command);
+                cmd
+            }
+        };
+        cmd.env_clear()
             .envs(c.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -328,6 +350,7 @@ impl Supervisor {
                 self.procs[i].child = None;
                 let ran = self.procs[i].started_at.take().map(|t| t.elapsed());
                 self.kill_group(i);
+                self.remove_bundle(i);
                 let message = self.termination_message(i);
                 let mut g = self.shared.lock();
                 let c = &mut g.containers[i];
@@ -379,6 +402,35 @@ impl Supervisor {
                 _ => RestartPolicy::OnFailure.restarts(code),
             },
             Role::Main => self.plan.restart_policy.restarts(code),
+        }
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        self.workdir.join("runc")
+    }
+
+    /// Image mode: removes the exited run's container from runc and unmounts its overlay.
+    fn remove_bundle(&mut self, i: usize) {
+        if let (Some(runc), Some(b)) = (&self.tools.runc, self.procs[i].bundle.take()) {
+            let root = self.runc_root();
+            runc::delete(runc, &root, &b.id);
+            // runc's errors (a container that could not start) belong in the container's log.
+            let runc_log =
+                std::fs::read_to_string(runc::log_file(&root, &b.id)).unwrap_or_default();
+            let errors: String = runc_log
+                .lines()
+                .filter(|l| l.contains("level=error"))
+                .map(|l| format!("runc: {l}\n"))
+                .collect();
+            if !errors.is_empty() {
+                let log = self
+                    .workdir
+                    .join("logs")
+                    .join(format!("{}.log", self.plan.containers[i].name));
+                if let Ok(mut f) = OpenOptions::new().append(true).open(&log) {
+                    let _ = std::io::Write::write_all(&mut f, errors.as_bytes());
+                }
+            }
         }
     }
 
@@ -434,27 +486,83 @@ impl Supervisor {
             .open(&log_path)
             .map_err(|e| io("open", &log_path, e))?;
         let log2 = log.try_clone().map_err(|e| io("open", &log_path, e))?;
-        let script = container_script(c, &self.tools, &term, &marker);
-        let child = Command::new(&self.tools.unshare)
-            .args(["--mount", "--propagation", unshare_propagation(c), "--"])
-            .arg(&self.tools.sh)
-            .args(["-c", &script, "sh"])
-            .args(&c.argv)
-            .env_clear()
-            .envs(c.env.iter().map(|(k, v)| (k, v)))
+        let mut cmd = match (&c.oci, &self.tools.runc) {
+            (Some(oci), Some(runc)) => {
+                let security = match &oci.security {
+                    Ok(s) => s,
+                    Err(message) => {
+                        return self.unstartable(i, "CreateContainerConfigError", message.clone())
+                    }
+                };
+                // The kubelet makes the file writable by any user of the container.
+                std::fs::set_permissions(&term, std::fs::Permissions::from_mode(0o666))
+                    .map_err(|e| io("chmod", &term, e))?;
+                self.procs[i].runs += 1;
+                let run = self.procs[i].runs;
+                let dir = self
+                    .workdir
+                    .join("containers")
+                    .join(format!("{}-{run}", c.name));
+                let id = format!(
+                    "pod{}-{}-{}-{run}",
+                    std::process::id(),
+                    self.workdir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    c.name
+                );
+                let files = SpecFiles {
+                    termination: &term,
+                    marker: &marker,
+                    sh: &self.tools.sh,
+                    bounding: runc::bounding_set(),
+                };
+                let bundle = Bundle::prepare(dir, id, c, oci, security, &files)?;
+                let cmd = runc::run_command(runc, &self.workdir.join("runc"), &bundle);
+                self.procs[i].bundle = Some(bundle);
+                cmd
+            }
+            _ => {
+                let script = container_script(c, &self.tools, &term, &marker);
+                let mut cmd = Command::new(&self.tools.unshare);
+                cmd.args(["--mount", "--propagation", unshare_propagation(c), "--"])
+                    .arg(&self.tools.sh)
+                    .args(["-c", &script, "sh"])
+                    .args(&c.argv)
+                    .env_clear()
+                    .envs(c.env.iter().map(|(k, v)| (k, v)));
+                cmd
+            }
+        };
+        let c: &ContainerPlan = &self.plan.containers[i];
+        let child = cmd
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
             .spawn()
-            .map_err(|e| io("run", &self.tools.unshare, e))?;
+            .map_err(|e| PodError::io(format!("container {:?}: cannot start it", c.name), e))?;
         let pid = i32::try_from(child.id()).ok();
         self.procs[i].child = Some(child);
         self.procs[i].started_at = None;
         let mut g = self.shared.lock();
         g.containers[i].pid = pid;
         g.containers[i].running = false;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Image mode: the container cannot be created; it stays waiting with `reason` (the
+    /// kubelet retries it and keeps the pod pending; the runner lets the pod end).
+    fn unstartable(&mut self, i: usize, reason: &str, message: String) -> Result<(), PodError> {
+        let c = &self.plan.containers[i];
+        let log = self.workdir.join("logs").join(format!("{}.log", c.name));
+        let _ = std::fs::write(&log, format!("{reason}: {message}\n"));
+        self.procs[i].unstartable = true;
+        let mut g = self.shared.lock();
+        g.containers[i].report.waiting = Some((reason.into(), message));
         self.shared.changed.notify_all();
         Ok(())
     }

@@ -1,0 +1,493 @@
+//! The pod runner's image mode: containers run from OCI images with runc, as a kubelet
+//! runs them. The agent's image is the one scripts/build-images.sh writes
+//! (target/images/datamon-agent-<version>.oci.tar); the application's image is not ours:
+//! Debian's busybox-static, made into an image here with umoci. Checked: the kubelet's
+//! command/args rules over the image's Entrypoint and Cmd, the securityContext as runc
+//! applies it (runAsNonRoot refused, runAsUser, readOnlyRootFilesystem, capabilities), and
+//! pods laid out by the webhook: the wrapper installed into the application's image,
+//! downloads and outputs, a FUSE mount served by the privileged agent, and the fault matrix
+//! in both layouts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
+use datamon_e2e::pod::{Phase, PodReport, PodRunner, RunningPod};
+use datamon_e2e::{noise, World, DEADLINE, MIB};
+use serde_json::{json, Value};
+
+/// The application image's name in the pods.
+const SHELL_IMAGE: &str = "shell";
+/// Where the pods' volumes are mounted.
+const ROOT: &str = "/mnt/datamon-e2e";
+/// Short deadlines, so that no failure test takes long.
+const DEADLINES: &str = "{ready: 20s, start: 20s, upload: 30s, grace: 2s}";
+
+fn p(rel: &str) -> String {
+    format!("{ROOT}/{rel}")
+}
+
+/// An archive scripts/build-images.sh writes, which must exist.
+fn built_image(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root
+        .join("target/images")
+        .join(format!("{name}-{}.oci.tar", env!("CARGO_PKG_VERSION")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just images` (scripts/build-images.sh) first",
+        path.display()
+    );
+    path
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An image that is not ours: Debian's busybox-static as `/bin/busybox` with its applets
+/// linked in `/bin`, `/tmp`, Entrypoint `["/bin/echo", "entrypoint"]` and Cmd `["cmd"]`,
+/// user root; an OCI archive made with umoci and skopeo, once per test process.
+fn shell_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let busybox = Path::new("/bin/busybox");
+            assert!(
+                busybox.is_file(),
+                "/bin/busybox is missing: apt-get install busybox-static"
+            );
+            let dir = tempfile::tempdir().unwrap().keep();
+            let root = dir.join("rootfs");
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            std::fs::create_dir_all(root.join("tmp")).unwrap();
+            std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+                .unwrap();
+            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+            for applet in [
+                "sh", "echo", "cat", "cp", "id", "touch", "mkdir", "head", "grep", "sleep", "ls",
+                "printf", "test", "wc", "kill", "rm",
+            ] {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+            let layout = dir.join("layout");
+            let image = format!("{}:app", layout.display());
+            sh(Command::new("umoci")
+                .args(["init", "--layout"])
+                .arg(&layout));
+            sh(Command::new("umoci").args(["new", "--image", &image]));
+            sh(Command::new("umoci")
+                .args(["insert", "--image", &image])
+                .arg(&root)
+                .arg("/"));
+            sh(Command::new("umoci").args([
+                "config",
+                "--image",
+                &image,
+                "--config.entrypoint",
+                "/bin/echo",
+                "--config.entrypoint",
+                "entrypoint",
+                "--config.cmd",
+                "cmd",
+                "--config.env",
+                "PATH=/bin",
+            ]));
+            let policy = dir.join("policy.json");
+            std::fs::write(
+                &policy,
+                r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+            )
+            .unwrap();
+            let archive = dir.join("shell.oci.tar");
+            sh(Command::new("skopeo")
+                .arg("--policy")
+                .arg(&policy)
+                .args(["copy", "--quiet"])
+                .arg(format!("oci:{image}"))
+                .arg(format!("oci-archive:{}", archive.display())));
+            archive
+        })
+        .clone()
+}
+
+/// Makes every directory under `dir` writable by anyone and every file readable, so that
+/// the non-root agent (65532) can use a store the test (root) made.
+fn open_up(dir: &Path) {
+    sh(Command::new("chmod").args(["-R", "a+rwX"]).arg(dir));
+}
+
+/// A runner of `pod` (JSON) whose images are the agent's and the shell's.
+fn runner(pod: &Value, workdir: &Path) -> PodRunner {
+    let pod = serde_json::from_value(pod.clone()).unwrap();
+    PodRunner::new(pod)
+        .workdir(workdir)
+        .oci_image(AGENT_IMAGE, built_image("datamon-agent"))
+        .oci_image(SHELL_IMAGE, shell_image())
+        .grace(Duration::from_secs(5))
+        .restart_backoff(Duration::from_millis(200))
+}
+
+/// A one-container pod of the shell image with `container` (fields of a Container) and
+/// the pod's `securityContext`, and the host directory `seen` at /seen (hostPath) and an
+/// emptyDir at /scratch.
+fn shell_pod(container: Value, pod_security: Value, seen: &Path) -> Value {
+    let mut c = json!({
+        "name": "app", "image": SHELL_IMAGE,
+        "volumeMounts": [{"name": "seen", "mountPath": "/seen"},
+                         {"name": "scratch", "mountPath": "/scratch"}],
+    });
+    c.as_object_mut()
+        .unwrap()
+        .extend(container.as_object().unwrap().clone());
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "shell", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": pod_security,
+            "containers": [c],
+            "volumes": [{"name": "seen", "hostPath": {"path": seen.display().to_string()}},
+                        {"name": "scratch", "emptyDir": {}}],
+        },
+    })
+}
+
+fn run_shell(container: Value, pod_security: Value) -> (PodReport, Scratch) {
+    let s = Scratch::new();
+    std::fs::set_permissions(&s.seen, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pod = shell_pod(container, pod_security, &s.seen);
+    let report = runner(&pod, &s.pod)
+        .start()
+        .unwrap()
+        .wait(DEADLINE)
+        .unwrap();
+    (report, s)
+}
+
+fn log(report: &PodReport, container: &str) -> String {
+    std::fs::read_to_string(&report.container(container).unwrap().log).unwrap_or_default()
+}
+
+fn seen(s: &Scratch, file: &str) -> String {
+    std::fs::read_to_string(s.seen.join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn command_and_args_replace_the_images_entrypoint_and_cmd_as_the_kubelet_does() {
+    for (container, printed) in [
+        (json!({}), "entrypoint cmd"),
+        (json!({"args": ["mine"]}), "entrypoint mine"),
+        (json!({"command": ["/bin/echo", "own"]}), "own"),
+        (
+            json!({"command": ["/bin/echo", "own"], "args": ["args"]}),
+            "own args",
+        ),
+    ] {
+        let (report, _s) = run_shell(container.clone(), json!({}));
+        assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+        assert_eq!(log(&report, "app").trim(), printed, "{container}");
+    }
+}
+
+#[test]
+fn run_as_non_root_with_a_root_image_user_is_never_started_with_the_kubelets_reason() {
+    let script = json!({"command": ["sh", "-c", "touch /seen/ran"]});
+    for (pod_sc, c_sc, says) in [
+        (
+            json!({"runAsNonRoot": true}),
+            json!({}),
+            "container has runAsNonRoot and image will run as root",
+        ),
+        (
+            json!({"runAsNonRoot": true, "runAsUser": 1000}),
+            json!({"runAsUser": 0}),
+            "container's runAsUser breaks non-root policy",
+        ),
+    ] {
+        let mut c = script.clone();
+        c["securityContext"] = c_sc;
+        let (report, s) = run_shell(c, pod_sc);
+        assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
+        let app = report.container("app").unwrap();
+        assert!(!app.started, "{}", report.logs());
+        assert_eq!(app.exit_code, None);
+        let (reason, message) = app.waiting.clone().unwrap();
+        assert_eq!(reason, "CreateContainerConfigError");
+        assert!(message.starts_with(says), "{message}");
+        assert!(!s.seen.join("ran").exists());
+    }
+    // The pod's runAsNonRoot with a non-root runAsUser starts.
+    let (report, s) = run_shell(
+        json!({"command": ["sh", "-c", "id -u > /seen/uid"]}),
+        json!({"runAsNonRoot": true, "runAsUser": 1000}),
+    );
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "uid"), "1000");
+}
+
+#[test]
+fn run_as_user_group_and_fs_group_are_the_processs_and_own_its_files() {
+    let script = "id -u > /seen/uid && id -g > /seen/gid && id -G > /seen/groups && \
+                  echo x > /scratch/f && ls -ln /scratch/f > /seen/owner && ls -lnd /scratch > /seen/dir";
+    let (report, s) = run_shell(
+        json!({"command": ["sh", "-c", script], "securityContext": {"runAsUser": 4242}}),
+        json!({"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}),
+    );
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "uid"), "4242", "the container's runAsUser wins");
+    assert_eq!(seen(&s, "gid"), "3000", "the pod's runAsGroup is inherited");
+    assert_eq!(seen(&s, "groups"), "3000 2000");
+    // The emptyDir is the fsGroup's, setgid: a new file gets the group.
+    let owner = seen(&s, "owner");
+    let f: Vec<&str> = owner.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("4242", "2000"), "{owner}");
+    assert!(
+        seen(&s, "dir").starts_with("drwxrwsrwx"),
+        "{}",
+        seen(&s, "dir")
+    );
+}
+
+#[test]
+fn read_only_root_file_system_refuses_writes_to_the_root_but_not_to_volumes() {
+    let script = "(touch /x 2>/dev/null && echo rw || echo ro) > /seen/root && \
+                  echo v > /scratch/f && cat /scratch/f > /seen/volume";
+    let (report, s) = run_shell(
+        json!({"command": ["sh", "-c", script], "securityContext": {"readOnlyRootFilesystem": true}}),
+        json!({}),
+    );
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "root"), "ro");
+    assert_eq!(seen(&s, "volume"), "v");
+    // Without it, the root is the container's own overlay: writable.
+    let (report, s) = run_shell(json!({"command": ["sh", "-c", script]}), json!({}));
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "root"), "rw");
+}
+
+/// The effective capabilities of a root process in a container with `security`.
+fn effective_caps(security: Value) -> String {
+    let (report, s) = run_shell(
+        json!({"command": ["sh", "-c", "grep CapEff /proc/self/status > /seen/caps"],
+               "securityContext": security}),
+        json!({}),
+    );
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    seen(&s, "caps")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn capabilities_are_the_runtimes_defaults_minus_drop_plus_add_or_all_when_privileged() {
+    // containerd's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(effective_caps(json!({})), "00000000a80425fb");
+    assert_eq!(
+        effective_caps(json!({"capabilities": {"drop": ["ALL"]}})),
+        "0000000000000000"
+    );
+    // NET_ADMIN is bit 12.
+    assert_eq!(
+        effective_caps(json!({"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}})),
+        "0000000000001000"
+    );
+    // Privileged: every capability the runner has (this machine's root lacks SYS_RESOURCE).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert_eq!(effective_caps(json!({"privileged": true})), bounding);
+}
+
+/// How the agent runs in the pod (`datamon.io/native-sidecar`).
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Native,
+    Classic,
+}
+
+/// The webhook's pod (`mutate_pod`) for a user's pod of the shell image with
+/// `annotations`, whose application container `app` runs `script` and sees `seen` at
+/// `ROOT/seen`; the agent's containers (and the application's) also see the world's
+/// directory (its store and HOME) at the same path, a hostPath as a cluster's store would
+/// be a network address.
+fn injected_pod(
+    world: &World,
+    annotations: &[(String, String)],
+    layout: Layout,
+    script: &str,
+    seen: &Path,
+) -> Value {
+    let native = match layout {
+        Layout::Native => "on",
+        Layout::Classic => "off",
+    };
+    let mut all: BTreeMap<String, String> = [
+        ("datamon.io/coordination", p("run")),
+        ("datamon.io/deadlines", DEADLINES.to_string()),
+        ("datamon.io/image", AGENT_IMAGE.to_string()),
+        ("datamon.io/native-sidecar", native.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    all.extend(annotations.iter().cloned());
+    let mut user = injected::user_pod(&all, &[("app", script)], seen, &p("seen"));
+    user["spec"]["containers"][0]["image"] = json!(SHELL_IMAGE);
+    let mut pod = injected::inject(&user);
+    let world_dir = world.tmp.path().display().to_string();
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "world", "hostPath": {"path": world_dir}}));
+    for key in ["initContainers", "containers"] {
+        for c in pod["spec"][key].as_array_mut().into_iter().flatten() {
+            c["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "world", "mountPath": world_dir}));
+        }
+    }
+    open_up(world.tmp.path());
+    std::fs::set_permissions(seen, std::fs::Permissions::from_mode(0o777)).unwrap();
+    pod
+}
+
+/// A runner for an injected pod: the world's environment in every container.
+fn injected_runner(world: &World, pod: &Value, workdir: &Path) -> PodRunner {
+    let mut r = runner(pod, workdir);
+    for (k, v) in world.env_vars() {
+        r = r.env(k.clone(), v.clone());
+    }
+    r
+}
+
+fn start(world: &World, pod: &Value, dir: &Path) -> RunningPod {
+    injected_runner(world, pod, dir).start().unwrap()
+}
+
+fn run(world: &World, pod: &Value, dir: &Path) -> PodReport {
+    start(world, pod, dir).wait(DEADLINE).unwrap()
+}
+
+fn annotation(key: &str, value: String) -> (String, String) {
+    (key.to_string(), value)
+}
+
+fn input(name: &str, repo: &str, path: &str, extra: &str) -> (String, String) {
+    let sep = if extra.is_empty() { "" } else { ", " };
+    annotation(
+        &format!("datamon.io/input.{name}"),
+        format!("{{repo: {repo}, path: {}{sep}{extra}}}", p(path)),
+    )
+}
+
+/// The output `result`: `ROOT/data/out` uploaded to the repo `results` (created).
+fn results_output(world: &World) -> (String, String) {
+    world.create_repo("results", "test");
+    annotation(
+        "datamon.io/output.result",
+        format!("{{repo: results, path: {}}}", p("data/out")),
+    )
+}
+
+/// The JSON termination message of a container.
+fn message(report: &PodReport, container: &str) -> Value {
+    let c = report.container(container).unwrap();
+    serde_json::from_str(&c.termination_message).unwrap_or_else(|e| {
+        panic!(
+            "{container}'s termination message {:?}: {e}\n{}",
+            c.termination_message,
+            report.logs()
+        )
+    })
+}
+
+fn exit_code(report: &PodReport, container: &str) -> Option<i32> {
+    report.container(container).unwrap().exit_code
+}
+
+/// The bundles of `repo` (ids).
+fn bundles(world: &World, repo: &str) -> Vec<String> {
+    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_wrapper_installed_into_an_image_not_ours_downloads_and_uploads() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let world = World::local();
+        let raw = noise(2 * MIB + 7, 3);
+        let raw_id = world.seed(
+            "raw",
+            &[("a.txt", b"hello\n".to_vec()), ("d/raw.bin", raw.clone())],
+        );
+        let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
+        let s = Scratch::new();
+        let script = format!(
+            "cp -r {raw} {seen}/raw && mkdir -p {out}/sub && printf result > {out}/r.txt && cp {raw}/d/raw.bin {out}/sub/copy.bin && id -u > {seen}/uid",
+            raw = p("data/raw"), out = p("data/out"), seen = p("seen"),
+        );
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
+        assert_eq!(
+            report.phase,
+            Phase::Succeeded,
+            "{layout:?}: {}",
+            report.logs()
+        );
+        assert_eq!(exit_code(&report, "datamon-install"), Some(0));
+        assert_eq!(exit_code(&report, "app"), Some(0));
+        assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
+        assert_eq!(std::fs::read(s.seen.join("raw/a.txt")).unwrap(), b"hello\n");
+        assert!(
+            std::fs::read(s.seen.join("raw/d/raw.bin")).unwrap() == raw,
+            "downloaded bytes differ"
+        );
+        let m = message(&report, "app");
+        assert_eq!(m["exit_code"], 0, "{m}");
+        assert_eq!(m["inputs"]["raw"], raw_id.as_str(), "{m}");
+        let id = m["outputs"]["result"].as_str().unwrap().to_string();
+        assert_eq!(bundles(&world, "results"), vec![id.clone()]);
+        let files = world.bundle_files("results", &id);
+        let want = vec![
+            ("r.txt".to_string(), b"result".to_vec()),
+            ("sub/copy.bin".to_string(), raw.clone()),
+        ];
+        assert!(
+            files == want,
+            "the saved bundle holds {:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            message(&report, "datamon")["outputs"]["result"],
+            id.as_str()
+        );
+        assert_eq!(bundles(&world, "raw"), vec![raw_id]);
+    }
+}
