@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
-use datamon_e2e::pod::{Phase, PodReport, PodRunner, RunningPod};
-use datamon_e2e::{noise, World, DEADLINE, MIB};
+use datamon_e2e::pod::{Phase, PodReport, PodRunner, RunningPod, Signal};
+use datamon_e2e::{noise, wait_until, World, DEADLINE, MIB};
 use serde_json::{json, Value};
 
 /// The application image's name in the pods.
@@ -489,5 +489,131 @@ fn the_wrapper_installed_into_an_image_not_ours_downloads_and_uploads() {
             id.as_str()
         );
         assert_eq!(bundles(&world, "raw"), vec![raw_id]);
+    }
+}
+
+#[test]
+fn a_mounted_input_is_served_by_the_privileged_agent_image_over_fuse() {
+    let world = World::local();
+    let img = noise(3 * MIB + 1, 4);
+    let img_id = world.seed(
+        "img",
+        &[("b.bin", img.clone()), ("c/small.txt", b"small\n".to_vec())],
+    );
+    let annotations = [input("img", "img", "fuse/img", "mode: mount")];
+    let s = Scratch::new();
+    let script = format!(
+        "cp {img}/b.bin {seen}/b.bin && cp {img}/c/small.txt {seen}/small.txt && (touch {img}/x 2>/dev/null && echo writable || echo read-only) > {seen}/mode",
+        img = p("fuse/img"), seen = p("seen"),
+    );
+    let pod = injected_pod(&world, &annotations, Layout::Native, &script, &s.seen);
+    let report = run(&world, &pod, &s.pod);
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert!(
+        std::fs::read(s.seen.join("b.bin")).unwrap() == img,
+        "mounted bytes differ"
+    );
+    assert_eq!(std::fs::read(s.seen.join("small.txt")).unwrap(), b"small\n");
+    assert_eq!(
+        std::fs::read_to_string(s.seen.join("mode")).unwrap().trim(),
+        "read-only"
+    );
+    let m = message(&report, "app");
+    assert_eq!(m["inputs"]["img"], img_id.as_str(), "{m}");
+    assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
+    assert_eq!(bundles(&world, "img"), vec![img_id]);
+}
+
+#[test]
+fn fault_an_input_label_that_does_not_exist_ends_the_pod_before_the_app_with_no_bundle() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let world = World::local();
+        world.seed("raw", &[("a.txt", b"a".to_vec())]);
+        let annotations = [
+            input("raw", "raw", "data/raw", "label: no-such-label"),
+            results_output(&world),
+        ];
+        let s = Scratch::new();
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
+        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
+        assert!(!s.seen.join("ran").exists(), "the app must not start");
+        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
+        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(
+            report.container("datamon").unwrap().restarts,
+            0,
+            "{}",
+            report.logs()
+        );
+        assert_eq!(message(&report, "app")["reason"]["code"], "sidecar_failed");
+        let side = message(&report, "datamon");
+        assert_eq!(side["reason"]["code"], "input_failed", "{side}");
+        assert!(
+            side["reason"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no-such-label"),
+            "{side}"
+        );
+        assert!(
+            bundles(&world, "results").is_empty(),
+            "no bundle may be made"
+        );
+    }
+}
+
+#[test]
+fn fault_the_app_exiting_3_fails_the_pod_with_3_and_uploads_nothing() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let world = World::local();
+        let annotations = [results_output(&world)];
+        let s = Scratch::new();
+        let script = format!(
+            "mkdir -p {out} && echo partial > {out}/r.txt && exit 3",
+            out = p("data/out")
+        );
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
+        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
+        assert_eq!(exit_code(&report, "app"), Some(3), "{}", report.logs());
+        assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
+        assert_eq!(message(&report, "datamon")["reason"]["code"], "app_failed");
+        assert_eq!(message(&report, "app")["exit_code"], 3);
+        assert!(
+            bundles(&world, "results").is_empty(),
+            "no bundle may be made"
+        );
+    }
+}
+
+#[test]
+fn fault_the_sidecar_killed_while_the_app_runs_stops_the_app_and_fails_the_pod() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let world = World::local();
+        world.seed("raw", &[("a.txt", b"a".to_vec())]);
+        let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
+        let s = Scratch::new();
+        let script = format!("touch {seen}/running && sleep 300", seen = p("seen"));
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let running = start(&world, &pod, &s.pod);
+        wait_until("the app to run", || s.seen.join("running").exists());
+        running.signal("datamon", Signal::SIGKILL).unwrap();
+        let report = running.wait(DEADLINE).unwrap();
+        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
+        assert_eq!(
+            report.container("datamon").unwrap().signal,
+            Some(9),
+            "{}",
+            report.logs()
+        );
+        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
+        let m = message(&report, "app");
+        assert_eq!(m["reason"]["code"], "sidecar_died", "{m}");
+        assert!(
+            bundles(&world, "results").is_empty(),
+            "no bundle may be made"
+        );
     }
 }
