@@ -806,10 +806,30 @@ impl<'a> Job<'a> {
     async fn analyze_and_stop(&self, method: Method) -> Result<(), MigrateError> {
         if method == Method::PgUpgrade {
             self.start(Side::New).await?;
+            self.update_extensions().await?;
         }
         self.analyze(method).await?;
         self.stop(Side::New, "fast").await?;
         self.check_clean(Side::New)
+    }
+
+    /// Runs the `update_extensions.sql` pg_upgrade writes into its cwd when extensions of
+    /// the old cluster are older than the new build's (`ALTER EXTENSION ... UPDATE`).
+    async fn update_extensions(&self) -> Result<(), MigrateError> {
+        let script = self.work.join("update_extensions.sql");
+        if !script.is_file() {
+            return Ok(());
+        }
+        tracing::info!(to = %self.req.new.version, "updating the extensions pg_upgrade names");
+        let mut cmd = self.psql(Side::New, "postgres");
+        cmd.arg("-q").arg("-f").arg(&script);
+        self.run(
+            cmd,
+            "updating extensions (pg_upgrade's update_extensions.sql)",
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// pg_upgrade --check, then --copy.
@@ -1776,6 +1796,29 @@ mod tests {
             new.psql("SELECT datcollate || ' ' || pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template0'").await,
             "C.UTF-8 UTF8"
         );
+        new.stop("fast").await;
+    }
+
+    #[tokio::test]
+    async fn extensions_older_than_the_new_builds_are_updated() {
+        let (b14, b18) = (build(14).await, build(18).await);
+        let dirs = Dirs::new();
+        let old = Server::init(&dirs, &b14, &b18, "old", 6014).await;
+        old.start().await;
+        old.psql("CREATE EXTENSION hstore VERSION '1.4'; CREATE TABLE t (h hstore); INSERT INTO t VALUES ('a=>1')").await;
+        old.stop("fast").await;
+        let new_data = dirs.p("new");
+        let scratch = dirs.p("scratch");
+        migrate(&dirs.request(&b14, &b18, &old.data, &new_data, &scratch))
+            .await
+            .unwrap();
+        let new = Server::on(&dirs, &b18, &b18, &new_data, 6018);
+        new.start().await;
+        assert_eq!(
+            new.psql("SELECT e.extversion = a.default_version, e.extversion <> '1.4' FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'hstore'").await,
+            "t|t"
+        );
+        assert_eq!(new.psql("SELECT h -> 'a' FROM t").await, "1");
         new.stop("fast").await;
     }
 }
