@@ -6,9 +6,6 @@
 //! 13–17, 1800 for 18), `catalog_version_no` (u32 at 12) and the cluster `state` (u32 at
 //! 16). A newer `pg_controldata` refuses an older file, so the agent reads these itself.
 
-// The restore, serve and save steps that call this are being written beside it.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 /// A data directory whose version or control file cannot be read.

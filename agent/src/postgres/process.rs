@@ -8,9 +8,6 @@
 //! [`run`] runs it to its end within a deadline and keeps the tail of its output for the
 //! error.
 
-// The restore, serve and save steps that call this are being written beside it.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -109,6 +106,8 @@ pub(crate) enum ProcessError {
 
 impl ProcessError {
     /// The tail of the program's output, when it ran.
+    // For callers that show the output apart; only the tests do yet.
+    #[allow(dead_code)]
     pub(crate) fn tail(&self) -> Option<&str> {
         match self {
             ProcessError::Failed { tail, .. } | ProcessError::Timeout { tail, .. } => Some(tail),
