@@ -241,8 +241,13 @@ pub fn config_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigErr
 pub fn env_provider() -> Env {
     Env::prefixed("DATAMON_")
         .ignore(&["config_file"])
-        // The data plan has its own variables (`DATAMON_PLAN`, `DATAMON_PLAN__...`).
-        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("plan"))
+        // The data plan has its own variables (`DATAMON_PLAN`, `DATAMON_PLAN__...`), and the
+        // webhook gives the application (whose wrapper reads these settings) its databases'
+        // `DATAMON_DB_<NAME>_*`: neither is a setting.
+        .filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            !k.starts_with("plan") && !k.starts_with("db_")
+        })
         .map(|k| {
             if k == "global_config" {
                 "config".into()
@@ -394,6 +399,7 @@ mod tests {
             jail.set_env("DATAMON_GLOBAL_CONFIG", "s3://from-env");
             jail.set_env("DATAMON_CONTEXT", "envctx");
             jail.set_env("DATAMON_CONTRIBUTOR__NAME", "Env Name");
+            jail.set_env("DATAMON_DB_LEDGER_PORT", "5433"); // the application's, not ours
             let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
             assert_eq!(s.config.as_deref(), Some("s3://from-env"));
             assert_eq!(s.context, "envctx");

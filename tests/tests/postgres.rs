@@ -398,6 +398,27 @@ fn a_bundle_without_pg_version_fails_naming_the_database_and_the_bundle() {
 }
 
 #[test]
+fn a_restored_cluster_without_the_apps_database_fails_listing_the_ones_it_has() {
+    let world = world();
+    let files = clean_cluster_files(&world, "files", 18, 3);
+    upload_data_dir(&world, "pg", &files);
+    let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+        "source": {"repo": "pg"},
+        "database": "analytics",
+    }))]});
+    let e = run(&world, "run", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse")
+            && m.contains("\"analytics\"")
+            && m.contains("it has postgres")
+            && m.contains("set `database`"),
+        "{m}"
+    );
+    assert!(!e.logs.contains("the app ran"));
+}
+
+#[test]
 fn a_port_in_use_fails_before_the_app_runs() {
     let world = world();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -322,6 +322,12 @@ pub struct Database {
     /// The role the application connects as.
     #[serde(default)]
     pub owner: Owner,
+    /// The database the application connects to (its `DATAMON_DB_<NAME>_DATABASE`); none:
+    /// the database's `name` for a new cluster (which gets it), `postgres` for a restored
+    /// one. A restored cluster without it fails before the application starts, with the
+    /// databases it does have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// PostgreSQL major version of the server; none: the newest the agent finds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major: Option<u32>,
@@ -351,6 +357,16 @@ pub const DATABASE_ROOT: &str = "/var/lib/datamon/postgres";
 pub const PASSWORD_FILE: &str = "password";
 
 impl Database {
+    /// The database the application connects to: `database`, else the name for a new
+    /// cluster and `postgres` for a restored one.
+    pub fn database_name(&self) -> &str {
+        match (&self.database, &self.source) {
+            (Some(d), _) => d,
+            (None, None) => &self.name,
+            (None, Some(_)) => "postgres",
+        }
+    }
+
     /// The parent of the data directory: `dir`, else `<DATABASE_ROOT>/<name>`.
     pub fn dir_or_default(&self) -> PathBuf {
         self.dir

@@ -405,6 +405,15 @@ impl Plan {
         if !is_role_name(&db.owner.role) {
             bad(f("owner.role"), format!("{:?} is not a role name the agent can use: use 1 to 63 lowercase letters, digits and `_`, not starting with a digit nor with `pg_`", db.owner.role));
         }
+        if let Some(d) = &db.database {
+            let ok = !d.is_empty()
+                && d.len() <= 63
+                && d.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+            if !ok {
+                bad(f("database"), format!("{d:?} is not a database name the agent can use: use 1 to 63 letters, digits, `_` and `-`"));
+            }
+        }
         if let Some(env) = &db.owner.password_env {
             if !is_env_name(env) {
                 bad(f("owner.password_env"), format!("{env:?} is not an environment variable name: use letters, digits and `_`, not starting with a digit"));

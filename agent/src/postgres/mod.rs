@@ -79,6 +79,16 @@ pub(crate) enum DatabaseError {
         #[source]
         source: Box<crate::Error>,
     },
+    /// The restored cluster lacks the application's database.
+    #[error("the restored cluster has no database {database:?} for the application (it has {}): set `database` to one of them in the database's entry (datamon.io/database.{name}), or restore a bundle that has it", have.join(", "))]
+    NoSuchDatabase {
+        /// The plan's database.
+        name: String,
+        /// The database the application was to use.
+        database: String,
+        /// The databases the cluster has.
+        have: Vec<String>,
+    },
     /// The source bundle is not a data directory.
     #[error("bundle {bundle} of repo {repo} is not a PostgreSQL data directory (no PG_VERSION at its root): give a bundle saved from a data directory as the source, or no source for a new cluster")]
     NotDataDir {

@@ -203,7 +203,9 @@ pub(crate) async fn restore(db: &Database, cx: &Context<'_>) -> Result<Served, D
     let client = server.admin().await?;
     ensure_owner(&client, &db.owner.role, &password).await?;
     if db.source.is_none() {
-        create_database(&client, name, &db.owner.role).await?;
+        create_database(&client, db.database_name(), &db.owner.role).await?;
+    } else {
+        database_exists(&client, name, db.database_name()).await?;
     }
     if generated {
         write_password(&paths.socket_dir, &password)?;
@@ -439,7 +441,35 @@ async fn ensure_owner(
     Ok(())
 }
 
-/// The database named after the plan's database, owned by the owner (a new cluster).
+/// A restored cluster has the database the application is told to use; else an error
+/// listing the ones it has.
+async fn database_exists(
+    client: &tokio_postgres::Client,
+    name: &str,
+    database: &str,
+) -> Result<(), DatabaseError> {
+    let rows = client
+        .query(
+            "select datname from pg_database where not datistemplate order by 1",
+            &[],
+        )
+        .await
+        .map_err(|source| ServerError::Sql {
+            what: "list the databases".into(),
+            source,
+        })?;
+    let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if have.iter().any(|d| d == database) {
+        return Ok(());
+    }
+    Err(DatabaseError::NoSuchDatabase {
+        name: name.to_string(),
+        database: database.to_string(),
+        have,
+    })
+}
+
+/// The application's database, owned by the owner (a new cluster).
 async fn create_database(
     client: &tokio_postgres::Client,
     name: &str,

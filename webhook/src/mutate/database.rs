@@ -61,6 +61,8 @@ struct Annotation {
     #[serde(default)]
     owner: Option<OwnerAnnotation>,
     #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
     major: Option<i64>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
@@ -166,6 +168,7 @@ pub(crate) fn parse(found: &Found<'_>, name: &str) -> Result<DatabaseRequest, Pr
             output: a.output,
             upload: a.upload,
             owner,
+            database: a.database,
             major,
             settings: a.settings,
             dir: None,
@@ -228,10 +231,17 @@ pub(crate) fn app_env(plan: &Plan, databases: &[DatabaseRequest]) -> Vec<Value> 
         env.push(value(format!("{p}_HOST"), host.clone()));
         env.push(value(format!("{p}_PORT"), db.port.to_string()));
         env.push(value(format!("{p}_USER"), role.clone()));
-        env.push(value(format!("{p}_DATABASE"), db.name.clone()));
+        env.push(value(
+            format!("{p}_DATABASE"),
+            db.database_name().to_string(),
+        ));
         env.push(value(
             format!("{p}_URL"),
-            format!("postgresql://{role}@localhost:{}/{}", db.port, db.name),
+            format!(
+                "postgresql://{role}@localhost:{}/{}",
+                db.port,
+                db.database_name()
+            ),
         ));
         match &req.secret {
             Some(s) => env.push(secret_env(format!("{p}_PASSWORD"), s)),
@@ -244,7 +254,7 @@ pub(crate) fn app_env(plan: &Plan, databases: &[DatabaseRequest]) -> Vec<Value> 
             env.push(value("PGHOST".into(), host));
             env.push(value("PGPORT".into(), db.port.to_string()));
             env.push(value("PGUSER".into(), role.clone()));
-            env.push(value("PGDATABASE".into(), db.name.clone()));
+            env.push(value("PGDATABASE".into(), db.database_name().to_string()));
             if let Some(s) = &req.secret {
                 env.push(secret_env("PGPASSWORD".into(), s));
             }
