@@ -617,3 +617,198 @@ fn fault_the_sidecar_killed_while_the_app_runs_stops_the_app_and_fails_the_pod()
         );
     }
 }
+
+/// A free TCP port on localhost (the containers share the host's network).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A pod with the database `warehouse` on `port` from the agent image with PostgreSQL;
+/// `source`/`output` fields of the annotation; the application (the same image, for its
+/// psql and dash) runs `sql` statements with the generated password.
+fn database_pod(world: &World, port: u16, fields: &str, sql: &[&str], seen: &Path) -> Value {
+    let password =
+        "read -r PGPASSWORD < \"$DATAMON_DB_WAREHOUSE_PASSWORD_FILE\" && export PGPASSWORD";
+    let statements: Vec<String> = sql
+        .iter()
+        .map(|s| {
+            format!(
+                "psql -X -A -t -v ON_ERROR_STOP=1 -c \"{s}\" >> {}/out",
+                p("seen")
+            )
+        })
+        .collect();
+    let script = format!("{password} && {}", statements.join(" && "));
+    let annotations = [
+        annotation(
+            "datamon.io/database.warehouse",
+            format!("{{port: {port}, owner: {{role: app}}, {fields}}}"),
+        ),
+        annotation("datamon.io/postgres-image", POSTGRES_IMAGE.to_string()),
+    ];
+    let mut pod = injected_pod(world, &annotations, Layout::Native, &script, seen);
+    pod["spec"]["containers"][0]["image"] = json!(POSTGRES_IMAGE);
+    pod
+}
+
+/// The agent image with PostgreSQL, as pods name it.
+const POSTGRES_IMAGE: &str = "datamon-agent-postgres";
+
+#[test]
+fn a_database_from_the_postgres_image_runs_as_non_root_and_its_rows_are_saved() {
+    let world = World::local();
+    world.create_repo("pg", "warehouse");
+    let s = Scratch::new();
+    let pod = database_pod(
+        &world,
+        free_port(),
+        "output: {repo: pg, label: current}",
+        &[
+            "create table t (i int primary key, s text)",
+            "insert into t select g, md5(g::text) from generate_series(1, 1000) g",
+        ],
+        &s.seen,
+    );
+    let running = injected_runner(&world, &pod, &s.pod)
+        .oci_image(POSTGRES_IMAGE, built_image(POSTGRES_IMAGE))
+        .start()
+        .unwrap();
+    let data = running.volume_dir("datamon-postgres").unwrap();
+    let report = running.wait(DEADLINE).unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    // The server ran as the agent's user (65532, the image's nonroot): its files are its.
+    let meta = std::fs::metadata(data.join("warehouse/PG_VERSION")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65532);
+    let id = message(&report, "datamon")["outputs"]["warehouse"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", report.logs()))
+        .to_string();
+    assert_eq!(bundles(&world, "pg"), vec![id.clone()]);
+
+    // The next pod restores the saved bundle by its label and sees every row.
+    let s2 = Scratch::new();
+    let pod = database_pod(
+        &world,
+        free_port(),
+        "source: {repo: pg, label: current}",
+        &["select count(*), sum(i) from t"],
+        &s2.seen,
+    );
+    let report = injected_runner(&world, &pod, &s2.pod)
+        .oci_image(POSTGRES_IMAGE, built_image(POSTGRES_IMAGE))
+        .start()
+        .unwrap()
+        .wait(DEADLINE)
+        .unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(
+        std::fs::read_to_string(s2.seen.join("out")).unwrap().trim(),
+        "1000|500500"
+    );
+    assert_eq!(
+        message(&report, "datamon")["inputs"]["warehouse"],
+        id.as_str()
+    );
+    assert_eq!(
+        bundles(&world, "pg"),
+        vec![id],
+        "a read-only database saved a bundle"
+    );
+}
+
+#[test]
+fn a_hardened_pod_with_a_mounted_input_and_an_output_runs_as_its_user() {
+    // The pod sets runAsNonRoot and runAsUser 1000: the application (a root image) runs as
+    // 1000, the install container too, the agent as root by its own explicit context.
+    let world = World::local();
+    let img = noise(MIB + 9, 5);
+    let img_id = world.seed("img", &[("b.bin", img.clone())]);
+    let annotations = [
+        input("img", "img", "fuse/img", "mode: mount"),
+        results_output(&world),
+    ];
+    let s = Scratch::new();
+    let script = format!(
+        "id -u > {seen}/uid && mkdir -p {out} && cp {img}/b.bin {out}/b.bin",
+        img = p("fuse/img"),
+        out = p("data/out"),
+        seen = p("seen"),
+    );
+    let mut pod = injected_pod(&world, &annotations, Layout::Native, &script, &s.seen);
+    pod["spec"]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 1000});
+    let report = run(&world, &pod, &s.pod);
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "uid"), "1000");
+    let id = message(&report, "app")["outputs"]["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let files = world.bundle_files("results", &id);
+    assert!(
+        files == vec![("b.bin".to_string(), img)],
+        "the saved bundle differs"
+    );
+    assert_eq!(bundles(&world, "img"), vec![img_id]);
+}
+
+/// Milliseconds from `start()` to the application's first command, for a pod with a
+/// one-file input: the time a user waits before their code runs.
+fn pod_start_to_app_start(image_mode: bool) -> f64 {
+    let world = World::local();
+    world.seed("raw", &[("one.bin", noise(MIB, 7))]);
+    let annotations = [input("raw", "raw", "data/raw", "")];
+    let s = Scratch::new();
+    let script = format!("touch {seen}/started", seen = p("seen"));
+    let pod = injected_pod(&world, &annotations, Layout::Native, &script, &s.seen);
+    let started = s.seen.join("started");
+    let t0 = std::time::Instant::now();
+    let running = if image_mode {
+        start(&world, &pod, &s.pod)
+    } else {
+        injected::runner(&world, &pod, &s.pod).start().unwrap()
+    };
+    let deadline = t0 + DEADLINE;
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let report = running.wait(DEADLINE).unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    ms
+}
+
+/// scripts/bench-pod.sh: `BENCH_POD_RUNS` (5) pods of each mode after a warm-up each;
+/// prints the medians and their ratio.
+#[test]
+#[ignore = "a benchmark: scripts/bench-pod.sh"]
+fn bench_pod_start_to_app_start() {
+    let runs: usize = std::env::var("BENCH_POD_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let median = |image_mode: bool| {
+        pod_start_to_app_start(image_mode);
+        let mut v: Vec<f64> = (0..runs)
+            .map(|_| pod_start_to_app_start(image_mode))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let host = median(false);
+    let image = median(true);
+    println!(
+        "pod start -> app start, one 1 MiB file downloaded, native sidecar, median of {runs}:"
+    );
+    println!("  host binaries: {host:.0} ms");
+    println!("  images (runc): {image:.0} ms");
+    println!("  ratio images/host: {:.2}", image / host);
+}

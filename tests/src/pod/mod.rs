@@ -21,10 +21,29 @@
 //!   `Bidirectional`) of volume mounts. Any other volume type is an error.
 //! - env: `value` with `$(VAR)` expansion, `valueFrom.fieldRef` for `metadata.name`,
 //!   `metadata.namespace`, `metadata.labels['k']` and `metadata.annotations['k']`. The
-//!   runner's `PATH`, `HOSTNAME` (the pod's name) and [`PodRunner::env`] variables come
-//!   first, and `$(VAR)` may refer to them; images have no env.
-//! - there are no images: a container's `command` runs on the host's file system; an image
-//!   name only selects the entrypoint registered with [`PodRunner::image`].
+//!   runner's `PATH` (host mode only), `HOSTNAME` (the pod's name) and [`PodRunner::env`]
+//!   variables come first, and `$(VAR)` may refer to them.
+//! - two modes, by image name:
+//!   - host mode ([`PodRunner::image`], and any container with a `command` whose image is
+//!     not registered as an OCI image): the command runs on the host's file system, as
+//!     root, in a private mount namespace; an image name only selects the entrypoint
+//!     registered for it. Users and security contexts are ignored. The fast tests use it.
+//!   - image mode ([`PodRunner::oci_image`]): the container runs from the image's root file
+//!     system with runc (`runc run` in the foreground is the container's process; see
+//!     `runc.rs`): the archive unpacked once (skopeo + umoci) and a fresh overlay per run,
+//!     the image's `Env` first, its `WorkingDir`, and its `Entrypoint`/`Cmd` under the
+//!     kubelet's rules (a `command` replaces the Entrypoint and drops the Cmd, `args`
+//!     replace the Cmd), the `securityContext` as the kubelet and runc apply it, the pod's
+//!     inherited (`security.rs`: users and groups, `fsGroup`, `runAsNonRoot` refused as
+//!     `CreateContainerConfigError` in [`ContainerReport::waiting`], capabilities,
+//!     privileged with `/dev/fuse`, read-only root, `noNewPrivileges`). Not modelled:
+//!     seccomp (`RuntimeDefault` is accepted and no filter is applied: runc without a
+//!     profile is simpler than containerd's default, which blocks some fifty system
+//!     calls), AppArmor/SELinux, user namespaces, resources, image pulls (archives only),
+//!     `imagePullPolicy`, and a separate network namespace: every container is in the
+//!     host's network (loopback shared as within a pod, but also with the host). A
+//!     container the kubelet would not create is not retried: the kubelet keeps the pod
+//!     pending and retries, the runner lets it end (Failed) with the reason.
 //! - restarts as the kubelet does them: the pod's `restartPolicy` (default `Always`, as the
 //!   API server's) decides for the main containers; a classic init container that fails is
 //!   retried unless the policy is `Never`, when it fails the pod; native sidecars (init
@@ -38,10 +57,14 @@
 //!   container's mount namespace), gating the containers after it; when it fails
 //!   `failureThreshold` times the sidecar is killed and restarted with the backoff, as a
 //!   kubelet does, and the pod stays in its init phase. Liveness and readiness probes, and
-//!   main containers' startup probes, are ignored. There are no lifecycle hooks,
-//!   resources, users or security contexts.
+//!   main containers' startup probes, are ignored. Image mode runs the probe with `runc
+//!   exec` (the container's user, environment and capabilities), so its command must exist
+//!   in the image. There are no lifecycle hooks or resources.
 //! - termination messages: `terminationMessagePath` is a file bind-mounted from
-//!   `<workdir>/termination/<container>`; its first 4096 bytes go into the report.
+//!   `<workdir>/termination/<container>` (mode 0666 in image mode, as the kubelet makes
+//!   it); its first 4096 bytes go into the report. `terminationMessagePolicy` is ignored.
+//! - emptyDirs are 0777 (the kubelet's mode); with the pod's `fsGroup`, owned by that
+//!   group and setgid.
 //! - logs: stdout and stderr of each container go to `<workdir>/logs/<container>.log`.
 //! - the grace period (`terminationGracePeriodSeconds`, or [`PodRunner::grace`]) is one
 //!   deadline for the whole shutdown: main containers first, then sidecars in reverse order.
