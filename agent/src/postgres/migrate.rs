@@ -884,7 +884,9 @@ impl<'a> Job<'a> {
             .args(["-U", self.req.superuser])
             .arg(format!("--socketdir={}", self.work.display()))
             .args(["-p", &OLD_PORT.to_string(), "-P", &NEW_PORT.to_string()])
-            .args(["-o", &hba, "-O", &hba]);
+            // The old cluster's own settings stay, but for archiving (its archive_command
+            // belongs to where it ran).
+            .args(["-o", &format!("{hba} -c archive_mode=off"), "-O", &hba]);
         // --copy is the default; 16 named it.
         if self.req.new.major >= 16 {
             cmd.arg("--copy");
