@@ -137,6 +137,14 @@ pub(crate) enum MigrateError {
         /// The server's version.
         new: String,
     },
+    /// The old build is not of the data's major.
+    #[error("the data directory is PostgreSQL {data_major}, but the build given for it is {old}: migrate with the build of its own major")]
+    WrongBuild {
+        /// The data's major.
+        data_major: u32,
+        /// The build given.
+        old: String,
+    },
     /// A build lacks programs the migration needs.
     #[error("PostgreSQL {from} → {to}: the {which} build in {bin} lacks {missing}: the image must contain them")]
     Incomplete {
@@ -463,6 +471,18 @@ pub(crate) fn restore_errors(stderr: &str, superuser: &str) -> Vec<String> {
 /// Migrates `req.old_data` to `req.new_data` (see the module's doc).
 pub(crate) async fn migrate(req: &MigrateRequest<'_>) -> Result<Migration, MigrateError> {
     let method = choose(req.old.major, Some(req.old), req.new)?;
+    let data_major = control::data_major(req.old_data).map_err(|source| MigrateError::Control {
+        from: req.old.version.clone(),
+        to: req.new.version.clone(),
+        which: "old",
+        source,
+    })?;
+    if data_major != req.old.major {
+        return Err(MigrateError::WrongBuild {
+            data_major,
+            old: req.old.to_string(),
+        });
+    }
     let job = Job::new(req)?;
     tracing::info!(from = %req.old.version, to = %req.new.version, %method, "migrating a PostgreSQL cluster");
     let result = match method {
@@ -1613,6 +1633,15 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(e, MigrateError::Newer { old_major: 18, .. }),
+            "{e}"
+        );
+        assert!(!new_data.exists());
+        let b14 = build(14).await;
+        let e = migrate(&dirs.request(&b14, &b18, &d18.data, &new_data, &dirs.p("scratch")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, MigrateError::WrongBuild { data_major: 18, .. }),
             "{e}"
         );
         assert!(!new_data.exists());
