@@ -122,6 +122,20 @@ pub enum Command {
         #[arg(long, default_value = datamon_plan::DEFAULT_SIDECAR)]
         participant: String,
     },
+    /// Each participant's phase, step, bundles and reason, from the pod's coordination
+    /// directory (`kubectl exec POD -c datamon -- datamon-agent status`).
+    Status {
+        /// The plan (for its coordination directory and participants), if the container
+        /// has one.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// The coordination directory (default: the plan's, else /var/run/datamon).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Output format: text or json.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Copy this binary into DIR (a shared volume), so any image can run `wrap`.
     Install {
         /// Target directory.
@@ -561,6 +575,36 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
             let (ready, what) = crate::runtime::probe::probe(&plan(&args)?, &participant)?;
             println!("{what}");
             return Ok(if ready { 0 } else { 1 });
+        }
+        Command::Status { plan, dir, output } => {
+            // Without a plan (a container that has none), the default directory and
+            // whatever state files are there.
+            let plan = (plan.file.is_some()
+                || std::env::var_os(crate::runtime::PLAN_ENV).is_some())
+            .then(|| self::plan(&plan))
+            .transpose()?;
+            let dir = dir
+                .or_else(|| plan.as_ref().map(|p| p.coordination.clone()))
+                .unwrap_or_else(|| datamon_plan::Plan::default().coordination);
+            let expected: Vec<String> = plan
+                .iter()
+                .flat_map(|p| {
+                    p.effective_sidecars()
+                        .into_iter()
+                        .map(|s| s.name)
+                        .chain(p.effective_apps())
+                })
+                .collect();
+            let participants = crate::runtime::status::read(&dir, &expected)?;
+            match output {
+                Output::Text => print!("{}", crate::runtime::status::render(&participants)),
+                Output::Json => {
+                    let text = serde_json::to_string_pretty(&participants).map_err(|e| {
+                        crate::Error::Internal(format!("cannot render the status as JSON: {e}"))
+                    })?;
+                    println!("{text}");
+                }
+            }
         }
         Command::Install { dir } => {
             let target = crate::runtime::probe::install(&dir)?;

@@ -7,6 +7,7 @@
 //! - [`sidecar`]: `datamon-agent sidecar`, the inputs and outputs of one participant;
 //! - [`wrapper`]: `datamon-agent wrap`, which runs the application between the two;
 //! - [`probe`]: `datamon-agent probe` and `datamon-agent install`;
+//! - [`status`]: `datamon-agent status`, every participant's state for people;
 //! - [`outcome`]: exit codes and termination messages.
 
 pub mod board;
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod reaper;
 pub mod sidecar;
 pub mod state;
+pub mod status;
 pub mod wrapper;
 
 use std::path::{Path, PathBuf};
