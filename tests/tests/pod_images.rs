@@ -631,8 +631,8 @@ fn free_port() -> u16 {
 /// `source`/`output` fields of the annotation; the application (the same image, for its
 /// psql and dash) runs `sql` statements with the generated password.
 fn database_pod(world: &World, port: u16, fields: &str, sql: &[&str], seen: &Path) -> Value {
-    let password =
-        "read -r PGPASSWORD < \"$DATAMON_DB_WAREHOUSE_PASSWORD_FILE\" && export PGPASSWORD";
+    // `read` fails at a last line without a newline, having set the variable.
+    let password = "{ read -r PGPASSWORD < \"$DATAMON_DB_WAREHOUSE_PASSWORD_FILE\" || [ -n \"$PGPASSWORD\" ]; } && export PGPASSWORD";
     let statements: Vec<String> = sql
         .iter()
         .map(|s| {
@@ -681,7 +681,7 @@ fn a_database_from_the_postgres_image_runs_as_non_root_and_its_rows_are_saved() 
     let report = running.wait(DEADLINE).unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
     // The server ran as the agent's user (65532, the image's nonroot): its files are its.
-    let meta = std::fs::metadata(data.join("warehouse/PG_VERSION")).unwrap();
+    let meta = std::fs::metadata(data.join("warehouse/data/PG_VERSION")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65532);
     let id = message(&report, "datamon")["outputs"]["warehouse"]
         .as_str()
@@ -694,7 +694,7 @@ fn a_database_from_the_postgres_image_runs_as_non_root_and_its_rows_are_saved() 
     let pod = database_pod(
         &world,
         free_port(),
-        "source: {repo: pg, label: current}",
+        "source: {repo: pg, label: current}, database: warehouse",
         &["select count(*), sum(i) from t"],
         &s2.seen,
     );

@@ -622,6 +622,25 @@ mod tests {
     }
 
     #[test]
+    fn command_and_args_over_the_images_entrypoint_and_cmd() {
+        let image = Image {
+            rootfs: "/x".into(),
+            entrypoint: vec!["/e".into()],
+            cmd: vec!["c".into()],
+            env: vec![],
+            user: String::new(),
+            working_dir: String::new(),
+            passwd: vec![],
+            groups: vec![],
+        };
+        let v = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(image_argv(&image, None, None), ["/e", "c"]);
+        assert_eq!(image_argv(&image, None, v(&["a"])), ["/e", "a"]);
+        assert_eq!(image_argv(&image, v(&["/m"]), None), ["/m"]);
+        assert_eq!(image_argv(&image, v(&["/m"]), v(&["a"])), ["/m", "a"]);
+    }
+
+    #[test]
     fn field_refs() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "labels": {"app": "x"}, "annotations": {"a.b/c": "d"}},

@@ -12,6 +12,8 @@
 //!   volume mount as an `rbind` (`ro` for `readOnly`, `rprivate`, `rslave` for
 //!   `HostToContainer`, `rshared` for `Bidirectional`, which also makes the root's
 //!   propagation `rshared`, as containerd does) and the termination message file.
+//! - `/etc/hosts` as the kubelet manages it (localhost and the pod's name); no
+//!   `/etc/resolv.conf` (no DNS: nothing may leave the machine).
 //! - privileged: every capability, every device allowed in the device cgroup, `/dev/fuse`
 //!   created, `/sys` read-write, no masked paths.
 //! - the "started" marker is written by a `poststart` hook (run by runc on the host after
@@ -102,9 +104,22 @@ pub(crate) struct SpecFiles<'a> {
     pub termination: &'a Path,
     pub marker: &'a Path,
     pub sh: &'a Path,
+    /// The pod's `/etc/hosts` ([`hosts_file`]).
+    pub hosts: &'a Path,
     /// The runner's bounding set ([`bounding_set`]): a privileged container gets these
     /// capabilities, as containerd gives it those of the host.
     pub bounding: u64,
+}
+
+/// The kubelet-managed `/etc/hosts` of a pod, as the kubelet writes it for a pod without
+/// `hostNetwork` (pkg/kubelet/kubelet_pods.go, managedHostsHeader and the default
+/// entries), with the pod's name on 127.0.0.1 since the runner gives pods no IP of their
+/// own. Images need it: without it, "localhost" does not resolve (glibc reads
+/// /etc/hosts, then asks DNS).
+pub(crate) fn hosts_file(pod_name: &str) -> String {
+    format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{pod_name}\n"
+    )
 }
 
 /// The runner's capability bounding set (`CapBnd` of /proc/self/status), all bits when it
@@ -190,6 +205,10 @@ pub(crate) fn spec(c: &ContainerPlan, oci: &OciPlan, s: &Security, files: &SpecF
             "options": ["rbind", if m.read_only { "ro" } else { "rw" }, propagation(m.propagation)],
         }));
     }
+    mounts.push(json!({
+        "destination": "/etc/hosts", "type": "bind", "source": files.hosts,
+        "options": ["rbind", "rw", "rprivate"],
+    }));
     mounts.push(json!({
         "destination": c.termination_path, "type": "bind", "source": files.termination,
         "options": ["rbind", "rw", "rprivate"],

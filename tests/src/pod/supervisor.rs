@@ -512,7 +512,13 @@ impl Supervisor {
                         .unwrap_or_default(),
                     c.name
                 );
+                let hosts = self.workdir.join("containers").join("hosts");
+                if !hosts.exists() {
+                    std::fs::write(&hosts, runc::hosts_file(&oci.hostname))
+                        .map_err(|e| io("write", &hosts, e))?;
+                }
                 let files = SpecFiles {
+                    hosts: &hosts,
                     termination: &term,
                     marker: &marker,
                     sh: &self.tools.sh,
