@@ -23,6 +23,9 @@ use super::plan::{ContainerPlan, Plan, ProbePlan, RestartPolicy, Role};
 use super::runc::{self, Bundle, SpecFiles};
 use super::{PodError, Shared, TERMINATION_MESSAGE_LIMIT};
 
+/// Containers started by this process in image mode (their runc ids are unique).
+static CONTAINERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How often processes are polled.
 const TICK: Duration = Duration::from_millis(20);
 /// How long killed processes may take to be reaped before the runner gives up on them.
@@ -503,13 +506,13 @@ impl Supervisor {
                     .workdir
                     .join("containers")
                     .join(format!("{}-{run}", c.name));
+                // Unique on the machine: runc names the container's cgroups after it, and
+                // two containers sharing a cgroup share its device rules and are killed
+                // together by `runc delete --force`.
                 let id = format!(
-                    "pod{}-{}-{}-{run}",
+                    "datamon-pod-{}-{}-{}-{run}",
                     std::process::id(),
-                    self.workdir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     c.name
                 );
                 let hosts = self.workdir.join("containers").join("hosts");
