@@ -812,3 +812,46 @@ fn bench_pod_start_to_app_start() {
     println!("  images (runc): {image:.0} ms");
     println!("  ratio images/host: {:.2}", image / host);
 }
+
+#[test]
+fn fault_an_unreachable_store_ends_the_pod_before_the_app() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let mut world = World::local();
+        for (k, v) in [
+            ("DATAMON_GLOBAL_CONFIG", "s3://config"),
+            ("DATAMON_S3_ENDPOINT", "http://127.0.0.1:9"),
+            ("DATAMON_RETRIES", "1"),
+            ("DATAMON_RETRY_TIMEOUT_SECS", "2"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_REGION", "us-east-1"),
+        ] {
+            world.set_env(k, v);
+        }
+        let annotations = [
+            input("raw", "raw", "data/raw", ""),
+            annotation(
+                "datamon.io/output.result",
+                format!("{{repo: results, path: {}}}", p("data/out")),
+            ),
+        ];
+        let s = Scratch::new();
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let report = run(&world, &pod, &s.pod);
+        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
+        assert!(!s.seen.join("ran").exists(), "the app must not start");
+        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
+        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(report.container("datamon").unwrap().restarts, 0);
+        let side = message(&report, "datamon");
+        assert_eq!(side["reason"]["code"], "store_unreachable", "{side}");
+        assert!(
+            side["reason"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("127.0.0.1:9"),
+            "{side}"
+        );
+    }
+}
