@@ -17,6 +17,7 @@ command -v b2sum >/dev/null || need_apt+=(coreutils)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v kubectl >/dev/null || need_apt+=(kubectl)        # `kubectl kustomize` of manifests/
 command -v openssl >/dev/null || need_apt+=(openssl)        # the GCS tests' service-account key
+[ -x /bin/busybox ] || need_apt+=(busybox-static)           # the image tests' app image (not ours)
 if [[ "${1:-}" == bench* ]]; then                            # bench and bench-*
   command -v rclone >/dev/null || need_apt+=(rclone)
   command -v hyperfine >/dev/null || need_apt+=(hyperfine)
