@@ -295,6 +295,17 @@ impl World {
         )
     }
 
+    /// The bundles of `repo` (ids), as `bundle list` gives them.
+    pub fn bundles(&self, repo: &str) -> Vec<String> {
+        let out = self.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Creates the repo `repo`.
     pub fn create_repo(&self, repo: &str, description: &str) {
         self.ok(&[

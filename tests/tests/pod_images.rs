@@ -411,33 +411,6 @@ fn results_output(world: &World) -> (String, String) {
     )
 }
 
-/// The JSON termination message of a container.
-fn message(report: &PodReport, container: &str) -> Value {
-    let c = report.container(container).unwrap();
-    serde_json::from_str(&c.termination_message).unwrap_or_else(|e| {
-        panic!(
-            "{container}'s termination message {:?}: {e}\n{}",
-            c.termination_message,
-            report.logs()
-        )
-    })
-}
-
-fn exit_code(report: &PodReport, container: &str) -> Option<i32> {
-    report.container(container).unwrap().exit_code
-}
-
-/// The bundles of `repo` (ids).
-fn bundles(world: &World, repo: &str) -> Vec<String> {
-    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn the_wrapper_installed_into_an_image_not_ours_downloads_and_uploads() {
     for layout in [Layout::Native, Layout::Classic] {
@@ -461,19 +434,19 @@ fn the_wrapper_installed_into_an_image_not_ours_downloads_and_uploads() {
             "{layout:?}: {}",
             report.logs()
         );
-        assert_eq!(exit_code(&report, "datamon-install"), Some(0));
-        assert_eq!(exit_code(&report, "app"), Some(0));
-        assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon-install"), Some(0));
+        assert_eq!(report.exit_code("app"), Some(0));
+        assert_eq!(report.exit_code("datamon"), Some(0), "{}", report.logs());
         assert_eq!(std::fs::read(s.seen.join("raw/a.txt")).unwrap(), b"hello\n");
         assert!(
             std::fs::read(s.seen.join("raw/d/raw.bin")).unwrap() == raw,
             "downloaded bytes differ"
         );
-        let m = message(&report, "app");
+        let m = report.message("app");
         assert_eq!(m["exit_code"], 0, "{m}");
         assert_eq!(m["inputs"]["raw"], raw_id.as_str(), "{m}");
         let id = m["outputs"]["result"].as_str().unwrap().to_string();
-        assert_eq!(bundles(&world, "results"), vec![id.clone()]);
+        assert_eq!(world.bundles("results"), vec![id.clone()]);
         let files = world.bundle_files("results", &id);
         let want = vec![
             ("r.txt".to_string(), b"result".to_vec()),
@@ -484,11 +457,8 @@ fn the_wrapper_installed_into_an_image_not_ours_downloads_and_uploads() {
             "the saved bundle holds {:?}",
             files.iter().map(|f| &f.0).collect::<Vec<_>>()
         );
-        assert_eq!(
-            message(&report, "datamon")["outputs"]["result"],
-            id.as_str()
-        );
-        assert_eq!(bundles(&world, "raw"), vec![raw_id]);
+        assert_eq!(report.message("datamon")["outputs"]["result"], id.as_str());
+        assert_eq!(world.bundles("raw"), vec![raw_id]);
     }
 }
 
@@ -518,10 +488,10 @@ fn a_mounted_input_is_served_by_the_privileged_agent_image_over_fuse() {
         std::fs::read_to_string(s.seen.join("mode")).unwrap().trim(),
         "read-only"
     );
-    let m = message(&report, "app");
+    let m = report.message("app");
     assert_eq!(m["inputs"]["img"], img_id.as_str(), "{m}");
-    assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
-    assert_eq!(bundles(&world, "img"), vec![img_id]);
+    assert_eq!(report.exit_code("datamon"), Some(0), "{}", report.logs());
+    assert_eq!(world.bundles("img"), vec![img_id]);
 }
 
 #[test]
@@ -539,16 +509,16 @@ fn fault_an_input_label_that_does_not_exist_ends_the_pod_before_the_app_with_no_
         let report = run(&world, &pod, &s.pod);
         assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
         assert!(!s.seen.join("ran").exists(), "the app must not start");
-        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
         assert_eq!(
             report.container("datamon").unwrap().restarts,
             0,
             "{}",
             report.logs()
         );
-        assert_eq!(message(&report, "app")["reason"]["code"], "sidecar_failed");
-        let side = message(&report, "datamon");
+        assert_eq!(report.message("app")["reason"]["code"], "sidecar_failed");
+        let side = report.message("datamon");
         assert_eq!(side["reason"]["code"], "input_failed", "{side}");
         assert!(
             side["reason"]["message"]
@@ -557,10 +527,7 @@ fn fault_an_input_label_that_does_not_exist_ends_the_pod_before_the_app_with_no_
                 .contains("no-such-label"),
             "{side}"
         );
-        assert!(
-            bundles(&world, "results").is_empty(),
-            "no bundle may be made"
-        );
+        assert!(world.bundles("results").is_empty(), "no bundle may be made");
     }
 }
 
@@ -577,14 +544,11 @@ fn fault_the_app_exiting_3_fails_the_pod_with_3_and_uploads_nothing() {
         let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
         let report = run(&world, &pod, &s.pod);
         assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
-        assert_eq!(exit_code(&report, "app"), Some(3), "{}", report.logs());
-        assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
-        assert_eq!(message(&report, "datamon")["reason"]["code"], "app_failed");
-        assert_eq!(message(&report, "app")["exit_code"], 3);
-        assert!(
-            bundles(&world, "results").is_empty(),
-            "no bundle may be made"
-        );
+        assert_eq!(report.exit_code("app"), Some(3), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon"), Some(0), "{}", report.logs());
+        assert_eq!(report.message("datamon")["reason"]["code"], "app_failed");
+        assert_eq!(report.message("app")["exit_code"], 3);
+        assert!(world.bundles("results").is_empty(), "no bundle may be made");
     }
 }
 
@@ -608,13 +572,10 @@ fn fault_the_sidecar_killed_while_the_app_runs_stops_the_app_and_fails_the_pod()
             "{}",
             report.logs()
         );
-        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-        let m = message(&report, "app");
+        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+        let m = report.message("app");
         assert_eq!(m["reason"]["code"], "sidecar_died", "{m}");
-        assert!(
-            bundles(&world, "results").is_empty(),
-            "no bundle may be made"
-        );
+        assert!(world.bundles("results").is_empty(), "no bundle may be made");
     }
 }
 
@@ -683,11 +644,11 @@ fn a_database_from_the_postgres_image_runs_as_non_root_and_its_rows_are_saved() 
     // The server ran as the agent's user (65532, the image's nonroot): its files are its.
     let meta = std::fs::metadata(data.join("warehouse/data/PG_VERSION")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65532);
-    let id = message(&report, "datamon")["outputs"]["warehouse"]
+    let id = report.message("datamon")["outputs"]["warehouse"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", report.logs()))
         .to_string();
-    assert_eq!(bundles(&world, "pg"), vec![id.clone()]);
+    assert_eq!(world.bundles("pg"), vec![id.clone()]);
 
     // The next pod restores the saved bundle by its label and sees every row.
     let s2 = Scratch::new();
@@ -710,11 +671,11 @@ fn a_database_from_the_postgres_image_runs_as_non_root_and_its_rows_are_saved() 
         "1000|500500"
     );
     assert_eq!(
-        message(&report, "datamon")["inputs"]["warehouse"],
+        report.message("datamon")["inputs"]["warehouse"],
         id.as_str()
     );
     assert_eq!(
-        bundles(&world, "pg"),
+        world.bundles("pg"),
         vec![id],
         "a read-only database saved a bundle"
     );
@@ -743,7 +704,7 @@ fn a_hardened_pod_with_a_mounted_input_and_an_output_runs_as_its_user() {
     let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
     assert_eq!(seen(&s, "uid"), "1000");
-    let id = message(&report, "app")["outputs"]["result"]
+    let id = report.message("app")["outputs"]["result"]
         .as_str()
         .unwrap()
         .to_string();
@@ -752,7 +713,7 @@ fn a_hardened_pod_with_a_mounted_input_and_an_output_runs_as_its_user() {
         files == vec![("b.bin".to_string(), img)],
         "the saved bundle differs"
     );
-    assert_eq!(bundles(&world, "img"), vec![img_id]);
+    assert_eq!(world.bundles("img"), vec![img_id]);
 }
 
 /// Milliseconds from `start()` to the application's first command, for a pod with a
@@ -841,10 +802,10 @@ fn fault_an_unreachable_store_ends_the_pod_before_the_app() {
         let report = run(&world, &pod, &s.pod);
         assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
         assert!(!s.seen.join("ran").exists(), "the app must not start");
-        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
         assert_eq!(report.container("datamon").unwrap().restarts, 0);
-        let side = message(&report, "datamon");
+        let side = report.message("datamon");
         assert_eq!(side["reason"]["code"], "store_unreachable", "{side}");
         assert!(
             side["reason"]["message"]

@@ -214,17 +214,6 @@ fn run(world: &World, name: &str, plan: &Value, env: &[(&str, &str)], script: &s
     start(world, name, plan, env, script).wait()
 }
 
-/// The bundles of `repo` (ids).
-fn bundles(world: &World, repo: &str) -> Vec<String> {
-    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Asserts a run went well: both exit 0.
 fn assert_ok(e: &Ended) {
     assert_eq!(e.app_code, Some(0), "app: {}\n{}", e.app, e.logs);
@@ -283,7 +272,7 @@ fn a_database_saved_after_the_app_wrote_rows_restores_them_in_the_next_run() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(bundles(&world, "pg"), vec![id.clone()]);
+    assert_eq!(world.bundles("pg"), vec![id.clone()]);
     let files = world.bundle_files("pg", &id);
     let file = |n: &str| {
         files
@@ -337,7 +326,7 @@ fn a_database_saved_after_the_app_wrote_rows_restores_them_in_the_next_run() {
         e.sidecar
     );
     assert_eq!(
-        bundles(&world, "pg"),
+        world.bundles("pg"),
         vec![id],
         "a read-only database saved a bundle"
     );
@@ -470,7 +459,7 @@ fn the_apps_open_session_is_ended_and_the_save_succeeds() {
     let e = run(&world, "run", &plan, &env, &script);
     assert_ok(&e);
     let id = e.sidecar["outputs"]["warehouse"].as_str().unwrap();
-    assert_eq!(bundles(&world, "pg"), vec![id.to_string()]);
+    assert_eq!(world.bundles("pg"), vec![id.to_string()]);
     assert!(
         e.logs.contains("ended the application's sessions"),
         "{}",
@@ -506,7 +495,7 @@ fn a_server_killed_while_the_app_runs_stops_the_app_and_saves_nothing() {
     assert_eq!(code, "database_crashed", "{m}");
     assert!(m.contains("database warehouse") && m.contains(&pid), "{m}");
     assert_eq!(e.reason("app").0, "sidecar_failed");
-    assert!(bundles(&world, "pg").is_empty());
+    assert!(world.bundles("pg").is_empty());
 }
 
 #[test]
@@ -535,8 +524,8 @@ fn two_databases_on_two_ports_are_saved_side_by_side() {
     assert_ok(&e);
     let a = e.sidecar["outputs"]["alpha"].as_str().unwrap();
     let b = e.sidecar["outputs"]["beta"].as_str().unwrap();
-    assert_eq!(bundles(&world, "pg-a"), vec![a.to_string()]);
-    assert_eq!(bundles(&world, "pg-b"), vec![b.to_string()]);
+    assert_eq!(world.bundles("pg-a"), vec![a.to_string()]);
+    assert_eq!(world.bundles("pg-b"), vec![b.to_string()]);
 }
 
 /// Uploads the data directory `data` (files only, `pg_version` at the root) as a bundle of
@@ -731,7 +720,7 @@ fn sigterm_during_the_save_does_not_stop_it() {
     assert_ok(&e);
     assert!(e.logs.contains("finishing it first"), "{}", e.logs);
     let id = e.sidecar["outputs"]["warehouse"].as_str().unwrap();
-    assert_eq!(bundles(&world, "pg"), vec![id.to_string()]);
+    assert_eq!(world.bundles("pg"), vec![id.to_string()]);
     let label = world.ok(&[
         "label", "get", "--repo", "pg", "--label", "saved", "--output", "json",
     ]);

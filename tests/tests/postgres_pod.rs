@@ -14,24 +14,12 @@ use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
 use datamon_e2e::pod::Phase;
 use datamon_e2e::postgres::{self as pg, Build};
 use datamon_e2e::{noise, World, DEADLINE, MIB};
-use serde_json::Value;
 
 /// Where the pods' volumes are mounted (inside each container's own mount namespace).
 const ROOT: &str = "/mnt/datamon-e2e-pg";
 
 fn p(rel: &str) -> String {
     format!("{ROOT}/{rel}")
-}
-
-/// The bundles of `repo` (ids).
-fn bundles(world: &World, repo: &str) -> Vec<String> {
-    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// `psql` of the newest build to the database `db` (by its `DATAMON_DB_<DB>_*` variables),
@@ -134,12 +122,12 @@ fn two_databases_a_mounted_input_and_an_output_in_one_pod() {
         let newest = Build::client().major;
         assert!(version.trim().starts_with(&newest.to_string()), "{version}");
         // The read-only ledger left no bundle; the output and the warehouse one each.
-        assert_eq!(bundles(&world, "pg-ledger").len(), 1);
-        let result = bundles(&world, "results");
+        assert_eq!(world.bundles("pg-ledger").len(), 1);
+        let result = world.bundles("results");
         assert_eq!(result.len(), 1);
         let files = world.bundle_files("results", &result[0]);
         assert_eq!(files, vec![("a.bin".to_string(), image.clone())]);
-        let saved = bundles(&world, "pg-warehouse");
+        let saved = world.bundles("pg-warehouse");
         assert_eq!(saved.len(), 1, "{}", report.logs());
 
         // The saved warehouse restores with its row, on a cluster of our own.

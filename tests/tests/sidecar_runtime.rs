@@ -112,33 +112,6 @@ fn run(world: &World, pod: &Value, dir: &Path) -> PodReport {
     start(world, pod, dir).wait(DEADLINE).unwrap()
 }
 
-/// The JSON termination message of a container.
-fn message(report: &PodReport, container: &str) -> Value {
-    let c = report.container(container).unwrap();
-    serde_json::from_str(&c.termination_message).unwrap_or_else(|e| {
-        panic!(
-            "{container}'s termination message {:?}: {e}\n{}",
-            c.termination_message,
-            report.logs()
-        )
-    })
-}
-
-fn exit_code(report: &PodReport, container: &str) -> Option<i32> {
-    report.container(container).unwrap().exit_code
-}
-
-/// The bundles of `repo` (ids).
-fn bundles(world: &World, repo: &str) -> Vec<String> {
-    let out = world.ok(&["bundle", "list", "--repo", repo, "--output", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
     for layout in [Layout::Native, Layout::Classic] {
@@ -167,7 +140,7 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
         let pod = datamon_pod(&annotations, layout, &script, &s.seen);
         let report = run(&world, &pod, &s.pod);
         assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
-        assert_eq!(exit_code(&report, "app"), Some(0));
+        assert_eq!(report.exit_code("app"), Some(0));
         assert_eq!(std::fs::read(s.seen.join("raw/a.txt")).unwrap(), b"hello\n");
         assert!(
             std::fs::read(s.seen.join("raw/deep/raw.bin")).unwrap() == raw,
@@ -183,15 +156,15 @@ fn read_only_pod_sees_downloaded_and_mounted_bytes_and_writes_nothing() {
                 .trim(),
             "read-only"
         );
-        let m = message(&report, "app");
+        let m = report.message("app");
         assert_eq!(m["exit_code"], 0);
         assert_eq!(m["inputs"]["raw"], raw_id.as_str());
         assert_eq!(m["inputs"]["img"], img_id.as_str());
         // Nothing was uploaded.
-        assert_eq!(bundles(&world, "raw"), vec![raw_id]);
-        assert_eq!(bundles(&world, "img"), vec![img_id]);
+        assert_eq!(world.bundles("raw"), vec![raw_id]);
+        assert_eq!(world.bundles("img"), vec![img_id]);
         // The sidecar exited cleanly (classic: by itself; native: on the kubelet's SIGTERM).
-        assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon"), Some(0), "{}", report.logs());
     }
 }
 
@@ -216,9 +189,9 @@ fn write_only_pod_uploads_its_output_with_label_on_every_store() {
             world.name(),
             report.logs()
         );
-        let m = message(&report, "app");
+        let m = report.message("app");
         let id = m["outputs"]["result"].as_str().unwrap().to_string();
-        assert_eq!(bundles(&world, "results"), vec![id.clone()]);
+        assert_eq!(world.bundles("results"), vec![id.clone()]);
         let label: Value = serde_json::from_str(&world.ok(&[
             "label",
             "get",
@@ -237,10 +210,7 @@ fn write_only_pod_uploads_its_output_with_label_on_every_store() {
             "{}",
             world.name()
         );
-        assert_eq!(
-            message(&report, "datamon")["outputs"]["result"],
-            id.as_str()
-        );
+        assert_eq!(report.message("datamon")["outputs"]["result"], id.as_str());
     }
 }
 
@@ -305,7 +275,7 @@ fn read_update_pod(world: &mut World, store: &[(String, String)], hidden: &[&str
         world.set_env(k, v);
     }
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
-    let v2 = message(&report, "app")["outputs"]["db-out"]
+    let v2 = report.message("app")["outputs"]["db-out"]
         .as_str()
         .unwrap()
         .to_string();
@@ -318,7 +288,7 @@ fn read_update_pod(world: &mut World, store: &[(String, String)], hidden: &[&str
             .any(|(n, b)| n == "data.txt" && b == b"one\ntwo\n"),
         "{files:?}"
     );
-    assert_eq!(bundles(world, "db").len(), 2);
+    assert_eq!(world.bundles("db").len(), 2);
 }
 
 #[test]
@@ -379,8 +349,8 @@ fn several_inputs_and_outputs_split_between_an_init_container_and_a_native_sidec
     init.insert(1, fetch);
     let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
-    assert_eq!(exit_code(&report, "fetch"), Some(0));
-    let m = message(&report, "app");
+    assert_eq!(report.exit_code("fetch"), Some(0));
+    let m = report.message("app");
     let x = m["outputs"]["x"].as_str().unwrap();
     let y = m["outputs"]["y"].as_str().unwrap();
     let mut ab = noise(2 * MIB + 1, 4);
@@ -411,12 +381,12 @@ fn app_exit_3_uploads_nothing_and_fails_the_pod_with_3() {
         &s.pod,
     );
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "app"), Some(3), "{}", report.logs());
-    assert_eq!(exit_code(&report, "datamon"), Some(0), "{}", report.logs());
-    assert!(bundles(&world, "results").is_empty());
-    let m = message(&report, "datamon");
+    assert_eq!(report.exit_code("app"), Some(3), "{}", report.logs());
+    assert_eq!(report.exit_code("datamon"), Some(0), "{}", report.logs());
+    assert!(world.bundles("results").is_empty());
+    let m = report.message("datamon");
     assert_eq!(m["reason"]["code"], "app_failed", "{m}");
-    assert_eq!(message(&report, "app")["exit_code"], 3);
+    assert_eq!(report.message("app")["exit_code"], 3);
 }
 
 #[test]
@@ -436,8 +406,8 @@ fn kill_9_of_the_sidecar_stops_the_app_and_fails_the_pod() {
     pod.signal("datamon", Signal::SIGKILL).unwrap();
     let report = pod.wait(DEADLINE).unwrap();
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-    let m = message(&report, "app");
+    assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+    let m = report.message("app");
     assert_eq!(m["reason"]["code"], "sidecar_died", "{m}");
     assert!(
         m["reason"]["message"].as_str().unwrap().contains("datamon"),
@@ -465,17 +435,17 @@ fn failing_sidecar_ends_the_pod(
         );
         assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
         assert!(!s.seen.join("ran").exists(), "the app must not start");
-        assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-        assert_eq!(exit_code(&report, "datamon"), Some(1), "{}", report.logs());
+        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+        assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
         assert_eq!(
             report.container("datamon").unwrap().restarts,
             0,
             "{}",
             report.logs()
         );
-        let m = message(&report, "app");
+        let m = report.message("app");
         assert_eq!(m["reason"]["code"], "sidecar_failed", "{m}");
-        let side = message(&report, "datamon");
+        let side = report.message("datamon");
         assert_eq!(side["reason"]["code"], code, "{side}");
         let text = side["reason"]["message"].as_str().unwrap();
         assert!(text.contains(says), "{side}");
@@ -507,10 +477,7 @@ fn an_input_label_that_does_not_exist_ends_the_pod_with_the_reason_and_no_bundle
         results_output(&world, ""),
     ];
     failing_sidecar_ends_the_pod(&world, &annotations, "input_failed", "no-such-label");
-    assert!(
-        bundles(&world, "results").is_empty(),
-        "no bundle may be made"
-    );
+    assert!(world.bundles("results").is_empty(), "no bundle may be made");
 }
 
 #[test]
@@ -535,8 +502,8 @@ fn deadlines_end_waits_with_a_reason() {
     let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Failed);
     assert!(!s.seen.join("ran").exists());
-    assert_eq!(exit_code(&report, "app"), Some(124), "{}", report.logs());
-    let m = message(&report, "app");
+    assert_eq!(report.exit_code("app"), Some(124), "{}", report.logs());
+    let m = report.message("app");
     assert_eq!(m["reason"]["code"], "deadline", "{m}");
     assert!(
         m["reason"]["message"].as_str().unwrap().contains("ghost"),
@@ -558,9 +525,9 @@ fn deadlines_end_waits_with_a_reason() {
         &s.pod,
     );
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "app"), Some(124), "{}", report.logs());
-    assert_eq!(message(&report, "app")["reason"]["code"], "deadline");
-    assert!(bundles(&world, "results").is_empty());
+    assert_eq!(report.exit_code("app"), Some(124), "{}", report.logs());
+    assert_eq!(report.message("app")["reason"]["code"], "deadline");
+    assert!(world.bundles("results").is_empty());
 }
 
 #[test]
@@ -578,8 +545,8 @@ fn bad_plan_is_refused_before_any_work_with_the_field_named() {
     injected::set_plan(&mut pod, &bad);
     let report = run(&world, &pod, &s.pod);
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "datamon"), Some(64));
-    assert_eq!(exit_code(&report, "app"), Some(64));
+    assert_eq!(report.exit_code("datamon"), Some(64));
+    assert_eq!(report.exit_code("app"), Some(64));
     let log = std::fs::read_to_string(&report.container("app").unwrap().log).unwrap();
     assert!(log.contains("inputs[0].path"), "{log}");
 }
@@ -608,8 +575,8 @@ fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothi
     std::fs::write(s.seen.join("go"), b"").unwrap();
     let report = pod.wait(DEADLINE).unwrap();
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "app"), Some(69), "{}", report.logs());
-    let m = message(&report, "app");
+    assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+    let m = report.message("app");
     assert_eq!(m["reason"]["code"], "upload_failed", "{m}");
     assert!(
         m["reason"]["message"]
@@ -622,7 +589,7 @@ fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothi
     // The store back: no bundle is visible.
     let server = datamon_e2e::s3::S3Server::start(&world.buckets, 0).unwrap();
     world.set_env("DATAMON_S3_ENDPOINT", &server.endpoint());
-    assert!(bundles(&world, "results").is_empty());
+    assert!(world.bundles("results").is_empty());
 }
 
 #[test]
@@ -652,7 +619,7 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
     });
     pod.terminate().unwrap();
     let report = pod.wait(DEADLINE).unwrap();
-    let listed = bundles(&world, "results");
+    let listed = world.bundles("results");
     let side = report.container("datamon").unwrap();
     match listed.as_slice() {
         [] => assert_eq!(
@@ -666,7 +633,7 @@ fn sigterm_to_the_pod_during_the_upload_leaves_a_whole_bundle_or_none() {
             assert_eq!(files.len(), 1);
             assert_eq!(files[0].1.len(), size);
             assert_eq!(
-                message(&report, "datamon")["outputs"]["result"],
+                report.message("datamon")["outputs"]["result"],
                 id.as_str(),
                 "{}",
                 report.logs()
@@ -711,11 +678,11 @@ fn two_wrapped_containers_upload_once_both_succeeded() {
     );
     let report = two_apps_pod(&world, &s, &b);
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
-    let id = message(&report, "app-b")["outputs"]["result"]
+    let id = report.message("app-b")["outputs"]["result"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(message(&report, "app-a")["outputs"]["result"], id.as_str());
+    assert_eq!(report.message("app-a")["outputs"]["result"], id.as_str());
     let files = world.bundle_files("results", &id);
     assert_eq!(
         files,
@@ -732,8 +699,8 @@ fn one_of_two_wrapped_containers_failing_uploads_nothing() {
     let s = Scratch::new();
     let report = two_apps_pod(&world, &s, "exit 3");
     assert_eq!(report.phase, Phase::Failed);
-    assert_eq!(exit_code(&report, "app-a"), Some(0), "{}", report.logs());
-    assert_eq!(exit_code(&report, "app-b"), Some(3));
-    assert!(bundles(&world, "results").is_empty());
-    assert_eq!(message(&report, "datamon")["reason"]["code"], "app_failed");
+    assert_eq!(report.exit_code("app-a"), Some(0), "{}", report.logs());
+    assert_eq!(report.exit_code("app-b"), Some(3));
+    assert!(world.bundles("results").is_empty());
+    assert_eq!(report.message("datamon")["reason"]["code"], "app_failed");
 }

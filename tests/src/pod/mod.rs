@@ -213,6 +213,28 @@ pub struct PodReport {
 }
 
 impl PodReport {
+    /// The JSON termination message of a container (panics, with the logs, if it has none
+    /// or it is not JSON: a test stops there).
+    pub fn message(&self, container: &str) -> serde_json::Value {
+        let c = self
+            .container(container)
+            .unwrap_or_else(|| panic!("no container {container}"));
+        serde_json::from_str(&c.termination_message).unwrap_or_else(|e| {
+            panic!(
+                "{container}'s termination message {:?}: {e}\n{}",
+                c.termination_message,
+                self.logs()
+            )
+        })
+    }
+
+    /// The exit code of a container's last run (panics if the pod has no such container).
+    pub fn exit_code(&self, container: &str) -> Option<i32> {
+        self.container(container)
+            .unwrap_or_else(|| panic!("no container {container}"))
+            .exit_code
+    }
+
     /// The report of a container.
     pub fn container(&self, name: &str) -> Option<&ContainerReport> {
         self.init_containers
