@@ -557,7 +557,13 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
             plan: args,
             participant,
         } => {
-            let plan = plan(&args)?;
+            let plan = match plan(&args) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let fallback = crate::runtime::fallback(args.file.as_deref(), &participant);
+                    return crate::runtime::sidecar::plan_failed(&fallback, &participant, &e).await;
+                }
+            };
             let settings = crate::runtime::settings_for(&plan, settings);
             return crate::runtime::sidecar::run(&plan, &participant, &settings).await;
         }
@@ -572,7 +578,14 @@ pub async fn run(command: Command, settings: &Settings) -> crate::Result<u8> {
             plan: args,
             participant,
         } => {
-            let (ready, what) = crate::runtime::probe::probe(&plan(&args)?, &participant)?;
+            // A plan that does not load: the sidecar said `failed` where the raw plan
+            // points, and a failed participant passes the gate (see `probe`).
+            let plan = plan(&args).unwrap_or_else(|_| datamon_plan::Plan {
+                coordination: crate::runtime::fallback(args.file.as_deref(), &participant)
+                    .coordination,
+                ..datamon_plan::Plan::default()
+            });
+            let (ready, what) = crate::runtime::probe::probe(&plan, &participant)?;
             println!("{what}");
             return Ok(if ready { 0 } else { 1 });
         }

@@ -552,6 +552,35 @@ fn bad_plan_is_refused_before_any_work_with_the_field_named() {
 }
 
 #[test]
+fn a_plan_the_native_sidecar_cannot_read_ends_the_pod_with_the_reason_not_a_restart_loop() {
+    // A webhook newer than the agent image: the plan has a field this agent does not know.
+    // The sidecar says `failed` where the raw plan points and stays (exiting would restart
+    // it with its startupProbe never passing: the pod would stay in Init); its probe
+    // passes, the wrapper cannot read the plan either and exits 64: the pod fails.
+    let world = World::local();
+    let annotations = [input("raw", "raw", "data/raw", ""), result_output("")];
+    let s = Scratch::new();
+    let mut pod = datamon_pod(&annotations, Layout::Native, "true", &s.seen);
+    let mut newer = injected::plan_of(&pod);
+    newer["a_future_field"] = json!(true);
+    injected::set_plan(&mut pod, &newer);
+    let report = run(&world, &pod, &s.pod);
+    assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
+    assert_eq!(report.exit_code("app"), Some(64), "{}", report.logs());
+    let sidecar = report.container("datamon").unwrap();
+    assert_eq!(sidecar.restarts, 0, "{}", report.logs());
+    let m = report.message("datamon");
+    assert_eq!(m["reason"]["code"], "invalid_plan", "{m}");
+    assert!(
+        m["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a_future_field"),
+        "{m}"
+    );
+}
+
+#[test]
 fn failed_upload_is_retried_then_fails_the_pod_with_the_reason_and_commits_nothing() {
     let mut world = World::s3();
     let out = results_output(&world, "");

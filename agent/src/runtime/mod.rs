@@ -71,6 +71,54 @@ pub fn load_plan(file: Option<&Path>) -> Result<Plan, PlanLoadError> {
     Ok(plan)
 }
 
+/// What a participant can still learn from a plan that does not load (a field this agent
+/// does not know, from a newer webhook; a typo): read leniently from the raw document, so
+/// that it can say `failed` where the others look, instead of exiting unseen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The coordination directory (the document's, else the default).
+    pub coordination: PathBuf,
+    /// Where the termination message goes (the document's, else the default).
+    pub termination_message: PathBuf,
+    /// Whether the document makes this participant a native sidecar.
+    pub native: bool,
+}
+
+/// The [`Fallback`] for `participant` from the plan's sources (`--plan` file, else
+/// `DATAMON_PLAN`); defaults for whatever cannot be read.
+pub fn fallback(file: Option<&Path>, participant: &str) -> Fallback {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f).ok(),
+        None => std::env::var(PLAN_ENV).ok(),
+    };
+    fallback_from(text.as_deref().unwrap_or(""), participant)
+}
+
+/// [`fallback`] from the document's text (pure).
+pub fn fallback_from(text: &str, participant: &str) -> Fallback {
+    let doc: serde_norway::Value = serde_norway::from_str(text).unwrap_or_default();
+    let defaults = Plan::default();
+    let path = |key: &str, default: PathBuf| {
+        doc.get(key)
+            .and_then(|v| v.as_str())
+            .filter(|p| p.starts_with('/'))
+            .map_or(default, PathBuf::from)
+    };
+    let native = doc
+        .get("sidecars")
+        .and_then(|v| v.as_sequence())
+        .into_iter()
+        .flatten()
+        .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(participant))
+        .and_then(|s| s.get("lifecycle").and_then(|l| l.as_str()))
+        == Some("native");
+    Fallback {
+        coordination: path("coordination", defaults.coordination),
+        termination_message: path("termination_message", defaults.termination_message),
+        native,
+    }
+}
+
 /// The agent's settings with the plan's store fields applied.
 pub fn settings_for(plan: &Plan, settings: &Settings) -> Settings {
     let mut s = settings.clone();
@@ -99,6 +147,20 @@ mod tests {
     use super::*;
     use figment::Jail;
     use std::time::Duration;
+
+    #[test]
+    fn a_plan_that_does_not_load_still_tells_where_to_say_so() {
+        let text = r#"{"coordination": "/run/x", "termination_message": "/dev/t", "unknown": 1,
+            "sidecars": [{"name": "datamon", "lifecycle": "native"}, {"name": "b"}]}"#;
+        let f = fallback_from(text, "datamon");
+        assert_eq!(f.coordination, Path::new("/run/x"));
+        assert_eq!(f.termination_message, Path::new("/dev/t"));
+        assert!(f.native);
+        assert!(!fallback_from(text, "b").native);
+        let f = fallback_from("[not: a plan", "datamon");
+        assert_eq!(f.coordination, Plan::default().coordination);
+        assert!(!f.native);
+    }
 
     #[test]
     fn file_env_and_overrides() {

@@ -142,6 +142,40 @@ pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<
     Ok(code)
 }
 
+/// `sidecar` with a plan that does not load: says `failed` (`invalid_plan`, the error) in
+/// the coordination directory the raw plan names and in the termination message, so the
+/// wrapper ends the pod with the reason. A native sidecar then stays until SIGTERM: exiting
+/// would make the kubelet restart it, and its startupProbe (which passes for a failed
+/// participant) would never run, keeping the pod in `Init`. Returns the exit code (64).
+pub async fn plan_failed(
+    fallback: &crate::runtime::Fallback,
+    name: &str,
+    error: &crate::Error,
+) -> crate::Result<u8> {
+    let mut signals = Termination::catch()?;
+    let reason = Reason::new(ReasonCode::InvalidPlan, chain(error));
+    tracing::error!(sidecar = name, reason = %reason, "the plan does not load");
+    let board = Board::open(&fallback.coordination)?;
+    let _lock = board.hold(name)?;
+    board.write(&State::failed(name, reason.clone()))?;
+    outcome::write(
+        &fallback.termination_message,
+        &Outcome {
+            participant: name.to_string(),
+            reason: Some(reason),
+            ..Outcome::default()
+        },
+    );
+    if fallback.native {
+        tracing::info!(
+            sidecar = name,
+            "waiting for SIGTERM (native sidecar; exiting would restart it)"
+        );
+        signals.recv().await;
+    }
+    Ok(datamon_edge::exit::USAGE)
+}
+
 /// One sidecar's run.
 struct Run<'a> {
     plan: &'a Plan,
