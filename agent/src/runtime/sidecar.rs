@@ -7,8 +7,14 @@
 //! says so; a database without an output is only stopped) and says `done` with the new
 //! bundle ids. Any failure is a `failed` state with a reason; a classic sidecar then exits,
 //! a native one stays until SIGTERM (exiting would make the kubelet restart it).
+//!
+//! Every download, mount, upload, database restore and save is a transfer in the state file
+//! (`transfers`): its counters are written every [`PROGRESS_EVERY`] while they change, in
+//! the same task as the transfer (so the writing ends with it), and once at its end.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use datamon_plan::{Database, InputMode, Lifecycle, Plan, Sidecar, UploadWhen};
@@ -24,15 +30,21 @@ use crate::postgres::binaries::Installed;
 use crate::postgres::process::Account;
 use crate::postgres::restore::{self, Served};
 use crate::postgres::{save, DatabaseError};
+use crate::progress::{self, Progress, Watch};
 use crate::runtime::board::Board;
 use crate::runtime::outcome::{self, Outcome};
-use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status};
+use crate::runtime::state::{Phase, Reason, ReasonCode, State, Status, Transfer, TransferKind};
 use crate::signals::Termination;
+use crate::sync::lock;
 use datamon_edge::chain;
 
 /// After SIGTERM, a sidecar with outputs waits this much longer than the plan's grace
 /// period for the application's outcome before it gives up.
 const OUTCOME_AFTER_SIGTERM: Duration = Duration::from_secs(5);
+
+/// How often a running transfer's counters are written to the state file (when they
+/// changed).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// How the application ended, as far as outputs are concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +117,7 @@ pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<
         board: &board,
         settings,
         state: State::new(name, Phase::Starting),
+        live: Mutex::default(),
         terminated: None,
     };
     let result = run.work(&mut signals).await;
@@ -117,9 +130,8 @@ pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<
             1
         }
     };
-    run.state.updated = chrono::Utc::now().to_rfc3339();
-    run.state.pid = std::process::id();
-    let written = board.write(&run.state);
+    lock(&run.live).step = None;
+    let written = board.write(&run.current());
     outcome::write(
         &plan.termination_message,
         &Outcome {
@@ -183,8 +195,19 @@ struct Run<'a> {
     board: &'a Board,
     settings: &'a Settings,
     state: State,
+    /// What changes while the work borrows the run: the step, the transfers.
+    live: Mutex<Live>,
     /// The signal that asked this process to stop, once one did.
     terminated: Option<&'static str>,
+}
+
+/// The parts of the state that transfers update while they run.
+#[derive(Debug, Default)]
+struct Live {
+    /// What it is doing now.
+    step: Option<String>,
+    /// Name → its transfer.
+    transfers: BTreeMap<String, Transfer>,
 }
 
 fn failed(code: ReasonCode, what: String) -> impl FnOnce(crate::Error) -> Reason {
@@ -226,23 +249,75 @@ async fn first_exit(dbs: &mut [Served]) -> (usize, String) {
 }
 
 impl Run<'_> {
-    /// Tells what it is doing, keeping its phase (a failure to say it is only logged).
-    fn tell(&self, step: String) {
-        let mut st = self.state.clone();
-        st.step = Some(step);
-        st.updated = chrono::Utc::now().to_rfc3339();
-        if let Err(e) = self.board.write(&st) {
+    /// The state to write now: the phase and bundles, the step and transfers.
+    fn current(&self) -> State {
+        let live = lock(&self.live);
+        State {
+            step: live.step.clone(),
+            transfers: live.transfers.clone(),
+            updated: chrono::Utc::now().to_rfc3339(),
+            pid: std::process::id(),
+            ..self.state.clone()
+        }
+    }
+
+    /// Writes the current state, keeping its phase (a failure is only logged).
+    fn rewrite(&self) {
+        if let Err(e) = self.board.write(&self.current()) {
             tracing::warn!(error = %chain(&e), "cannot update the state file");
         }
     }
 
+    /// Tells what it is doing, keeping its phase (a failure to say it is only logged).
+    fn tell(&self, step: String) {
+        lock(&self.live).step = Some(step);
+        self.rewrite();
+    }
+
     fn say(&mut self, phase: Phase) -> Result<(), Reason> {
         self.state.phase = phase;
-        self.state.step = None;
-        self.state.updated = chrono::Utc::now().to_rfc3339();
+        lock(&self.live).step = None;
         self.board
-            .write(&self.state)
+            .write(&self.current())
             .map_err(|e| Reason::new(ReasonCode::Internal, chain(&e)))
+    }
+
+    /// Changes the transfer `name` (if there is one) and writes the state.
+    fn update_transfer(&self, name: &str, change: impl FnOnce(&mut Transfer)) {
+        if let Some(t) = lock(&self.live).transfers.get_mut(name) {
+            change(t);
+        }
+        self.rewrite();
+    }
+
+    /// Runs `work` as the transfer `name` of `kind`: the counters of the transfers it
+    /// starts ([`Progress`]) are written while they change, and at its end, successful or
+    /// not, with `finished`.
+    async fn track<T, E>(
+        &self,
+        name: &str,
+        kind: TransferKind,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        lock(&self.live)
+            .transfers
+            .insert(name.to_string(), Transfer::start(kind));
+        self.rewrite();
+        let watch = Watch::default();
+        let out = progress::publish_while(
+            &watch,
+            progress::ticks(PROGRESS_EVERY),
+            progress::watched(watch.clone(), work),
+            |c| self.update_transfer(name, |t| t.count(c)),
+        )
+        .await;
+        self.update_transfer(name, |t| {
+            if let Some(c) = watch.counts() {
+                t.count(c);
+            }
+            t.finish();
+        });
+        out
     }
 
     async fn work(&mut self, signals: &mut Termination) -> Result<(), Reason> {
@@ -337,7 +412,13 @@ impl Run<'_> {
                             .leaf_size()
                             .map_err(failed(ReasonCode::InvalidPlan, "leaf size".into()))?,
                     };
-                    let report = upload(&stores, &req, &self.settings.tuning())
+                    let tuning = self.settings.tuning();
+                    let report = self
+                        .track(
+                            &o.name,
+                            TransferKind::Upload,
+                            upload(&stores, &req, &tuning),
+                        )
                         .await
                         .map_err(failed(
                             ReasonCode::UploadFailed,
@@ -352,7 +433,10 @@ impl Run<'_> {
                     ids.insert(o.name.clone(), report.bundle.id.clone());
                 }
                 for d in &mut to_save {
-                    let id = self.save_database(&stores, d).await?;
+                    let name = d.db.name.clone();
+                    let id = self
+                        .track(&name, TransferKind::Save, self.save_database(&stores, d))
+                        .await?;
                     ids.insert(d.db.name.clone(), id);
                 }
                 Ok::<_, Reason>(ids)
@@ -461,7 +545,7 @@ impl Run<'_> {
         let mut served = Vec::new();
         for d in dbs {
             served.push(
-                restore::restore(d, &cx)
+                self.track(&d.name, TransferKind::Restore, restore::restore(d, &cx))
                     .await
                     .map_err(db_failed(ReasonCode::DatabaseFailed, &d.name))?,
             );
@@ -519,7 +603,9 @@ impl Run<'_> {
                         force_dest: true,
                     };
                     let started = Instant::now();
-                    let report = download(&stores, &req, &s.tuning())
+                    let tuning = s.tuning();
+                    let report = self
+                        .track(n, TransferKind::Download, download(&stores, &req, &tuning))
                         .await
                         .map_err(failed(ReasonCode::InputFailed, what))?;
                     tracing::info!(input = %n, bundle = %report.bundle.id, files = report.files, bytes = report.bytes, secs = started.elapsed().as_secs_f64(), "downloaded");
@@ -536,7 +622,22 @@ impl Run<'_> {
                         disk_cache: s.disk_cache(),
                         file_owner: Default::default(),
                     };
-                    let m = Mounted::start(&stores, &req)
+                    let mounting = async {
+                        let m = Mounted::start(&stores, &req).await?;
+                        // The transfer's totals are the bundle's, all done once it serves.
+                        match crate::bundle::entries(&stores, &i.repo, &m.bundle).await {
+                            Ok(entries) => {
+                                let bytes = entries.iter().map(|e| e.size).sum();
+                                Progress::complete("mount", entries.len() as u64, bytes);
+                            }
+                            Err(e) => {
+                                tracing::warn!(input = %n, error = %chain(&e), "cannot count the mounted bundle's files")
+                            }
+                        }
+                        Ok::<_, crate::Error>(m)
+                    };
+                    let m = self
+                        .track(n, TransferKind::Mount, mounting)
                         .await
                         .map_err(failed(ReasonCode::InputFailed, what))?;
                     ids.insert(n.clone(), m.bundle.id.clone());

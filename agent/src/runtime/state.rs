@@ -103,6 +103,96 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// What a transfer moves data for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferKind {
+    /// An input downloaded into its directory.
+    Download,
+    /// An input mounted (its totals are the bundle's; done once the mount answers).
+    Mount,
+    /// An output uploaded as a new bundle.
+    Upload,
+    /// A database restored from its bundle (and migrated, started, readied).
+    Restore,
+    /// A database saved as a new bundle.
+    Save,
+}
+
+impl TransferKind {
+    /// What the transfer's name names: `input`, `output` or `database`.
+    pub fn role(self) -> &'static str {
+        match self {
+            TransferKind::Download | TransferKind::Mount => "input",
+            TransferKind::Upload => "output",
+            TransferKind::Restore | TransferKind::Save => "database",
+        }
+    }
+
+    /// Its name in the state file (`download`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferKind::Download => "download",
+            TransferKind::Mount => "mount",
+            TransferKind::Upload => "upload",
+            TransferKind::Restore => "restore",
+            TransferKind::Save => "save",
+        }
+    }
+}
+
+/// How far one transfer of a sidecar is (`transfers` in its state file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// What it does.
+    pub kind: TransferKind,
+    /// Files finished.
+    #[serde(default)]
+    pub files_done: u64,
+    /// Files to move (0 until the transfer knows).
+    #[serde(default)]
+    pub files_total: u64,
+    /// Bytes moved.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// Bytes to move (0 until the transfer knows).
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended (RFC 3339); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+}
+
+impl Transfer {
+    /// A transfer of `kind` starting now, nothing known yet.
+    pub fn start(kind: TransferKind) -> Self {
+        Self {
+            kind,
+            files_done: 0,
+            files_total: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+            started: chrono::Utc::now().to_rfc3339(),
+            finished: None,
+        }
+    }
+
+    /// Takes the counters of `c`.
+    pub fn count(&mut self, c: crate::progress::Counts) {
+        self.files_done = c.files_done;
+        self.files_total = c.files_total;
+        self.bytes_done = c.bytes_done;
+        self.bytes_total = c.bytes_total;
+    }
+
+    /// Marks it ended now.
+    pub fn finish(&mut self) {
+        self.finished = Some(chrono::Utc::now().to_rfc3339());
+    }
+}
+
 /// The content of `<participant>.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -127,6 +217,10 @@ pub struct State {
     /// Sidecar: output name → new bundle id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// Sidecar: input, output or database name → how far its transfer is (a database's
+    /// restore, then its save once that starts).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transfers: BTreeMap<String, Transfer>,
     /// Process id (in its container's namespace), for people.
     pub pid: u32,
     /// When it was written (RFC 3339).
@@ -145,6 +239,7 @@ impl State {
             exit_code: None,
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            transfers: BTreeMap::new(),
             pid: std::process::id(),
             updated: chrono::Utc::now().to_rfc3339(),
         }
@@ -217,11 +312,50 @@ mod tests {
         assert_eq!(json["outputs"]["out"], "id1");
         assert_eq!(json["protocol"], 1);
         assert!(json.get("exit_code").is_none());
+        assert!(json.get("transfers").is_none(), "no transfers, no field");
         let back: State = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
         assert_eq!(
             Reason::new(ReasonCode::SidecarDied, "gone").to_string(),
             "sidecar_died: gone"
         );
+    }
+
+    #[test]
+    fn transfers_in_the_state_file() {
+        let mut s = State::new("datamon", Phase::Ready);
+        let mut t = Transfer::start(TransferKind::Download);
+        t.count(crate::progress::Counts {
+            files_done: 3,
+            files_total: 5,
+            bytes_done: 12,
+            bytes_total: 20,
+        });
+        s.transfers.insert("tables".into(), t.clone());
+        let json = serde_json::to_value(&s).unwrap();
+        let tj = &json["transfers"]["tables"];
+        assert_eq!(tj["kind"], "download");
+        assert_eq!(
+            (
+                &tj["files_done"],
+                &tj["files_total"],
+                &tj["bytes_done"],
+                &tj["bytes_total"]
+            ),
+            (&3.into(), &5.into(), &12.into(), &20.into())
+        );
+        assert!(tj.get("finished").is_none(), "running: no finished");
+        t.finish();
+        s.transfers.insert("tables".into(), t);
+        let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // A state file of an agent without transfers still reads.
+        let old = r#"{"protocol":1,"participant":"d","phase":"ready","pid":1,"updated":"x"}"#;
+        let old: State = serde_json::from_str(old).unwrap();
+        assert!(old.transfers.is_empty());
+        // A transfer without counters reads too (all optional but kind and started).
+        let t: Transfer =
+            serde_json::from_str(r#"{"kind":"mount","started":"2026-12-01T00:00:00Z"}"#).unwrap();
+        assert_eq!((t.kind, t.bytes_total), (TransferKind::Mount, 0));
     }
 }

@@ -1,7 +1,9 @@
 //! `datamon-agent status`: what every participant of a pod says about itself, read from the
 //! coordination directory (`kubectl exec POD -c datamon -- datamon-agent status`): its
 //! phase (or that it died, or has not started), what it is doing now, the bundles it
-//! provided or made, and why it failed. Text for people, `--output json` for tools. The
+//! provided or made, how far each of its transfers is (downloads, mounts, uploads,
+//! database restores and saves: bytes and files done of total, speed), and why it failed.
+//! Text for people, `--output json` for tools (the state file's field names). The
 //! participants are the ones the plan names (when the container has it) and every state
 //! file found.
 
@@ -11,9 +13,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use chrono::{DateTime, FixedOffset};
+
 use crate::error::{Error, Result};
+use crate::progress::human;
 use crate::runtime::board::Board;
-use crate::runtime::state::{Reason, State, Status};
+use crate::runtime::state::{Reason, State, Status, Transfer};
 
 /// One participant, as `status` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -41,6 +46,9 @@ pub struct Participant {
     /// Output (or database) name → new bundle id.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub outputs: std::collections::BTreeMap<String, String>,
+    /// Input, output or database name → how far its transfer is (as in the state file).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub transfers: std::collections::BTreeMap<String, Transfer>,
     /// When it last wrote its state (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
@@ -68,6 +76,7 @@ pub fn participant(name: &str, status: Status) -> Participant {
         exit_code: None,
         inputs: Default::default(),
         outputs: Default::default(),
+        transfers: Default::default(),
         updated: None,
     };
     if let Some(s) = state {
@@ -76,6 +85,7 @@ pub fn participant(name: &str, status: Status) -> Participant {
         p.exit_code = s.exit_code;
         p.inputs = s.inputs;
         p.outputs = s.outputs;
+        p.transfers = s.transfers;
         p.updated = Some(s.updated);
     }
     p
@@ -135,11 +145,92 @@ pub fn render(participants: &[Participant]) -> String {
         for (k, v) in &p.outputs {
             let _ = writeln!(out, "{:width$}  output {k}: bundle {v}", "");
         }
+        let labels: Vec<String> = p
+            .transfers
+            .iter()
+            .map(|(name, t)| format!("{} {name}", t.kind.role()))
+            .collect();
+        let label_width = labels.iter().map(String::len).max().unwrap_or(0);
+        for (label, t) in labels.iter().zip(p.transfers.values()) {
+            let line = transfer_line(t, p.updated.as_deref());
+            let _ = writeln!(out, "{:width$}  {label:<label_width$}  {line}", "");
+        }
         if let Some(r) = &p.reason {
             let _ = writeln!(out, "{:width$}  reason: {r}", "");
         }
     }
     out
+}
+
+/// One transfer for people (pure): while it runs, `download  12.0 MiB / 20.0 MiB  3 / 5
+/// files  60%  4.1 MiB/s` (the speed so far, up to `updated`, when its state was written);
+/// finished, `upload    20.0 MiB  5 files  in 4.9s  4.1 MiB/s`; ended short of its total
+/// (it failed), what it moved and `stopped after` how long.
+pub fn transfer_line(t: &Transfer, updated: Option<&str>) -> String {
+    let kind = t.kind.name();
+    let secs = |end: &str| -> Option<f64> {
+        let (a, b) = (parse_time(&t.started)?, parse_time(end)?);
+        let ms = (b - a).num_milliseconds();
+        (ms >= 0).then(|| ms as f64 / 1000.0)
+    };
+    let speed = |secs: f64| {
+        if secs > 0.0 {
+            format!("  {}/s", human((t.bytes_done as f64 / secs) as u64))
+        } else {
+            String::new()
+        }
+    };
+    let complete = t.bytes_done >= t.bytes_total && t.files_done >= t.files_total;
+    match &t.finished {
+        Some(end) if complete => {
+            let took = secs(end);
+            format!(
+                "{kind:<8}  {}  {} files{}{}",
+                human(t.bytes_total),
+                t.files_total,
+                took.map(|s| format!("  in {}", duration(s)))
+                    .unwrap_or_default(),
+                took.map(speed).unwrap_or_default()
+            )
+        }
+        Some(end) => format!(
+            "{kind:<8}  {} / {}  {} / {} files  stopped after {}",
+            human(t.bytes_done),
+            human(t.bytes_total),
+            t.files_done,
+            t.files_total,
+            secs(end).map(duration).unwrap_or_else(|| "?".into())
+        ),
+        None => {
+            let pct = match (t.bytes_total, t.files_total) {
+                (0, 0) => 0,
+                (0, files) => t.files_done * 100 / files,
+                (bytes, _) => t.bytes_done.saturating_mul(100) / bytes,
+            };
+            format!(
+                "{kind:<8}  {} / {}  {} / {} files  {pct}%{}",
+                human(t.bytes_done),
+                human(t.bytes_total),
+                t.files_done,
+                t.files_total,
+                updated.and_then(secs).map(speed).unwrap_or_default()
+            )
+        }
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(s).ok()
+}
+
+/// `4.9s`, `2m05s`, `1h02m`.
+fn duration(secs: f64) -> String {
+    let whole = secs as u64;
+    match whole {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +274,66 @@ mod tests {
             serde_json::json!({"name": "late", "phase": "absent"})
         );
         assert_eq!(json[3]["reason"]["code"], "database_crashed");
+    }
+
+    #[test]
+    fn transfers_are_told_one_line_each() {
+        use crate::runtime::state::TransferKind;
+        const MIB: u64 = 1 << 20;
+        let at = |s: &str| format!("2026-12-01T10:00:{s}+00:00");
+        let t = |kind, done: (u64, u64), total: (u64, u64), finished: Option<String>| Transfer {
+            kind,
+            files_done: done.0,
+            files_total: total.0,
+            bytes_done: done.1,
+            bytes_total: total.1,
+            started: at("00"),
+            finished,
+        };
+        let mut st = State::new("datamon", crate::runtime::state::Phase::Uploading);
+        st.updated = at("03");
+        st.transfers.insert(
+            "tables".into(),
+            t(TransferKind::Download, (3, 12 * MIB), (5, 20 * MIB), None),
+        );
+        st.transfers.insert(
+            "result".into(),
+            t(
+                TransferKind::Upload,
+                (5, 20 * MIB),
+                (5, 20 * MIB),
+                Some(at("04")),
+            ),
+        );
+        st.transfers.insert(
+            "warehouse".into(),
+            t(
+                TransferKind::Restore,
+                (1, MIB),
+                (2, 4 * MIB),
+                Some(at("02")),
+            ),
+        );
+        let ps = [participant("datamon", Status::Known(st))];
+        let text = render(&ps);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1..],
+            [
+                "         output result       upload    20.0 MiB  5 files  in 4.0s  5.0 MiB/s",
+                "         input tables        download  12.0 MiB / 20.0 MiB  3 / 5 files  60%  4.0 MiB/s",
+                "         database warehouse  restore   1.0 MiB / 4.0 MiB  1 / 2 files  stopped after 2.0s",
+            ],
+            "{text}"
+        );
+        let json = serde_json::to_value(&ps).unwrap();
+        let tables = &json[0]["transfers"]["tables"];
+        assert_eq!(tables["kind"], "download");
+        assert_eq!(tables["bytes_done"], 12 * MIB);
+        assert!(tables.get("finished").is_none());
+        assert_eq!(json[0]["transfers"]["result"]["finished"], at("04"));
+        assert_eq!(duration(125.0), "2m05s");
+        assert_eq!(duration(3720.0), "1h02m");
     }
 
     #[test]
