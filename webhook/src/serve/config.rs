@@ -80,6 +80,18 @@ pub struct ServeArgs {
     /// How long to wait for the API server before answering without namespace defaults.
     #[arg(long, env = "DATAMON_WEBHOOK_NAMESPACE_LOOKUP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub namespace_lookup_timeout: Duration,
+    /// Kubernetes Events about admissions (`Injected`, `InjectionDenied`): auto (on in a
+    /// cluster), true|on, false|off. Needs create on events (manifests/base/rbac.yaml).
+    #[arg(
+        long,
+        env = "DATAMON_WEBHOOK_EVENTS",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub events: super::events::EventsMode,
+    /// How long one Event post may wait for the API server (it never delays an answer).
+    #[arg(long, env = "DATAMON_WEBHOOK_EVENTS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub events_timeout: Duration,
     /// Largest AdmissionReview accepted, in bytes (413 beyond).
     #[arg(long, env = "DATAMON_WEBHOOK_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -151,6 +163,11 @@ impl ServeConfig {
         if args.namespace_lookup_timeout.is_zero() {
             return Err(ConfigError(
                 "--namespace-lookup-timeout must be more than 0 (the webhook's own timeoutSeconds bounds it from above)".into(),
+            ));
+        }
+        if args.events_timeout.is_zero() {
+            return Err(ConfigError(
+                "--events-timeout must be more than 0 (e.g. 2s), or pass --events false".into(),
             ));
         }
         if args.max_body_bytes < 4096 {

@@ -6,6 +6,7 @@
 //! | `datamon_webhook_admission_duration_seconds` | | time from the body read to the answer |
 //! | `datamon_webhook_namespace_lookups_total` | `result`: `cached`, `fetched`, `failed`, `disabled` | namespace-default lookups |
 //! | `datamon_webhook_certificate_reloads_total` | `result`: `ok`, `error` | serving-certificate reloads |
+//! | `datamon_webhook_events_total` | `result`: `posted`, `failed`, `timeout`, `dropped` | Kubernetes Events about admissions ([`super::events`]) |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +49,7 @@ pub struct Metrics {
     duration: Histogram,
     namespace_lookups: Family<Labels, Counter>,
     cert_reloads: Family<Labels, Counter>,
+    events: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,12 +87,19 @@ impl Metrics {
             "Serving-certificate reloads, by result",
             cert_reloads.clone(),
         );
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events about admissions, by result",
+            events.clone(),
+        );
         Self {
             registry,
             requests,
             duration,
             namespace_lookups,
             cert_reloads,
+            events,
         }
     }
 
@@ -112,6 +121,11 @@ impl Metrics {
     /// Counts one certificate reload (`ok`, `error`).
     pub(crate) fn cert_reload(&self, result: &'static str) {
         self.cert_reloads.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts one Event post (`posted`, `failed`, `timeout`, `dropped`).
+    pub(crate) fn event(&self, result: &'static str) {
+        self.events.get_or_create(&[("result", result)]).inc();
     }
 
     /// The OpenMetrics text of every metric.

@@ -15,7 +15,9 @@
 //! - `config`: the flags ([`ServeArgs`]) and the checked settings ([`ServeConfig`]);
 //! - `native`: whether the cluster runs native sidecars (`--native-sidecars auto`);
 //! - `admission`: AdmissionReview in, AdmissionReview out, around [`mutate_pod`];
-//! - [`tls`], [`namespace`], [`metrics`]: certificates, namespace defaults, counters.
+//! - [`tls`], [`namespace`], [`metrics`]: certificates, namespace defaults, counters;
+//! - [`events`]: Kubernetes Events about admissions (`Injected`, `InjectionDenied`), posted
+//!   in the background, never delaying an answer (`--events`, `--events-timeout`).
 //!
 //! [`main`] checks the flags before anything starts (a bad one is a
 //! [`CommandError::Config`]: exit 64), then runs [`serve`], which tests call directly with
@@ -25,6 +27,7 @@
 
 mod admission;
 mod config;
+pub mod events;
 pub mod metrics;
 pub mod namespace;
 mod native;
@@ -48,6 +51,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use crate::mutate::WebhookSettings;
 use admission::{Answer, Decoded};
 pub use config::{ConfigError, NativeSidecars, ServeArgs, ServeConfig};
+use events::{Decision, EventsConfig, Recorder};
 use metrics::{Metrics, Outcome};
 use namespace::NamespaceLookup;
 use native::{detect_native_sidecars, NativeSupport};
@@ -65,7 +69,7 @@ pub enum ServeError {
 }
 
 /// What to do when no Kubernetes client can be configured.
-const KUBE_FIX: &str = "run in a cluster (service account), set KUBECONFIG, or pass --namespace-defaults false and --native-sidecars true|false";
+const KUBE_FIX: &str = "run in a cluster (service account), set KUBECONFIG, or pass --namespace-defaults false and --native-sidecars true|false (and --events false)";
 
 /// Why `datamon-webhook serve` did not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,8 @@ struct AppState {
     settings: WebhookSettings,
     max_body_bytes: usize,
     draining: AtomicBool,
+    /// Where Events about admissions go; `None`: none are posted.
+    events: Option<Recorder>,
 }
 
 impl AppState {
@@ -177,6 +183,11 @@ async fn mutate(
                 object.as_ref(),
                 request.dry_run,
             );
+            if let (Some(recorder), Some(pod), false) =
+                (&state.events, object.as_ref(), request.dry_run)
+            {
+                record(recorder, &answer, pod, &namespace);
+            }
             answer
         }
     };
@@ -235,6 +246,31 @@ fn log_answer(
     }
 }
 
+/// Posts the Event about `answer` (injected or denied; nothing for the rest), without
+/// waiting for it.
+fn record(recorder: &Recorder, answer: &Answer, pod: &serde_json::Value, namespace: &str) {
+    let decision = match answer.outcome {
+        Outcome::Injected => Decision::Injected {
+            patch: answer
+                .review
+                .response
+                .as_ref()
+                .and_then(|r| r.patch.as_deref())
+                .unwrap_or_default(),
+        },
+        Outcome::Denied => Decision::Denied {
+            message: &answer.reason,
+        },
+        Outcome::Skipped | Outcome::Invalid => return,
+    };
+    recorder.post(events::admission_event(
+        decision,
+        pod,
+        namespace,
+        std::time::SystemTime::now(),
+    ));
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
@@ -262,9 +298,22 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// Serves on `listener` until `shutdown` completes, then drains and stops gracefully.
 /// `client` reaches the API server (namespace defaults, `auto` native sidecars); `None` turns
-/// both off (empty namespace defaults; `auto` means classic sidecars).
+/// both off (empty namespace defaults; `auto` means classic sidecars). Posts no Events
+/// ([`serve_with_events`] does).
 pub async fn serve(
     config: ServeConfig,
+    listener: std::net::TcpListener,
+    client: Option<kube::Client>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with_events(config, None, listener, client, shutdown).await
+}
+
+/// [`serve`], also posting an Event through `client` for each pod injected or denied when
+/// `events` is given (and a client is).
+pub async fn serve_with_events(
+    config: ServeConfig,
+    events: Option<EventsConfig>,
     listener: std::net::TcpListener,
     client: Option<kube::Client>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -289,6 +338,18 @@ pub async fn serve(
             )));
         }
     }
+    let recorder = match (&events, &client) {
+        (Some(events), Some(client)) => Some(Recorder::new(
+            client.clone(),
+            events.timeout,
+            metrics.clone(),
+        )),
+        (Some(_), None) => {
+            tracing::warn!("no Kubernetes client: no Events will be posted");
+            None
+        }
+        (None, _) => None,
+    };
     let namespace_client = if config.namespace_defaults {
         client
     } else {
@@ -311,6 +372,7 @@ pub async fn serve(
         },
         max_body_bytes: config.max_body_bytes,
         draining: AtomicBool::new(false),
+        events: recorder,
     });
 
     let handle = axum_server::Handle::new();
@@ -337,6 +399,7 @@ pub async fn serve(
         address = %local,
         native_sidecars = ?config.native_sidecars,
         namespace_defaults = config.namespace_defaults,
+        events = state.events.is_some(),
         image = %config.agent_image,
         postgres_image = %config.agent_postgres_image,
         "serving admission reviews over HTTPS"
@@ -386,8 +449,13 @@ pub fn main(args: ServeArgs) -> Result<(), CommandError> {
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
+    // In a pod, the kubelet sets KUBERNETES_SERVICE_HOST: `--events auto` is on there.
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let events = args.events.enabled(in_cluster).then_some(EventsConfig {
+        timeout: args.events_timeout,
+    });
     runtime.block_on(async move {
-        let client = if config.needs_client() {
+        let client = if config.needs_client() || events.is_some() {
             Some(kube_client().await?)
         } else {
             None
@@ -397,7 +465,7 @@ pub fn main(args: ServeArgs) -> Result<(), CommandError> {
                 address: args.listen,
                 source,
             })?;
-        serve(config, listener, client, shutdown_signal()).await?;
+        serve_with_events(config, events, listener, client, shutdown_signal()).await?;
         Ok(())
     })
 }
