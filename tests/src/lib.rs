@@ -9,6 +9,7 @@
 // Test support: a failed setup step must stop the test at once, with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod demo;
 pub mod gcs;
 pub mod injected;
 pub mod pod;
