@@ -498,7 +498,7 @@ fn a_mounted_input_is_served_by_the_privileged_agent_image_over_fuse() {
 fn fault_an_input_label_that_does_not_exist_ends_the_pod_before_the_app_with_no_bundle() {
     for layout in [Layout::Native, Layout::Classic] {
         let world = World::local();
-        world.seed("raw", &[("a.txt", b"a".to_vec())]);
+        let raw_id = world.seed("raw", &[("a.txt", b"a".to_vec())]);
         let annotations = [
             input("raw", "raw", "data/raw", "label: no-such-label"),
             results_output(&world),
@@ -507,27 +507,7 @@ fn fault_an_input_label_that_does_not_exist_ends_the_pod_before_the_app_with_no_
         let script = format!("touch {seen}/ran", seen = p("seen"));
         let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
         let report = run(&world, &pod, &s.pod);
-        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
-        assert!(!s.seen.join("ran").exists(), "the app must not start");
-        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
-        assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
-        assert_eq!(
-            report.container("datamon").unwrap().restarts,
-            0,
-            "{}",
-            report.logs()
-        );
-        assert_eq!(report.message("app")["reason"]["code"], "sidecar_failed");
-        let side = report.message("datamon");
-        assert_eq!(side["reason"]["code"], "input_failed", "{side}");
-        assert!(
-            side["reason"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("no-such-label"),
-            "{side}"
-        );
-        assert!(world.bundles("results").is_empty(), "no bundle may be made");
+        assert_input_fault(layout, &report, &s, &world, &raw_id, &["no-such-label"]);
     }
 }
 
@@ -576,6 +556,125 @@ fn fault_the_sidecar_killed_while_the_app_runs_stops_the_app_and_fails_the_pod()
         let m = report.message("app");
         assert_eq!(m["reason"]["code"], "sidecar_died", "{m}");
         assert!(world.bundles("results").is_empty(), "no bundle may be made");
+    }
+}
+
+/// The name of the volume the agent's container `datamon` mounts at `path`.
+fn volume_at(pod: &Value, path: &str) -> String {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| pod["spec"][k].as_array())
+        .flatten()
+        .filter(|c| c["name"] == "datamon")
+        .filter_map(|c| c["volumeMounts"].as_array())
+        .flatten()
+        .find(|m| m["mountPath"] == path)
+        .and_then(|m| m["name"].as_str())
+        .unwrap_or_else(|| panic!("the agent mounts nothing at {path}:\n{pod:#}"))
+        .to_string()
+}
+
+/// The checks every data fault of an input shares: the pod failed before the application
+/// started (`ran` never touched), the wrapper said 69 and `sidecar_failed`, the agent 1 and
+/// `input_failed` with no restart, its message naming the input `raw` and holding each of
+/// `says` (case-insensitive); no bundle in `results`, and the input's bundle still the one.
+fn assert_input_fault(
+    layout: Layout,
+    report: &PodReport,
+    s: &Scratch,
+    world: &World,
+    raw_id: &str,
+    says: &[&str],
+) {
+    assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
+    assert!(
+        !s.seen.join("ran").exists(),
+        "{layout:?}: the app must not start"
+    );
+    assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
+    assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
+    assert_eq!(
+        report.container("datamon").unwrap().restarts,
+        0,
+        "{}",
+        report.logs()
+    );
+    assert_eq!(report.message("app")["reason"]["code"], "sidecar_failed");
+    let side = report.message("datamon");
+    assert_eq!(side["reason"]["code"], "input_failed", "{layout:?}: {side}");
+    let message = side["reason"]["message"].as_str().unwrap().to_lowercase();
+    for want in ["raw"].iter().chain(says) {
+        assert!(message.contains(want), "{layout:?}: no {want:?} in {side}");
+    }
+    assert!(world.bundles("results").is_empty(), "no bundle may be made");
+    assert_eq!(world.bundles("raw"), vec![raw_id.to_string()]);
+}
+
+#[test]
+fn fault_a_corrupt_leaf_fails_the_input_before_the_app_and_leaves_no_file() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let world = World::local();
+        let big = noise(3 * MIB, 11);
+        let raw_id = world.seed("raw", &[("big.bin", big), ("good.txt", b"good".to_vec())]);
+        // The first leaf of big.bin is the one 2 MiB object of the blob bucket: other bytes
+        // of the same size, as a damaged disk or a bad copy would leave them.
+        let leaf = world.blob_of_len(2 * MIB, "big.bin's first leaf");
+        let mut bytes = std::fs::read(&leaf).unwrap();
+        bytes[777] ^= 0x55;
+        std::fs::write(&leaf, &bytes).unwrap();
+        let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
+        let s = Scratch::new();
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let volume = volume_at(&pod, &p("data/raw"));
+        let report = run(&world, &pod, &s.pod);
+        assert_input_fault(
+            layout,
+            &report,
+            &s,
+            &world,
+            &raw_id,
+            &["big.bin", "corrupt"],
+        );
+        // No half file in place: neither big.bin nor a temporary file of the download.
+        let left: Vec<String> = datamon_e2e::list_files(&s.pod.join("volumes").join(&volume))
+            .iter()
+            .map(|f| f.display().to_string())
+            .filter(|f| f.contains("big.bin") || f.contains("partial"))
+            .collect();
+        assert!(left.is_empty(), "{layout:?}: left in the input: {left:?}");
+    }
+}
+
+#[test]
+fn fault_the_inputs_empty_dir_full_fails_the_input_before_the_app() {
+    // medium: Memory is the kubelet's tmpfs of sizeLimit; a disk-backed sizeLimit, which
+    // a kubelet enforces by evicting the pod, is a tmpfs of that size on the runner too.
+    for (layout, empty_dir) in [
+        (
+            Layout::Native,
+            json!({"medium": "Memory", "sizeLimit": "4Mi"}),
+        ),
+        (
+            Layout::Classic,
+            json!({"medium": "Memory", "sizeLimit": "4Mi"}),
+        ),
+        (Layout::Native, json!({"sizeLimit": "4Mi"})),
+    ] {
+        let world = World::local();
+        let raw_id = world.seed("raw", &[("big.bin", noise(6 * MIB, 12))]);
+        let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
+        let s = Scratch::new();
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let mut pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
+        let volume = volume_at(&pod, &p("data/raw"));
+        for v in pod["spec"]["volumes"].as_array_mut().unwrap() {
+            if v["name"] == volume.as_str() {
+                v["emptyDir"] = empty_dir.clone();
+            }
+        }
+        let report = run(&world, &pod, &s.pod);
+        assert_input_fault(layout, &report, &s, &world, &raw_id, &["no space left"]);
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::plan::{ContainerPlan, Propagation, VolumePlan};
+use super::plan::{ContainerPlan, Propagation, Tmpfs, VolumePlan};
 use super::PodError;
 
 /// Absolute paths of the host tools the runner uses, resolved once from `PATH` so that a
@@ -72,11 +72,14 @@ impl Tools {
 #[derive(Debug, Default)]
 pub(crate) struct HostMounts {
     shared: Vec<PathBuf>,
+    /// The tmpfs mounts of emptyDirs ([`super::plan::Tmpfs`]), unmounted after `shared`.
+    tmpfs: Vec<PathBuf>,
 }
 
 impl HostMounts {
     /// Creates the volume directories (an emptyDir 0777, as the kubelet makes it; with an
-    /// `fsGroup`, given to that group and setgid, 02777), and makes each volume mounted
+    /// `fsGroup`, given to that group and setgid, 02777; with `medium: Memory` or a
+    /// `sizeLimit`, a tmpfs of that size mounted on it), and makes each volume mounted
     /// `Bidirectional` by some container a shared mount of its own peer group.
     pub fn prepare(volumes: &[VolumePlan], fs_group: Option<u32>) -> Result<Self, PodError> {
         let mut me = Self::default();
@@ -89,6 +92,10 @@ impl HostMounts {
                     )
                 };
                 std::fs::create_dir_all(&v.host).map_err(io)?;
+                if let Some(t) = &v.tmpfs {
+                    mount_tmpfs(&v.host, t)?;
+                    me.tmpfs.push(v.host.clone());
+                }
                 let mut mode = 0o777;
                 if let Some(g) = fs_group {
                     std::os::unix::fs::chown(&v.host, None, Some(g)).map_err(io)?;
@@ -118,6 +125,29 @@ impl HostMounts {
     }
 }
 
+/// Mounts a tmpfs of `t`'s size at `dir` (the kubelet's options for a memory-backed
+/// emptyDir: `size=<bytes>`, no other limit).
+fn mount_tmpfs(dir: &Path, t: &Tmpfs) -> Result<(), PodError> {
+    let opts = t.size.map(|b| format!("size={b}"));
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        opts.as_deref(),
+    )
+    .map_err(|e| {
+        PodError::io(
+            format!(
+                "cannot mount a tmpfs ({}) on the emptyDir {}",
+                opts.as_deref().unwrap_or("default size"),
+                dir.display()
+            ),
+            e.into(),
+        )
+    })
+}
+
 impl Drop for HostMounts {
     fn drop(&mut self) {
         for p in self.shared.drain(..).rev() {
@@ -128,6 +158,11 @@ impl Drop for HostMounts {
                     break;
                 }
             }
+        }
+        // A tmpfs that was also shared is gone already (the loop above detached every
+        // mount at its path): then this fails, harmlessly.
+        for p in self.tmpfs.drain(..).rev() {
+            let _ = umount2(&p, MntFlags::MNT_DETACH);
         }
     }
 }

@@ -76,8 +76,28 @@ pub(crate) struct VolumePlan {
     pub host: PathBuf,
     /// An `emptyDir` the runner creates (a `hostPath` is used as it is).
     pub empty_dir: bool,
+    /// An `emptyDir` the runner mounts a tmpfs on ([`Tmpfs`]).
+    pub tmpfs: Option<Tmpfs>,
     /// Some container mounts it `Bidirectional`: the host directory is made a shared mount.
     pub shared: bool,
+}
+
+/// A tmpfs for an `emptyDir` with `medium: Memory` or a `sizeLimit`.
+///
+/// `medium: Memory`: "the kubelet mounts a tmpfs (RAM-backed filesystem)", sized by
+/// `sizeLimit` when there is one
+/// (<https://kubernetes.io/docs/concepts/storage/volumes/#emptydir>), so a write past the
+/// limit fails with ENOSPC, as here. A disk-backed `emptyDir` with a `sizeLimit` is NOT
+/// limited that way by a kubelet: the writes succeed and the kubelet evicts the pod when
+/// its usage passes the limit ("the pod is evicted"), a few seconds later (its housekeeping
+/// period). The runner gives it a tmpfs of that size too, which is simpler than the kubelet:
+/// the writer sees ENOSPC at the limit instead of being killed with the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tmpfs {
+    /// `sizeLimit` in bytes; None: the tmpfs's default (half the machine's memory).
+    pub size: Option<u64>,
+    /// `medium: Memory` (the kubelet's own tmpfs), rather than a disk-backed `sizeLimit`.
+    pub memory: bool,
 }
 
 /// Where a container sits in the pod's lifecycle.
@@ -235,6 +255,7 @@ fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
             name: v.name.clone(),
             host: PathBuf::from(&hp.path),
             empty_dir: false,
+            tmpfs: None,
             shared: false,
         });
     }
@@ -251,12 +272,74 @@ fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
             v.name
         )));
     }
+    let tmpfs = match &v.empty_dir {
+        None => None,
+        Some(e) => {
+            let memory = match e.medium.as_deref() {
+                None | Some("") => false,
+                Some("Memory") => true,
+                Some(other) => {
+                    let what = format!("volume {:?}: emptyDir medium {other:?}", v.name);
+                    return Err(invalid(format!(
+                        "{what}; the runner supports \"\" and Memory"
+                    )));
+                }
+            };
+            let size = e
+                .size_limit
+                .as_ref()
+                .map(|q| {
+                    quantity_bytes(&q.0).ok_or_else(|| {
+                        invalid(format!(
+                            "volume {:?}: sizeLimit {:?} is not a quantity (e.g. 4Mi, 100M, 1Gi)",
+                            v.name, q.0
+                        ))
+                    })
+                })
+                .transpose()?;
+            (memory || size.is_some()).then_some(Tmpfs { size, memory })
+        }
+    };
     Ok(VolumePlan {
         name: v.name.clone(),
         host: workdir.join("volumes").join(&v.name),
         empty_dir: true,
+        tmpfs,
         shared: false,
     })
+}
+
+/// The bytes of a Kubernetes quantity (`4Mi`, `100M`, `1.5Gi`, `1e6`, `4096`), rounded up
+/// to a whole byte; None if it is not one, or is negative.
+/// <https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/>
+pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    let bytes = (number * factor).ceil();
+    // An f64 below 2^64 converts exactly to its integer part here (it is already whole).
+    (bytes.is_finite() && (0.0..1.8e19).contains(&bytes)).then_some(bytes as u64)
 }
 
 fn container(
@@ -665,5 +748,56 @@ mod tests {
             Some("")
         );
         assert_eq!(field_ref(&pod, "spec.nodeName"), None);
+    }
+
+    #[test]
+    fn quantities_in_bytes() {
+        assert_eq!(quantity_bytes("4Mi"), Some(4 << 20));
+        assert_eq!(quantity_bytes("100M"), Some(100_000_000));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("1e6"), Some(1_000_000));
+        assert_eq!(quantity_bytes("4096"), Some(4096));
+        assert_eq!(quantity_bytes("1500m"), Some(2));
+        assert_eq!(quantity_bytes("2Ki"), Some(2048));
+        for bad in ["", "Mi", "4 Mi", "4MB", "-1", "x"] {
+            assert_eq!(quantity_bytes(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_dir_with_memory_or_a_size_limit_is_a_tmpfs() {
+        let volume_of = |empty_dir: serde_json::Value| {
+            let v: Volume =
+                serde_json::from_value(serde_json::json!({"name": "v", "emptyDir": empty_dir}))
+                    .unwrap();
+            volume(&v, Path::new("/w"))
+        };
+        let tmpfs = |e| volume_of(e).unwrap().tmpfs;
+        assert_eq!(tmpfs(serde_json::json!({})), None);
+        assert_eq!(
+            tmpfs(serde_json::json!({"medium": "Memory", "sizeLimit": "4Mi"})),
+            Some(Tmpfs {
+                size: Some(4 << 20),
+                memory: true
+            })
+        );
+        assert_eq!(
+            tmpfs(serde_json::json!({"medium": "Memory"})),
+            Some(Tmpfs {
+                size: None,
+                memory: true
+            })
+        );
+        assert_eq!(
+            tmpfs(serde_json::json!({"sizeLimit": "1G"})),
+            Some(Tmpfs {
+                size: Some(1_000_000_000),
+                memory: false
+            })
+        );
+        let err = volume_of(serde_json::json!({"sizeLimit": "lots"})).unwrap_err();
+        assert!(err.to_string().contains("\"lots\""), "{err}");
+        let err = volume_of(serde_json::json!({"medium": "HugePages"})).unwrap_err();
+        assert!(err.to_string().contains("HugePages"), "{err}");
     }
 }
