@@ -1,8 +1,8 @@
-//! The user guide's YAML cannot rot: every fenced ```yaml block of `docs/guide/*.md` is
-//! parsed, and every Pod or Job (Deployment, CronJob, ...) in it goes through the
-//! webhook's own `mutate_pod`, as the API server would send it, and must come out injected
-//! (the agent containers present, the application wrapped when the plan needs it), or
-//! denied with the message the guide shows.
+//! The user guide's YAML cannot rot: every fenced ```yaml block of `docs/guide/*.md` (and
+//! of the README) is parsed, and every Pod or Job (Deployment, CronJob, ...) in it goes
+//! through the webhook's own `mutate_pod`, as the API server would send it, and must come
+//! out injected (the agent containers present, the application wrapped when the plan needs
+//! it), or denied with the message the guide shows.
 //!
 //! HTML comments on the lines just before a block say how to read it:
 //! - `<!-- not-injected -->`: parsed only (manifests, datamon's old pod specs, fragments);
@@ -69,7 +69,7 @@ fn guide_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guide")
 }
 
-/// The guide's pages, sorted.
+/// The guide's pages, sorted, then the README (its example is a Job too).
 fn pages() -> Vec<PathBuf> {
     let dir = guide_dir();
     let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -78,6 +78,7 @@ fn pages() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "md"))
         .collect();
     pages.sort();
+    pages.push(dir.join("../../README.md"));
     pages
 }
 
@@ -268,7 +269,7 @@ fn assert_injected(mutated: &Value, at: &str) -> Value {
 #[test]
 fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
     let pages = pages();
-    assert!(!pages.is_empty(), "docs/guide/ has no page");
+    assert!(pages.len() > 1, "docs/guide/ has no page");
     let settings = WebhookSettings::default();
     let mut injected = 0;
     let mut denied = 0;
