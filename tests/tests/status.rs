@@ -1,0 +1,246 @@
+//! `datamon-agent status` and the progress in the state files (`transfers`), end to end:
+//! the real agent binary as a sidecar and a wrapper (two processes sharing a coordination
+//! directory, as in a pod), a local-directory store, real files. After a run, every
+//! transfer is complete and its counters are the bundles'; while a download runs, the state
+//! file says how far it is. The download is held still, without any timing, by one blob of
+//! the store replaced with a FIFO: the store's read blocks opening it until the test opens
+//! it for writing, and then reads no bytes, so that download fails (a transfer that ends
+//! short of its total).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+
+use datamon_e2e::{noise, read_tree, wait_until, within_deadline, World, MIB};
+use serde_json::Value;
+
+/// A plan (YAML) over the scratch directory `dir`: the input `tables` of the repo `tables`
+/// downloaded to `dir/in`, and, when `output`, the output `result` (`dir/out` to the repo
+/// `results`), all for the sidecar `datamon`.
+fn plan(dir: &Path, output: bool) -> PathBuf {
+    let d = dir.display();
+    let (outputs, mine) = if output {
+        (
+            format!("outputs:\n  - {{name: result, repo: results, path: {d}/out}}\n"),
+            ", outputs: [result]",
+        )
+    } else {
+        (String::new(), "")
+    };
+    let text = format!(
+        "version: 1\n\
+         coordination: {d}/run\n\
+         termination_message: {d}/termination-log\n\
+         inputs:\n  - {{name: tables, repo: tables, path: {d}/in}}\n\
+         {outputs}\
+         sidecars:\n  - {{name: datamon, inputs: [tables]{mine}}}\n\
+         deadlines: {{ready: 60s, start: 60s, upload: 60s, grace: 2s}}\n"
+    );
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(world: &World, args: &[&str]) -> Child {
+    world
+        .agent()
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start datamon-agent")
+}
+
+fn wait(child: Child, what: &str) -> ExitStatus {
+    let what = what.to_string();
+    within_deadline(&what.clone(), move || {
+        let mut child = child;
+        child.wait().unwrap_or_else(|e| panic!("{what}: {e}"))
+    })
+}
+
+/// `status --plan PLAN --output json`.
+fn status_json(world: &World, plan: &Path) -> Value {
+    let p = plan.to_string_lossy();
+    let out = world.ok(&["status", "--plan", &p, "--output", "json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status json {out:?}: {e}"))
+}
+
+/// The participant `name` of a `status --output json`.
+fn participant<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no participant {name} in {status:#}"))
+}
+
+fn count(t: &Value, field: &str) -> u64 {
+    t[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {t:#}"))
+}
+
+fn time(t: &Value, field: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let s = t[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {t:#}"));
+    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{field} {s:?}: {e}"))
+}
+
+/// A finished transfer of `kind` whose counters are all of `files` files of `bytes` bytes.
+fn assert_complete(t: &Value, kind: &str, files: u64, bytes: u64) {
+    assert_eq!(t["kind"], kind, "{t:#}");
+    assert_eq!(count(t, "bytes_total"), bytes, "{t:#}");
+    assert_eq!(count(t, "bytes_done"), bytes, "{t:#}");
+    assert_eq!(count(t, "files_total"), files, "{t:#}");
+    assert_eq!(count(t, "files_done"), files, "{t:#}");
+    assert!(time(t, "started") <= time(t, "finished"), "{t:#}");
+}
+
+#[test]
+fn after_a_run_the_download_and_the_upload_are_complete_in_status() {
+    let world = World::local();
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("part-{i}.bin"), noise(MIB + 1000 * i, i as u64 + 1)))
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    world.seed("tables", &named);
+    world.create_repo("results", "test");
+    let in_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+
+    let dir = world.path("pod");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = plan(&dir, true);
+    let p = plan.to_string_lossy().into_owned();
+    let sidecar = spawn(&world, &["sidecar", "--plan", &p]);
+    // The application writes its output: the input and one more file.
+    let d = dir.display();
+    let script = format!("mkdir -p {d}/out && cp {d}/in/* {d}/out/ && head -c 4321 {d}/in/part-0.bin > {d}/out/extra.bin");
+    let wrapper = spawn(&world, &["wrap", "--plan", &p, "--", "sh", "-c", &script]);
+    assert!(wait(wrapper, "the wrapper").success());
+    assert!(wait(sidecar, "the sidecar").success());
+
+    let status = status_json(&world, &plan);
+    let datamon = participant(&status, "datamon");
+    assert_eq!(datamon["phase"], "done", "{status:#}");
+    let result = datamon["outputs"]["result"].as_str().unwrap().to_string();
+    assert_eq!(world.bundles("results"), std::slice::from_ref(&result));
+    let transfers = datamon["transfers"].as_object().unwrap();
+    assert_eq!(transfers.len(), 2, "{status:#}");
+    assert_complete(&transfers["tables"], "download", 5, in_bytes);
+    // The upload's counters are those of the new bundle's files.
+    let out_files = world.bundle_files("results", &result);
+    let out_bytes: u64 = out_files.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(out_files.len(), 6);
+    assert_eq!(out_bytes, in_bytes + 4321);
+    assert_complete(&transfers["result"], "upload", 6, out_bytes);
+    // The upload came after the download.
+    assert!(time(&transfers["tables"], "finished") <= time(&transfers["result"], "started"));
+    // The application saw the input's bytes.
+    assert_eq!(read_tree(&dir.join("in")), files);
+    // The wrapper has no transfers.
+    assert!(
+        participant(&status, "app").get("transfers").is_none(),
+        "{status:#}"
+    );
+
+    let text = world.ok(&["status", "--plan", &p]);
+    // The transfer's line, not the bundle's (`input tables: bundle ...`).
+    let line = |what: &str| {
+        text.lines()
+            .find(|l| l.contains(what) && !l.contains(": bundle"))
+            .unwrap_or_else(|| panic!("no line with {what:?} in\n{text}"))
+            .to_string()
+    };
+    let download = line("input tables");
+    assert!(
+        download.contains("download  5.0 MiB  5 files  in "),
+        "{download}"
+    );
+    let upload = line("output result");
+    assert!(
+        upload.contains("upload    5.0 MiB  6 files  in "),
+        "{upload}"
+    );
+}
+
+/// Replaces the blob file at `blob` with a FIFO; returns the bytes it held.
+fn fifo_instead_of(blob: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(blob).unwrap();
+    std::fs::remove_file(blob).unwrap();
+    nix::unistd::mkfifo(blob, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    bytes
+}
+
+#[test]
+fn while_a_download_runs_the_state_file_says_how_far_it_is() {
+    let world = World::local();
+    let (a, b) = (noise(3 * MIB, 1), noise(300_001, 2));
+    world.seed("tables", &[("a.bin", a.clone()), ("b.bin", b.clone())]);
+    // b.bin is one leaf: its blob, a FIFO, holds its download still.
+    let blob = world.blob_of_len(b.len(), "b.bin's only leaf");
+    fifo_instead_of(&blob);
+    let total = (a.len() + b.len()) as u64;
+
+    let dir = world.path("pod");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = plan(&dir, false);
+    let p = plan.to_string_lossy().into_owned();
+    let mut sidecar = spawn(&world, &["sidecar", "--plan", &p]);
+    // a.bin arrives, b.bin waits on the FIFO: the state file shows a.bin's bytes done.
+    let running = wait_until("the download's progress in the state file", || {
+        let status = status_json(&world, &plan);
+        let t = participant(&status, "datamon")["transfers"]["tables"].clone();
+        (t.is_object() && t["bytes_done"].as_u64() == Some(a.len() as u64)).then_some(t)
+    });
+    assert_eq!(running["kind"], "download", "{running:#}");
+    assert_eq!(count(&running, "bytes_total"), total, "{running:#}");
+    assert_eq!(count(&running, "files_total"), 2, "{running:#}");
+    assert_eq!(count(&running, "files_done"), 1, "{running:#}");
+    assert!(running.get("finished").is_none(), "{running:#}");
+    let text = world.ok(&["status", "--plan", &p]);
+    assert!(
+        text.contains("input tables  download  3.0 MiB / 3.3 MiB  1 / 2 files  91%"),
+        "{text}"
+    );
+
+    // Let the blocked read go: it opens the FIFO, reads nothing, and the download fails.
+    let code = within_deadline("the sidecar, once the FIFO is opened", {
+        let blob = blob.clone();
+        move || loop {
+            // Opening for writing without blocking succeeds only while a reader waits.
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&blob)
+            {
+                drop(f);
+            }
+            if let Some(status) = sidecar.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    assert_eq!(
+        code,
+        Some(1),
+        "the sidecar fails when its input cannot be read"
+    );
+    let status = status_json(&world, &plan);
+    let datamon = participant(&status, "datamon");
+    assert_eq!(datamon["phase"], "failed", "{status:#}");
+    assert_eq!(datamon["reason"]["code"], "input_failed", "{status:#}");
+    let t = &datamon["transfers"]["tables"];
+    assert!(time(t, "started") <= time(t, "finished"), "{t:#}");
+    assert!(count(t, "bytes_done") < total, "{t:#}");
+    let text = world.ok(&["status", "--plan", &p]);
+    assert!(text.contains("1 / 2 files  stopped after "), "{text}");
+    // Nothing of b.bin was put in place.
+    assert!(!dir.join("in/b.bin").exists());
+}
