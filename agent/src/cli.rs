@@ -122,8 +122,9 @@ pub enum Command {
         #[arg(long, default_value = datamon_plan::DEFAULT_SIDECAR)]
         participant: String,
     },
-    /// Each participant's phase, step, bundles and reason, from the pod's coordination
-    /// directory (`kubectl exec POD -c datamon -- datamon-agent status`).
+    /// Each participant's phase, step, bundles, transfers (bytes and files done of total,
+    /// speed) and reason, from the pod's coordination directory
+    /// (`kubectl exec POD -c datamon -- datamon-agent status`).
     Status {
         /// The plan (for its coordination directory and participants), if the container
         /// has one.
