@@ -58,7 +58,8 @@ fn sh(cmd: &mut Command) {
 
 /// An image that is not ours: Debian's busybox-static as `/bin/busybox` with its applets
 /// linked in `/bin`, `/tmp`, Entrypoint `["/bin/echo", "entrypoint"]` and Cmd `["cmd"]`,
-/// user root; an OCI archive made with umoci and skopeo, once per test process.
+/// user root; an OCI archive made with umoci and skopeo, once per test process, always
+/// with the same digest.
 fn shell_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
@@ -81,20 +82,30 @@ fn shell_image() -> PathBuf {
             ] {
                 std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
             }
+            // The same bytes, times and dates every time: the same image digest, so the
+            // runner's cache of unpacked images keeps one entry for it.
+            sh(Command::new("find")
+                .arg(&root)
+                .args(["-exec", "touch", "-h", "-d", "@0", "{}", "+"]));
             let layout = dir.join("layout");
             let image = format!("{}:app", layout.display());
+            let epoch = "1970-01-01T00:00:00Z";
             sh(Command::new("umoci")
                 .args(["init", "--layout"])
                 .arg(&layout));
             sh(Command::new("umoci").args(["new", "--image", &image]));
             sh(Command::new("umoci")
-                .args(["insert", "--image", &image])
+                .args(["insert", "--history.created", epoch, "--image", &image])
                 .arg(&root)
                 .arg("/"));
             sh(Command::new("umoci").args([
                 "config",
                 "--image",
                 &image,
+                "--created",
+                epoch,
+                "--history.created",
+                epoch,
                 "--config.entrypoint",
                 "/bin/echo",
                 "--config.entrypoint",

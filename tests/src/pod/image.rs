@@ -1,16 +1,28 @@
 //! OCI images for the runner's image mode: an OCI archive (`oci-archive`, as `buildah push`
 //! and scripts/build-images.sh write them) is copied into an OCI layout with `skopeo` and
-//! unpacked with `umoci unpack`, once per archive and process (and kept in a cache directory
-//! keyed by the archive's path, size and modification time, so later test processes reuse
-//! it); its configuration (`Entrypoint`, `Cmd`, `Env`, `User`, `WorkingDir`) and its
-//! `/etc/passwd` and `/etc/group` are read for the plan.
+//! unpacked with `umoci unpack`; its configuration (`Entrypoint`, `Cmd`, `Env`, `User`,
+//! `WorkingDir`) and its `/etc/passwd` and `/etc/group` are read for the plan.
+//!
+//! The unpacked images are kept in a cache shared by every test process,
+//! `$TMPDIR/datamon-pod-images/sha256-<hex>/`, keyed by the image's manifest digest (the
+//! archive's `index.json`), so an archive rebuilt with the same content is not unpacked
+//! again and a changed one never reuses a stale tree. Unpacking, and pruning, happen under an
+//! exclusive `flock` of `datamon-pod-images/.lock`; each process that uses an entry holds a
+//! shared `flock` of its `in-use` file until it exits. After a new entry is unpacked, the
+//! others go if they were unpacked from the same archive path (a rebuilt image) or were last
+//! used more than a day ago, unless some process holds them in use (their root file system
+//! may be the lower layer of a running container's overlay); so do the temporary
+//! directories of unpackers that died.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
 use super::PodError;
@@ -77,8 +89,24 @@ struct Config {
 }
 
 /// Serializes unpacking within the process (two tests asking for the same image unpack it
-/// once).
+/// once), before the cache's lock serializes it between processes.
 static UNPACK: Mutex<()> = Mutex::new(());
+
+/// The shared locks of the cache entries this process uses, held until it exits, and the
+/// entries they are of.
+static IN_USE: Mutex<Vec<(PathBuf, Flock<File>)>> = Mutex::new(Vec::new());
+
+/// An entry not used for this long is pruned when another is unpacked.
+const KEEP_UNUSED: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a process waits for another's unpacking (the agent-postgres image takes about
+/// half a minute on a loaded machine).
+const LOCK_DEADLINE: Duration = Duration::from_secs(600);
+/// Files of a cache entry: the archive it was unpacked from, its marker of completion, the
+/// file whose mtime is its last use, and the file processes lock while they use it.
+const SOURCE: &str = "source";
+const DONE: &str = "done";
+const USED: &str = "used";
+const IN_USE_FILE: &str = "in-use";
 
 /// What to run for the image tools (`skopeo`, `umoci`).
 fn tool(name: &str) -> Result<PathBuf, PodError> {
@@ -109,9 +137,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), PodError> {
 }
 
 impl Image {
-    /// The image of an OCI archive, unpacked now or earlier.
+    /// The image of an OCI archive, unpacked now or earlier (by this or another process).
     pub fn load(archive: &Path) -> Result<Image, PodError> {
-        let meta = std::fs::metadata(archive).map_err(|e| {
+        let archive = archive.canonicalize().map_err(|e| {
             PodError::io(
                 format!(
                     "cannot read the image archive {} (run `just images` (scripts/build-images.sh) first)",
@@ -120,21 +148,172 @@ impl Image {
                 e,
             )
         })?;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        archive
-            .canonicalize()
-            .unwrap_or(archive.into())
-            .hash(&mut h);
-        meta.len().hash(&mut h);
-        meta.modified().ok().hash(&mut h);
-        let dir = std::env::temp_dir()
-            .join("datamon-pod-images")
-            .join(format!("{:016x}", h.finish()));
+        let digest = archive_digest(&archive)?;
+        let root = std::env::temp_dir().join("datamon-pod-images");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| PodError::io(format!("cannot create {}", root.display()), e))?;
+        let dir = root.join(digest.replace(':', "-"));
         let _guard = UNPACK.lock().unwrap_or_else(|p| p.into_inner());
-        if !dir.join("done").exists() {
-            unpack(archive, &dir)?;
+        let _cache = lock_cache(&root)?;
+        if !dir.join(DONE).exists() {
+            unpack(&archive, &dir)?;
+            prune(&root, &dir, &archive);
         }
+        mark_used(&dir)?;
         read(&dir)
+    }
+}
+
+/// The manifest digest (`sha256:<hex>`) of an OCI archive: its `index.json`'s first
+/// manifest, read with `tar` (no unpacking).
+fn archive_digest(archive: &Path) -> Result<String, PodError> {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg("index.json")
+        .output()
+        .map_err(|e| PodError::io("cannot run tar", e))?;
+    let bad = |why: String| {
+        PodError::Image {
+        what: format!(
+            "{} is not an OCI archive ({why}): write it with `buildah push ... oci-archive:` or `skopeo copy ... oci-archive:`",
+            archive.display()
+        ),
+    }
+    };
+    if !out.status.success() {
+        return Err(bad(format!(
+            "tar -xOf ... index.json: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let index: Index =
+        serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("its index.json: {e}")))?;
+    let digest = index
+        .manifests
+        .first()
+        .map(|m| m.digest.clone())
+        .ok_or_else(|| bad("its index.json lists no manifest".into()))?;
+    valid_digest(&digest)
+        .then_some(digest.clone())
+        .ok_or_else(|| bad(format!("manifest digest {digest:?}")))
+}
+
+/// `sha256:` and 64 lowercase hex digits (a digest safe as a directory name).
+fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The cache's exclusive lock, waited for at most [`LOCK_DEADLINE`].
+fn lock_cache(root: &Path) -> Result<Flock<File>, PodError> {
+    let path = root.join(".lock");
+    let deadline = Instant::now() + LOCK_DEADLINE;
+    loop {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PodError::io(format!("cannot open {}", path.display()), e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err((_, e)) => {
+                return Err(PodError::io(
+                    format!(
+                        "cannot lock {} within {LOCK_DEADLINE:?} (another process unpacking an image holds it: see `fuser {}`)",
+                        path.display(),
+                        path.display()
+                    ),
+                    e.into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Records a use of the entry `dir` now, and holds its `in-use` lock (shared) until the
+/// process exits. Called under the cache's lock, so no pruner holds it exclusively.
+fn mark_used(dir: &Path) -> Result<(), PodError> {
+    let io = |p: &Path, e| PodError::io(format!("cannot write {}", p.display()), e);
+    let used = dir.join(USED);
+    File::create(&used)
+        .and_then(|f| f.set_modified(SystemTime::now()))
+        .map_err(|e| io(&used, e))?;
+    let mut held = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    if held.iter().any(|(d, _)| d == dir) {
+        return Ok(());
+    }
+    let path = dir.join(IN_USE_FILE);
+    let file = File::create(&path).map_err(|e| io(&path, e))?;
+    let lock = Flock::lock(file, FlockArg::LockSharedNonblock)
+        .map_err(|(_, e)| PodError::io(format!("cannot lock {}", path.display()), e.into()))?;
+    held.push((dir.to_path_buf(), lock));
+    Ok(())
+}
+
+/// What to do with one directory of the cache, `keep` being the entry just unpacked from
+/// `archive`: whether it goes (before the check that no process uses it).
+fn stale(name: &str, source: Option<&Path>, last_use: SystemTime, archive: &Path) -> bool {
+    if let Some((_, pid)) = name.split_once(".tmp") {
+        // An unpacker's temporary directory: stale once its process is gone.
+        return pid.parse::<i32>().is_ok_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH)
+        });
+    }
+    let old = SystemTime::now()
+        .duration_since(last_use)
+        .is_ok_and(|age| age > KEEP_UNUSED);
+    old || source == Some(archive)
+}
+
+/// Removes the stale entries of the cache (see the module doc), under the cache's lock.
+/// A failure to remove one only leaves it for the next prune: it is said on stderr (the
+/// tests crate has no tracing subscriber; the test harness shows a failed test's stderr).
+fn prune(root: &Path, keep: &Path, archive: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dir == keep || name.starts_with('.') || !dir.is_dir() {
+            continue;
+        }
+        let source = std::fs::read_to_string(dir.join(SOURCE))
+            .ok()
+            .map(PathBuf::from);
+        let last_use = [USED, DONE, ""]
+            .iter()
+            .find_map(|f| {
+                std::fs::metadata(dir.join(f))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if !stale(&name, source.as_deref(), last_use, archive) {
+            continue;
+        }
+        // In use by a live process (its shared lock): left alone.
+        let _unused = match File::open(dir.join(IN_USE_FILE)) {
+            Ok(f) => match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => Some(lock),
+                Err(_) => continue,
+            },
+            Err(_) => None,
+        };
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!(
+                "pod runner: cannot prune the unpacked image {}: {e}",
+                dir.display()
+            );
+        }
     }
 }
 
@@ -168,6 +347,8 @@ fn unpack(archive: &Path, dir: &Path) -> Result<(), PodError> {
             .arg(tmp.join("bundle")),
         &format!("umoci unpack of {}", archive.display()),
     )?;
+    std::fs::write(tmp.join(SOURCE), archive.as_os_str().as_encoded_bytes())
+        .map_err(|e| PodError::io(format!("cannot write {}/{SOURCE}", tmp.display()), e))?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).map_err(|e| {
         PodError::io(
@@ -175,8 +356,8 @@ fn unpack(archive: &Path, dir: &Path) -> Result<(), PodError> {
             e,
         )
     })?;
-    std::fs::write(dir.join("done"), b"")
-        .map_err(|e| PodError::io(format!("cannot write {}/done", dir.display()), e))
+    std::fs::write(dir.join(DONE), b"")
+        .map_err(|e| PodError::io(format!("cannot write {}/{DONE}", dir.display()), e))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, PodError> {
@@ -268,5 +449,42 @@ mod tests {
         );
         let g = parse_accounts("wheel:x:10:a,b\n");
         assert_eq!((g[0].id, g[0].gid), (10, 10));
+    }
+
+    #[test]
+    fn digests_that_name_a_directory() {
+        assert!(valid_digest(&format!("sha256:{}", "ab12".repeat(16))));
+        for bad in [
+            "sha256:../../etc".to_string(),
+            format!("sha256:{}", "AB12".repeat(16)),
+            format!("sha512:{}", "ab12".repeat(16)),
+            "sha256:abc".to_string(),
+        ] {
+            assert!(!valid_digest(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_the_prune_removes() {
+        let now = SystemTime::now();
+        let day_ago = now - KEEP_UNUSED - Duration::from_secs(60);
+        let mine = Path::new("/images/agent.oci.tar");
+        let other = Path::new("/images/webhook.oci.tar");
+        // The same archive, another digest: a rebuilt image.
+        assert!(stale("sha256-1", Some(mine), now, mine));
+        // Another archive's image, used lately: kept; unused for a day: removed.
+        assert!(!stale("sha256-2", Some(other), now, mine));
+        assert!(stale("sha256-2", Some(other), day_ago, mine));
+        // An entry of the older layout (no source): by age only.
+        assert!(!stale("0123456789abcdef", None, now, mine));
+        assert!(stale("0123456789abcdef", None, day_ago, mine));
+        // A temporary directory: kept while its unpacker lives.
+        assert!(!stale(
+            &format!("sha256-3.tmp{}", std::process::id()),
+            None,
+            day_ago,
+            mine
+        ));
+        assert!(stale("sha256-3.tmp2147483646", None, now, mine));
     }
 }
