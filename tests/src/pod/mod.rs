@@ -64,10 +64,34 @@
 //!   `<workdir>/termination/<container>` (mode 0666 in image mode, as the kubelet makes
 //!   it); its first 4096 bytes go into the report. `terminationMessagePolicy` is ignored.
 //! - emptyDirs are 0777 (the kubelet's mode); with the pod's `fsGroup`, owned by that
-//!   group and setgid.
+//!   group and setgid. One with `medium: Memory` is a tmpfs, of `sizeLimit` bytes when it
+//!   has one, as the kubelet mounts it (a write past the limit fails with ENOSPC); one on
+//!   disk with a `sizeLimit` is a tmpfs of that size too, which is simpler than the kubelet:
+//!   the kubelet lets the writes succeed and evicts the pod once its usage passes the limit,
+//!   so there the writer is killed with the pod (phase Failed, reason `Evicted`) instead of
+//!   seeing ENOSPC. `plan::Tmpfs` cites the documentation. A tmpfs is unmounted when the
+//!   pod ends, so its files are gone afterwards, as a memory-backed emptyDir's are.
 //! - logs: stdout and stderr of each container go to `<workdir>/logs/<container>.log`.
 //! - the grace period (`terminationGracePeriodSeconds`, or [`PodRunner::grace`]) is one
 //!   deadline for the whole shutdown: main containers first, then sidecars in reverse order.
+//!
+//! Not modelled at all (a test that depends on one of these needs a cluster):
+//! - eviction of any kind: a disk-backed emptyDir past its `sizeLimit` (see above), a
+//!   container past its `ephemeral-storage` limit, node pressure (memory, disk, PIDs), and
+//!   the pod status's `Evicted` reason;
+//! - resources: no cgroup limits (CPU, memory, PIDs), so no OOM kill, and a memory-backed
+//!   emptyDir is not counted against the pod's memory as the kubelet's cgroup counts it;
+//! - the Job controller (`backoffLimit`, `activeDeadlineSeconds`, `podFailurePolicy`), the
+//!   pod's own `activeDeadlineSeconds`;
+//! - liveness and readiness probes, main containers' startup probes, lifecycle hooks
+//!   (`postStart`, `preStop`), `terminationMessagePolicy: FallbackToLogsOnError`;
+//! - volumes other than emptyDir and hostPath (Secret, ConfigMap, projected, downward
+//!   API, CSI, persistent volume claims): the runner refuses them;
+//! - the pod's network namespace, DNS, Services; `shareProcessNamespace`;
+//! - image pulls and `imagePullPolicy`, seccomp, AppArmor, SELinux, user namespaces
+//!   (image mode, above);
+//! - pod conditions and Events: the report has each container's exit code, signal,
+//!   restarts, termination message and waiting reason, and the pod's phase.
 
 mod image;
 mod mounts;
