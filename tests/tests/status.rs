@@ -17,25 +17,28 @@ use datamon_e2e::{noise, read_tree, wait_until, within_deadline, World, MIB};
 use serde_json::Value;
 
 /// A plan (YAML) over the scratch directory `dir`: the input `tables` of the repo `tables`
-/// downloaded to `dir/in`, and, when `output`, the output `result` (`dir/out` to the repo
-/// `results`), all for the sidecar `datamon`.
-fn plan(dir: &Path, output: bool) -> PathBuf {
+/// downloaded to `dir/in`, and, when `full`, the input `images` of the repo `images`
+/// mounted at `dir/images` and the output `result` (`dir/out` to the repo `results`), all
+/// for the sidecar `datamon`.
+fn plan(dir: &Path, full: bool) -> PathBuf {
     let d = dir.display();
-    let (outputs, mine) = if output {
+    let (more, outputs, mine) = if full {
         (
+            format!("  - {{name: images, repo: images, path: {d}/images, mode: mount}}\n"),
             format!("outputs:\n  - {{name: result, repo: results, path: {d}/out}}\n"),
-            ", outputs: [result]",
+            ", images], outputs: [result",
         )
     } else {
-        (String::new(), "")
+        (String::new(), String::new(), "")
     };
     let text = format!(
         "version: 1\n\
          coordination: {d}/run\n\
          termination_message: {d}/termination-log\n\
          inputs:\n  - {{name: tables, repo: tables, path: {d}/in}}\n\
+         {more}\
          {outputs}\
-         sidecars:\n  - {{name: datamon, inputs: [tables]{mine}}}\n\
+         sidecars:\n  - {{name: datamon, inputs: [tables{mine}]}}\n\
          deadlines: {{ready: 60s, start: 60s, upload: 60s, grace: 2s}}\n"
     );
     let path = dir.join("plan.yaml");
@@ -103,13 +106,18 @@ fn assert_complete(t: &Value, kind: &str, files: u64, bytes: u64) {
 }
 
 #[test]
-fn after_a_run_the_download_and_the_upload_are_complete_in_status() {
+fn after_a_run_the_download_mount_and_upload_are_complete_in_status() {
     let world = World::local();
     let files: Vec<(String, Vec<u8>)> = (0..5)
         .map(|i| (format!("part-{i}.bin"), noise(MIB + 1000 * i, i as u64 + 1)))
         .collect();
     let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     world.seed("tables", &named);
+    let image = noise(2 * MIB + 17, 9);
+    world.seed(
+        "images",
+        &[("x/one.img", image.clone()), ("two.img", b"tiny".to_vec())],
+    );
     world.create_repo("results", "test");
     let in_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
 
@@ -118,9 +126,10 @@ fn after_a_run_the_download_and_the_upload_are_complete_in_status() {
     let plan = plan(&dir, true);
     let p = plan.to_string_lossy().into_owned();
     let sidecar = spawn(&world, &["sidecar", "--plan", &p]);
-    // The application writes its output: the input and one more file.
+    // The application writes its output: the downloaded files and the first 4321 bytes of
+    // a mounted one.
     let d = dir.display();
-    let script = format!("mkdir -p {d}/out && cp {d}/in/* {d}/out/ && head -c 4321 {d}/in/part-0.bin > {d}/out/extra.bin");
+    let script = format!("mkdir -p {d}/out && cp {d}/in/* {d}/out/ && head -c 4321 {d}/images/x/one.img > {d}/out/extra.bin");
     let wrapper = spawn(&world, &["wrap", "--plan", &p, "--", "sh", "-c", &script]);
     assert!(wait(wrapper, "the wrapper").success());
     assert!(wait(sidecar, "the sidecar").success());
@@ -131,13 +140,17 @@ fn after_a_run_the_download_and_the_upload_are_complete_in_status() {
     let result = datamon["outputs"]["result"].as_str().unwrap().to_string();
     assert_eq!(world.bundles("results"), std::slice::from_ref(&result));
     let transfers = datamon["transfers"].as_object().unwrap();
-    assert_eq!(transfers.len(), 2, "{status:#}");
+    assert_eq!(transfers.len(), 3, "{status:#}");
     assert_complete(&transfers["tables"], "download", 5, in_bytes);
+    // The mount's counters are its bundle's, done once it served.
+    assert_complete(&transfers["images"], "mount", 2, image.len() as u64 + 4);
     // The upload's counters are those of the new bundle's files.
     let out_files = world.bundle_files("results", &result);
     let out_bytes: u64 = out_files.iter().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(out_files.len(), 6);
     assert_eq!(out_bytes, in_bytes + 4321);
+    let extra = out_files.iter().find(|(n, _)| n == "extra.bin").unwrap();
+    assert_eq!(extra.1, image[..4321], "the app read the mounted bytes");
     assert_complete(&transfers["result"], "upload", 6, out_bytes);
     // The upload came after the download.
     assert!(time(&transfers["tables"], "finished") <= time(&transfers["result"], "started"));
@@ -162,6 +175,8 @@ fn after_a_run_the_download_and_the_upload_are_complete_in_status() {
         download.contains("download  5.0 MiB  5 files  in "),
         "{download}"
     );
+    let mount = line("input images");
+    assert!(mount.contains("mount     2.0 MiB  2 files  in "), "{mount}");
     let upload = line("output result");
     assert!(
         upload.contains("upload    5.0 MiB  6 files  in "),
