@@ -191,9 +191,10 @@ fn env_names(c: &Value) -> Vec<&str> {
 }
 
 /// Checks that `mutated` (the pod after the patch) is injected: the webhook's mark, an
-/// agent container with the plan, and each application container the plan has a wrapper
-/// for running `datamon-agent wrap`. Returns the plan.
-fn assert_injected(mutated: &Value, at: &str) -> Value {
+/// agent container with the plan, laid out as `native` says (a native sidecar, or a
+/// container after the application's; a plain init container for a download-only plan),
+/// and each application container the plan has a wrapper for running `datamon-agent wrap`.
+fn assert_injected(mutated: &Value, native: bool, at: &str) {
     assert_eq!(
         mutated["metadata"]["annotations"]["datamon.io/status"], "injected",
         "{at}: no datamon.io/status mark:\n{mutated:#}"
@@ -208,28 +209,30 @@ fn assert_injected(mutated: &Value, at: &str) -> Value {
         .chain(&containers)
         .find(|c| is_agent(c))
         .unwrap_or_else(|| panic!("{at}: no agent container (args: [sidecar, ...]):\n{mutated:#}"));
-    assert!(
-        env_names(agent).contains(&"DATAMON_PLAN"),
-        "{at}: the agent has no DATAMON_PLAN"
-    );
-    let plan: Value = serde_json::from_str(
-        agent["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == "DATAMON_PLAN")
-            .unwrap()["value"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let download_only = plan["outputs"].as_array().is_none_or(Vec::is_empty)
-        && plan["databases"].as_array().is_none_or(Vec::is_empty)
+    let plan_text = agent["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "DATAMON_PLAN")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("{at}: the agent has no DATAMON_PLAN"));
+    let plan: Value = serde_json::from_str(plan_text).unwrap();
+    let none = |k: &str| plan[k].as_array().is_none_or(Vec::is_empty);
+    let download_only = none("outputs")
+        && none("databases")
         && plan["inputs"]
             .as_array()
             .into_iter()
             .flatten()
             .all(|i| i["mode"] != "mount");
+    let in_init = init.iter().any(&is_agent);
+    let restarts = agent["restartPolicy"] == "Always";
+    let (laid_out, expected) = match (download_only, native) {
+        (true, _) => (in_init && !restarts, "a plain init container"),
+        (false, true) => (in_init && restarts, "a native sidecar"),
+        (false, false) => (!in_init, "a container after the application's"),
+    };
+    assert!(laid_out, "{at}: the agent is not {expected}:\n{mutated:#}");
     let wrapped: Vec<&Value> = containers
         .iter()
         .filter(|c| !is_agent(c) && env_names(c).contains(&"DATAMON_PLAN"))
@@ -239,7 +242,7 @@ fn assert_injected(mutated: &Value, at: &str) -> Value {
             wrapped.is_empty(),
             "{at}: a download-only plan wraps nothing"
         );
-        return plan;
+        return;
     }
     assert!(
         init.iter().any(|c| c["args"][0] == "install"),
@@ -263,14 +266,32 @@ fn assert_injected(mutated: &Value, at: &str) -> Value {
             c["name"]
         );
     }
-    plan
+}
+
+/// Whether the agent of `pod` should be a native sidecar on a cluster that does
+/// (`supported`) or does not run them: `datamon.io/native-sidecar` of the pod, else of the
+/// namespace, else the cluster.
+fn expect_native(pod: &Value, namespace: &NamespaceDefaults, supported: bool) -> bool {
+    let key = "datamon.io/native-sidecar";
+    let mode = pod["metadata"]["annotations"][key]
+        .as_str()
+        .or(namespace.annotations.get(key).map(String::as_str));
+    match mode {
+        Some("on" | "true") => true,
+        Some("off" | "false") => false,
+        _ => supported,
+    }
 }
 
 #[test]
 fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
     let pages = pages();
     assert!(pages.len() > 1, "docs/guide/ has no page");
-    let settings = WebhookSettings::default();
+    // Each example on a cluster with native sidecars (1.29+) and on one without.
+    let clusters = [true, false].map(|native| WebhookSettings {
+        native_sidecars_supported: native,
+        ..WebhookSettings::default()
+    });
     let mut injected = 0;
     let mut denied = 0;
     let mut parsed_only = 0;
@@ -294,13 +315,18 @@ fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
                 "{}: no Pod, Job or other pod template in it: mark it <!-- not-injected --> if it is not meant for the webhook",
                 block.at
             );
-            for pod in pods {
-                let verdict = mutate_pod(&pod, &namespace, &settings);
+            let runs = pods
+                .iter()
+                .flat_map(|p| clusters.iter().map(move |c| (p, c)));
+            for (pod, settings) in runs {
+                let verdict = mutate_pod(pod, &namespace, settings);
                 match (block.mark("denied"), verdict) {
                     (None, Verdict::Patch(patch)) => {
                         let mut mutated = pod.clone();
                         json_patch::patch(&mut mutated, &patch).unwrap();
-                        assert_injected(&mutated, &block.at);
+                        let supported = settings.native_sidecars_supported;
+                        let native = expect_native(pod, &namespace, supported);
+                        assert_injected(&mutated, native, &block.at);
                         let keys = pod["metadata"]["annotations"]
                             .as_object()
                             .into_iter()
@@ -328,7 +354,7 @@ fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
             }
         }
     }
-    eprintln!("guide: {injected} pods injected, {denied} denied, {parsed_only} blocks parsed only");
+    eprintln!("guide, on clusters with and without native sidecars: {injected} injected, {denied} denied; {parsed_only} blocks parsed only");
     assert!(injected > 0, "the guide has no injected example");
     let missing: Vec<&str> = ANNOTATIONS
         .iter()
