@@ -6,7 +6,8 @@
 # target/images/datamon-agent-<version>.oci.tar and a busybox image, each container a
 # `runc run` over a fresh overlay). Measured from PodRunner::start to the application's
 # first command (a file it touches); the median of BENCH_POD_RUNS (default 5) pods of each
-# mode after one warm-up pod each (the first image-mode pod unpacks the archives).
+# mode after one warm-up pod each (the first image-mode pod may unpack the archives: the
+# runner keeps them unpacked across runs, keyed by digest, in $TMPDIR/datamon-pod-images).
 # Prints both medians and the ratio images / host (1.0: no cost for the images). The host
 # mode's agent is the debug build next to the tests (target/debug), the image's the release
 # musl build: the difference in the agent's own speed is small next to a 1 MiB download.
@@ -16,6 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 archive="target/images/datamon-agent-$version.oci.tar"
+if [ "$(id -u)" != 0 ]; then
+  echo "bench-pod needs root (runc, mounts): run it as root" >&2
+  exit 1
+fi
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || {
+  echo "runc is missing: apt-get install runc umoci skopeo" >&2
+  exit 1
+}
 if [ ! -f "$archive" ]; then
   echo "$archive is missing: run \`just images\` (scripts/build-images.sh) first" >&2
   exit 1
