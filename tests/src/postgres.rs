@@ -345,7 +345,17 @@ pub fn old_datamon_bundle(dir: &Path) {
 /// Copies the regular files under `from` to `to`, creating only the directories they
 /// need (a bundle keeps no empty directory).
 pub fn copy_files_only(from: &Path, to: &Path) {
-    let mut stack = vec![from.to_path_buf()];
+    for f in regular_files(from) {
+        let dest = to.join(f.strip_prefix(from).expect("under from"));
+        std::fs::create_dir_all(dest.parent().expect("a parent")).expect("mkdir");
+        std::fs::copy(&f, &dest).expect("copy");
+    }
+}
+
+/// The regular files under `root` (at any depth).
+pub fn regular_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("read_dir") {
             let e = e.expect("entry");
@@ -353,12 +363,11 @@ pub fn copy_files_only(from: &Path, to: &Path) {
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
-                let dest = to.join(e.path().strip_prefix(from).expect("under from"));
-                std::fs::create_dir_all(dest.parent().expect("a parent")).expect("mkdir");
-                std::fs::copy(e.path(), &dest).expect("copy");
+                out.push(e.path());
             }
         }
     }
+    out
 }
 
 /// The directories a stopped cluster of `major` has empty, which a files-only bundle
@@ -383,4 +392,79 @@ pub fn skeleton(major: u32) -> Vec<&'static str> {
         dirs.push("pg_wal/summaries");
     }
     dirs
+}
+
+/// A tmpfs of a fixed size mounted at a directory (created, 0755: the server account
+/// traverses it), unmounted when dropped: a disk that fills up. Needs root.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, like "8m") at `dir`.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "mounting a tmpfs needs root"
+        );
+        std::fs::create_dir_all(dir).expect("mkdir the tmpfs mount point");
+        let mut c = Command::new("mount");
+        c.args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0755"),
+            "tmpfs",
+        ])
+        .arg(dir);
+        run_ok(c, &format!("mount a tmpfs of {size} at {}", dir.display()));
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Mounts a tmpfs at the existing directory `dir` holding what `dir` held, with
+    /// `spare` bytes free beyond it.
+    pub fn mount_keeping(dir: &Path, spare: u64) -> Tmpfs {
+        let keep = tempdir();
+        let copy = |from: &Path, to: &Path| {
+            let mut c = Command::new("cp");
+            c.arg("-a").arg(from.join(".")).arg(to);
+            run_ok(c, &format!("cp -a {} {}", from.display(), to.display()));
+        };
+        copy(dir, keep.path());
+        let used = tree_bytes(dir);
+        let disk = Tmpfs::mount(dir, &(used + spare).to_string());
+        copy(keep.path(), dir);
+        disk
+    }
+
+    /// Gives it another size, keeping its files (`mount -o remount,size=`).
+    pub fn resize(&self, size: &str) {
+        let mut c = Command::new("mount");
+        c.args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir);
+        run_ok(c, &format!("resize the tmpfs at {}", self.dir.display()));
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.dir).expect("statvfs");
+        s.blocks_available() * s.fragment_size()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a server killed with its test may still hold a file there.
+        let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
+    }
+}
+
+/// Bytes of the regular files under `dir`.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    regular_files(dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("metadata").len())
+        .sum()
 }

@@ -75,6 +75,31 @@ fn psql_cmd(port: u16, role: &str, db: &str, sql: &str) -> String {
     )
 }
 
+/// Runs `plan` as `run` with an application that runs `sql` as the superuser on `port` to
+/// database `db`, with the password the sidecar generated for database `name` (read from
+/// its socket directory): how it ended, and what the query printed (trimmed; empty if it
+/// did not run).
+fn run_as_superuser(
+    world: &World,
+    run_name: &str,
+    plan: &Value,
+    (name, port): (&str, u16),
+    db: &str,
+    sql: &str,
+) -> (Ended, String) {
+    let sock = world.path(&format!("{run_name}/run/postgres/{name}"));
+    let seen = world.path(&format!("{run_name}-seen.txt"));
+    let script = format!(
+        "export PW_{port}=$(cat {}/password) && {} > {}",
+        sock.display(),
+        psql_cmd(port, "postgres", db, sql),
+        seen.display()
+    );
+    let e = run(world, run_name, plan, &[], &script);
+    let out = std::fs::read_to_string(&seen).unwrap_or_default();
+    (e, out.trim().to_string())
+}
+
 /// One run of a plan: the sidecar and the wrapped application.
 struct Run {
     coordination: PathBuf,
@@ -338,22 +363,10 @@ fn a_new_cluster_gets_its_database_and_a_generated_password() {
     let port = free_port();
     let plan = json!({"databases": [database(&world, "scratch", port, json!({}))]});
     let sock = world.path("run/run/postgres/scratch");
-    let seen = world.path("seen.txt");
     // The application reads the generated password from the socket directory.
-    let script = format!(
-        "export PW_{port}=$(cat {sock}/password) && {} > {seen}",
-        psql_cmd(
-            port,
-            "postgres",
-            "scratch",
-            "create table x (i int); insert into x values (7); select current_database(), sum(i) from x"
-        ),
-        sock = sock.display(),
-        seen = seen.display(),
-    );
-    let e = run(&world, "run", &plan, &[], &script);
+    let (e, seen) = run_as_superuser(&world, "run", &plan, ("scratch", port), "scratch", "create table x (i int); insert into x values (7); select current_database(), sum(i) from x");
     assert_ok(&e);
-    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "scratch|7");
+    assert_eq!(seen, "scratch|7");
     let mode = std::fs::metadata(sock.join("password"))
         .unwrap()
         .permissions()
@@ -574,28 +587,19 @@ fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
         "source": {"repo": "pg", "bundle": old},
         "output": {"repo": "pg", "message": "nightly"},
     }))]});
-    let seen = world.path("seen.txt");
     let rows = pg::OLD_ROWS_BEFORE_CHECKPOINT + pg::OLD_ROWS_AFTER_CHECKPOINT;
     // The old cluster's table belongs to the superuser, the default owner: the
     // application reads it with the generated password, over TCP.
-    let sock = world.path("run/run/postgres/warehouse");
-    let script = format!(
-        "export PW_{port}=$(cat {}/password) && {} > {}",
-        sock.display(),
-        psql_cmd(
-            port,
-            "postgres",
-            "postgres",
-            "select current_setting('server_version_num')::int / 10000, count(*) from t"
-        ),
-        seen.display()
+    let (e, seen) = run_as_superuser(
+        &world,
+        "run",
+        &plan,
+        ("warehouse", port),
+        "postgres",
+        "select current_setting('server_version_num')::int / 10000, count(*) from t",
     );
-    let e = run(&world, "run", &plan, &[], &script);
     assert_ok(&e);
-    assert_eq!(
-        std::fs::read_to_string(&seen).unwrap().trim(),
-        format!("18|{rows}")
-    );
+    assert_eq!(seen, format!("18|{rows}"));
     let new = e.sidecar["outputs"]["warehouse"]
         .as_str()
         .unwrap()
@@ -618,19 +622,16 @@ fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
     let plan = json!({"databases": [database(&world, "warehouse", port, json!({
         "source": {"repo": "pg", "bundle": new},
     }))]});
-    let sock = world.path("again/run/postgres/warehouse");
-    let script = format!(
-        "export PW_{port}=$(cat {}/password) && {} > {}",
-        sock.display(),
-        psql_cmd(port, "postgres", "postgres", "select count(*) from t"),
-        seen.display()
+    let (e, seen) = run_as_superuser(
+        &world,
+        "again",
+        &plan,
+        ("warehouse", port),
+        "postgres",
+        "select count(*) from t",
     );
-    let e = run(&world, "again", &plan, &[], &script);
     assert_ok(&e);
-    assert_eq!(
-        std::fs::read_to_string(&seen).unwrap().trim(),
-        rows.to_string()
-    );
+    assert_eq!(seen, rows.to_string());
 }
 
 #[test]
@@ -643,22 +644,16 @@ fn a_postgresql_14_bundle_is_upgraded_to_18_and_a_newer_one_is_refused() {
         "source": {"repo": "pg", "bundle": old},
         "output": {"repo": "pg", "message": "upgraded"},
     }))]});
-    let sock = world.path("run/run/postgres/warehouse");
-    let seen = world.path("seen.txt");
-    let script = format!(
-        "export PW_{port}=$(cat {}/password) && {} > {}",
-        sock.display(),
-        psql_cmd(
-            port,
-            "postgres",
-            "postgres",
-            "select count(*), min(h -> 'k') from t"
-        ),
-        seen.display()
+    let (e, seen) = run_as_superuser(
+        &world,
+        "run",
+        &plan,
+        ("warehouse", port),
+        "postgres",
+        "select count(*), min(h -> 'k') from t",
     );
-    let e = run(&world, "run", &plan, &[], &script);
     assert_ok(&e);
-    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "2000|v");
+    assert_eq!(seen, "2000|v");
     let new = e.sidecar["outputs"]["warehouse"]
         .as_str()
         .unwrap()
@@ -725,4 +720,118 @@ fn sigterm_during_the_save_does_not_stop_it() {
         "label", "get", "--repo", "pg", "--label", "saved", "--output", "json",
     ]);
     assert!(label.contains(id), "{label}");
+}
+
+#[test]
+fn a_disk_too_small_for_the_bundle_fails_naming_the_directory_and_a_bigger_one_restores_it() {
+    let world = world();
+    let files = clean_cluster_files(&world, "files", 18, 3);
+    upload_data_dir(&world, "pg", &files);
+    // The database's directory on a disk smaller than the bundle (an empty PostgreSQL 18
+    // cluster is ~40 MB).
+    let dir = world.path("pg/warehouse");
+    let disk = pg::Tmpfs::mount(&dir, "8m");
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg"},
+    }))]});
+    let e = run(&world, "small", &plan, &[], "echo the app ran");
+    let m = assert_failed_before_app(&e, "database_failed");
+    assert!(
+        m.contains("database warehouse")
+            && m.contains(&dir.display().to_string())
+            && m.to_lowercase().contains("no space left")
+            && m.contains("sizeLimit")
+            && m.contains("`dir`"),
+        "{m}"
+    );
+    assert!(!e.logs.contains("the app ran"));
+    // Nothing half-restored is left to be taken for a data directory.
+    for left in ["data", "data.new", "m"] {
+        assert!(
+            !dir.join(left).exists(),
+            "{left} left behind in {}",
+            dir.display()
+        );
+    }
+    // The same directory with room enough: the next pod restores it.
+    disk.resize("256m");
+    let (e, seen) = run_as_superuser(
+        &world,
+        "big",
+        &plan,
+        ("warehouse", port),
+        "postgres",
+        "select count(*) from t",
+    );
+    assert_ok(&e);
+    assert_eq!(seen, "3");
+}
+
+#[test]
+fn a_store_that_fills_up_during_the_save_keeps_the_old_bundle_and_label() {
+    let world = world();
+    world.create_repo("pg", "warehouse");
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "output": {"repo": "pg", "label": "current"},
+    }))]});
+    let sql = "create table t as select 1 as i";
+    let (e, _) = run_as_superuser(
+        &world,
+        "first",
+        &plan,
+        ("warehouse", port),
+        "warehouse",
+        sql,
+    );
+    assert_ok(&e);
+    let old = e.sidecar["outputs"]["warehouse"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The store's blob bucket (a local directory store) moved onto a disk with 8 MiB to
+    // spare, then the application writes ~40 MB of rows that do not compress.
+    let blob = world.buckets.join("dev-blob");
+    let _disk = pg::Tmpfs::mount_keeping(&blob, 8 * 1024 * 1024);
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg", "label": "current"},
+        "output": {"repo": "pg", "label": "current"},
+    }))]});
+    let sql = "create table big as select g, md5(random()::text) || md5(random()::text) as s from generate_series(1, 400000) g";
+    let (e, _) = run_as_superuser(
+        &world,
+        "second",
+        &plan,
+        ("warehouse", port),
+        "warehouse",
+        sql,
+    );
+    assert_eq!(e.sidecar_code, Some(1), "{}\n{}", e.sidecar, e.logs);
+    let (code, m) = e.reason("datamon");
+    assert_eq!(code, "database_save_failed", "{m}\n{}", e.logs);
+    assert!(
+        m.contains("database warehouse")
+            && m.contains("no space left in the store of repo pg")
+            && m.contains(&blob.display().to_string())
+            && m.contains("nothing was committed")
+            && m.contains("larger volume"),
+        "{m}"
+    );
+    assert_eq!(
+        world.bundles("pg"),
+        vec![old.clone()],
+        "a bundle was committed"
+    );
+    let label = world.ok(&[
+        "label", "get", "--repo", "pg", "--label", "current", "--output", "json",
+    ]);
+    assert!(label.contains(&old), "{label}");
+    // The termination message (the pod's status) says so.
+    let term = std::fs::read_to_string(world.path("second/termination-log")).unwrap();
+    assert!(
+        term.contains("database warehouse")
+            && term.contains("no space left in the store of repo pg"),
+        "{term}"
+    );
 }

@@ -24,6 +24,22 @@ pub(crate) mod server;
 
 use std::path::PathBuf;
 
+/// Whether `e` or an error in its chain says the disk is full: an I/O error ENOSPC, or a
+/// program's or server's output quoting it ("No space left on device").
+pub(crate) fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let io_full = c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull);
+        if io_full || c.to_string().contains("No space left on device") {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Why a database could not be restored, served or saved; the sidecar names the database
 /// before it.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +134,27 @@ pub(crate) enum DatabaseError {
         state: String,
         /// The log's last lines.
         tail: String,
+    },
+    /// The disk of the database's directory filled up while it was restored (the partial
+    /// copy is removed).
+    #[error("no space left on the disk of {dir}{detail}: give the database more room (a bigger emptyDir `sizeLimit` or volume, or the plan's `dir` on a larger one); what was restored so far is removed, the next attempt starts afresh")]
+    NoSpace {
+        /// The database's directory.
+        dir: PathBuf,
+        /// What was needed and free, when known (" (the bundle holds 40 MiB, 7.9 MiB free)").
+        detail: String,
+        /// The step that failed, when the disk filled during one.
+        #[source]
+        source: Option<Box<DatabaseError>>,
+    },
+    /// A disk filled up while the database was saved (nothing was committed).
+    #[error("no space left {place} while saving: nothing was committed (no new bundle; a label still names the bundle it named before): free space there or give it a larger volume, then run the job again")]
+    SaveNoSpace {
+        /// Where: "in the store of repo pg", "on the disk of <data dir>".
+        place: String,
+        /// The step that failed.
+        #[source]
+        source: Box<DatabaseError>,
     },
     /// The upload failed (nothing was committed).
     #[error("cannot save the data directory to repo {repo}")]

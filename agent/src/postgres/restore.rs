@@ -140,20 +140,73 @@ pub(crate) fn server_build<'a>(
     })
 }
 
-/// Restores, starts and readies `db`.
+/// Restores, starts and readies `db`. On a failure nothing half-restored is left (the
+/// data directory, a migration's cluster and scratch are removed; the server's log in
+/// `<dir>/conf` stays), and a full disk is said as such, naming the directory.
 pub(crate) async fn restore(db: &Database, cx: &Context<'_>) -> Result<Served, DatabaseError> {
+    let paths = Paths::of(db, cx.coordination);
+    let err = match restore_in(db, &paths, cx).await {
+        Ok(served) => return Ok(served),
+        Err(e) => e,
+    };
+    // The server, if one was started, was killed when dropped with the failed attempt.
+    for d in [&paths.data, &paths.migrated, &paths.scratch] {
+        if let Err(e) = remove_dir_if_present(d) {
+            tracing::warn!(database = %db.name, error = %datamon_edge::chain(&e), "cannot remove what the failed restore left");
+        }
+    }
+    Err(match err {
+        e @ DatabaseError::NoSpace { .. } => e,
+        e if super::is_no_space(&e) => DatabaseError::NoSpace {
+            dir: paths.dir.clone(),
+            detail: String::new(),
+            source: Some(Box::new(e)),
+        },
+        e => e,
+    })
+}
+
+/// The bytes free for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, DatabaseError> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(|e| DatabaseError::Io {
+        op: "read the free space of",
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(s.blocks_available().saturating_mul(s.fragment_size()))
+}
+
+/// Fails, before anything is written, when a bundle of `total` bytes cannot fit in `dir`.
+fn check_room(dir: &Path, total: u64) -> Result<(), DatabaseError> {
+    let free = free_bytes(dir)?;
+    if free < total {
+        return Err(DatabaseError::NoSpace {
+            dir: dir.to_path_buf(),
+            detail: format!(" (the bundle holds {}, {} free)", human(total), human(free)),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+/// [`restore`] itself.
+async fn restore_in(
+    db: &Database,
+    paths: &Paths,
+    cx: &Context<'_>,
+) -> Result<Served, DatabaseError> {
     let name = &db.name;
     let (password, generated) = owner_password(db)?;
     let build = server_build(db, cx.installed)?.clone();
     super::server::check_port_free(db.port)?;
-    let paths = Paths::of(db, cx.coordination);
+    let paths = paths.clone();
     fresh_dirs(&paths)?;
     own_socket_dir(&paths.socket_dir, cx.account)?;
     let mut source_bundle = None;
     let mut migration = None;
     match &db.source {
         Some(src) => {
-            let id = fetch(db, src, &paths.data, cx).await?;
+            let id = fetch(db, src, &paths, cx).await?;
             let major = control::data_major(&paths.data).map_err(|e| match e {
                 control::ControlError::NotDataDir(_) => DatabaseError::NotDataDir {
                     repo: src.repo.clone(),
@@ -221,20 +274,23 @@ pub(crate) async fn restore(db: &Database, cx: &Context<'_>) -> Result<Served, D
     })
 }
 
+/// Removes the directory `d` and what it holds, if it is there.
+fn remove_dir_if_present(d: &Path) -> Result<(), DatabaseError> {
+    match std::fs::remove_dir_all(d) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DatabaseError::Io {
+            op: "remove the earlier",
+            path: d.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Removes what an earlier attempt left (a data directory a server may have changed), and
 /// creates the database's and the socket's directories.
 fn fresh_dirs(paths: &Paths) -> Result<(), DatabaseError> {
     for d in [&paths.data, &paths.migrated, &paths.scratch] {
-        match std::fs::remove_dir_all(d) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(DatabaseError::Io {
-                    op: "remove the earlier",
-                    path: d.clone(),
-                    source: e,
-                })
-            }
-            _ => {}
-        }
+        remove_dir_if_present(d)?;
     }
     for d in [&paths.dir, &paths.socket_dir] {
         std::fs::create_dir_all(d).map_err(|source| DatabaseError::Io {
@@ -263,14 +319,15 @@ fn own_socket_dir(dir: &Path, account: &Account) -> Result<(), DatabaseError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod"))
 }
 
-/// Downloads the source bundle into `data` (verified, as inputs are), telling how far it
-/// is; the bundle's id.
+/// Downloads the source bundle into the data directory (verified, as inputs are), once
+/// its size is known to fit, telling how far it is; the bundle's id.
 async fn fetch(
     db: &Database,
     src: &DatabaseSource,
-    data: &Path,
+    paths: &Paths,
     cx: &Context<'_>,
 ) -> Result<String, DatabaseError> {
+    let data = &paths.data;
     let bundle = BundleRef::from_flags(src.bundle.clone(), src.label.clone());
     let download_err = |source| DatabaseError::Download {
         repo: src.repo.clone(),
@@ -285,6 +342,7 @@ async fn fetch(
         .iter()
         .map(|e| e.size)
         .sum();
+    check_room(&paths.dir, total)?;
     std::fs::create_dir_all(data).map_err(|source| DatabaseError::Io {
         op: "create",
         path: data.to_path_buf(),

@@ -51,11 +51,30 @@ pub(crate) fn bundle_message(message: &str, migration: Option<&Migration>) -> St
     }
 }
 
-/// Saves `served` as a new bundle; its id.
+/// Saves `served` as a new bundle; its id. A full disk (the store's, or the data
+/// directory's) is said as such.
 pub(crate) async fn save(
     served: &mut Served,
     req: &SaveRequest<'_>,
 ) -> Result<String, DatabaseError> {
+    let data = served.paths.data.clone();
+    save_in(served, req).await.map_err(|e| {
+        if !super::is_no_space(&e) {
+            return e;
+        }
+        let place = match &e {
+            DatabaseError::Upload { repo, .. } => format!("in the store of repo {repo}"),
+            _ => format!("on the disk of {}", data.display()),
+        };
+        DatabaseError::SaveNoSpace {
+            place,
+            source: Box::new(e),
+        }
+    })
+}
+
+/// [`save`] itself.
+async fn save_in(served: &mut Served, req: &SaveRequest<'_>) -> Result<String, DatabaseError> {
     let name = served.db.name.clone();
     (req.tell)(format!(
         "saving database {name}: ending the application's sessions, checkpoint, shutdown"
