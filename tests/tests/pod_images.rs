@@ -648,7 +648,9 @@ fn fault_a_corrupt_leaf_fails_the_input_before_the_app_and_leaves_no_file() {
             &["big.bin", "corrupt"],
         );
         // No half file in place: neither big.bin nor a temporary file of the download.
-        let left: Vec<String> = datamon_e2e::list_files(&s.pod.join("volumes").join(&volume))
+        let input_dir = s.pod.join("volumes").join(&volume);
+        assert!(input_dir.is_dir(), "{}", input_dir.display());
+        let left: Vec<String> = datamon_e2e::list_files(&input_dir)
             .iter()
             .map(|f| f.display().to_string())
             .filter(|f| f.contains("big.bin") || f.contains("partial"))
