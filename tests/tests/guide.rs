@@ -370,3 +370,45 @@ fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
         "annotations without an injected example in the guide: {missing:?}"
     );
 }
+
+/// The variants of the agent's `ReasonCode` (read from its source, `snake_case` as they are
+/// serialized): the codes a termination message can carry.
+fn reason_codes() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/runtime/state.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body = text
+        .split_once("pub enum ReasonCode {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(body, _)| body)
+        .unwrap_or_else(|| panic!("{}: no `pub enum ReasonCode`", path.display()));
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let variant = l.trim_end_matches(',');
+            let mut code = String::new();
+            for (i, ch) in variant.chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    code.push('_');
+                }
+                code.push(ch.to_ascii_lowercase());
+            }
+            code
+        })
+        .collect()
+}
+
+#[test]
+fn every_reason_code_has_a_row_in_the_troubleshooting_page() {
+    let codes = reason_codes();
+    assert!(codes.len() > 10, "too few reason codes read: {codes:?}");
+    let page = std::fs::read_to_string(guide_dir().join("troubleshoot.md")).unwrap();
+    let missing: Vec<&String> = codes
+        .iter()
+        .filter(|c| !page.lines().any(|l| l.starts_with(&format!("| `{c}` |"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reason codes without a row in docs/guide/troubleshoot.md: {missing:?}"
+    );
+}
