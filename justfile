@@ -19,10 +19,9 @@ golden:
     UPDATE_GOLDEN=1 cargo test -p datamon-webhook --test golden
     git status --short webhook/tests/golden
 
-# The whole flow on a local-directory store: context, repo, upload, label, download, verify.
-demo:
-    cargo build --workspace --release
-    bash scripts/demo.sh target/release
+# The whole system on this machine (root): builds the workspace and the images, then a store, the webhook over HTTPS, a Job's pod from the images with its timeline, and two failures.
+demo *ARGS:
+    bash scripts/demo.sh {{ARGS}}
 
 # Every benchmark (bench-store, -mount, -runtime, -webhook), as ratios against baselines measured in the same run.
 bench:
