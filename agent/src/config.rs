@@ -69,6 +69,8 @@ pub struct Settings {
     pub cache_mib: u64,
     /// The PostgreSQL servers of the data plan's databases.
     pub postgres: PostgresSettings,
+    /// Kubernetes Events at each participant's end (`events:`, `DATAMON_EVENTS__<FIELD>`).
+    pub events: crate::events::EventsSettings,
 }
 
 /// Settings of the PostgreSQL servers (`postgres:` in the file, `DATAMON_POSTGRES__<FIELD>`).
@@ -201,6 +203,7 @@ impl Default for Settings {
             cache_dir: None,
             cache_mib: DEFAULT_CACHE_MIB,
             postgres: PostgresSettings::default(),
+            events: crate::events::EventsSettings::default(),
         }
     }
 }
@@ -311,6 +314,7 @@ impl Settings {
             BucketUrl::parse(c).map_err(|e| invalid("config", &e.to_string()))?;
         }
         self.postgres.validate()?;
+        self.events.validate()?;
         if let Some(ep) = &self.s3_endpoint {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return Err(invalid("s3_endpoint", "must be an http:// or https:// URL"));

@@ -17,6 +17,7 @@
 //!   offers;
 //! - `mount`: a bundle served read-only through FUSE;
 //! - `runtime`: the sidecar runtime: a pod's data plan carried out around its application;
+//!   `events`: the Kubernetes Events it posts at each participant's end (opt-in);
 //! - `config` and [`cli`]: settings (defaults < file < env < flags) and the command line.
 //!
 //! Error chains, the logging setup and the usage exit code come from `datamon-edge`, which
@@ -31,6 +32,7 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod destination;
 pub mod error;
+pub(crate) mod events;
 pub(crate) mod gcs;
 pub(crate) mod label;
 pub(crate) mod model;

@@ -1,5 +1,6 @@
 //! How a participant's end is told: its exit code, and a short JSON summary in the
-//! container's termination message file (Kubernetes shows it in the pod's status).
+//! container's termination message file (Kubernetes shows it in the pod's status), and, when
+//! `events.enabled`, a Kubernetes Event about the pod ([`crate::events`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,21 +46,31 @@ pub struct Outcome {
 /// The message, cut to Kubernetes's limit on a character boundary.
 pub fn render(outcome: &Outcome) -> String {
     let mut text = serde_json::to_string(outcome).unwrap_or_default();
-    if text.len() > MESSAGE_LIMIT {
-        let mut cut = MESSAGE_LIMIT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
+    cut(&mut text, MESSAGE_LIMIT);
     text
 }
 
-/// Writes the message; a missing directory (outside Kubernetes) is only logged.
+/// Cuts `text` to at most `limit` bytes, on a character boundary; whether it was cut.
+pub(crate) fn cut(text: &mut String, limit: usize) -> bool {
+    if text.len() <= limit {
+        return false;
+    }
+    let mut at = limit;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    true
+}
+
+/// Writes the message; a missing directory (outside Kubernetes) is only logged. Then posts
+/// the Event the outcome deserves if Events are on (waiting at most their deadline, 2 s by
+/// default; a failed post is only logged).
 pub fn write(path: &Path, outcome: &Outcome) {
     if let Err(e) = std::fs::write(path, render(outcome)) {
         tracing::debug!(path = %path.display(), error = %e, "no termination message written");
     }
+    crate::events::post_outcome(outcome);
 }
 
 #[cfg(test)]
