@@ -380,6 +380,7 @@ fn run_pod(
         run_dir.display(),
         POLL.as_millis()
     );
+    println!("participants: datamon (the agent's container), app (the wrapper in container report); container starts from the runner");
     let until = t0 + DEADLINE;
     loop {
         if super::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
@@ -569,7 +570,7 @@ fn job(
     }
     let script = "set -e; mkdir -p /data/out; cp /data/tables/index.csv /data/out/index.csv; \
                   ls /mnt/datamon/images | wc -l > /data/out/image-count; \
-                  cp /mnt/datamon/images/photo.bin /data/out/photo.bin; echo report written";
+                  cp /mnt/datamon/images/photo.bin /data/out/photo.bin; sleep 1; echo report written";
     let pod = job_pod("nightly-report-x7k2p", Value::Object(a), script);
     println!(
         "{}",

@@ -74,7 +74,10 @@ fn transfer_news(name: &str, old: Option<&Value>, new: &Value) -> Option<String>
         .as_f64()
         .or(new["bytes_total"].as_f64())
         .unwrap_or(0.0);
-    let files = new["files_done"].as_u64().or(new["files_total"].as_u64());
+    let files = new["files_done"]
+        .as_u64()
+        .or(new["files_total"].as_u64())
+        .filter(|f| *f > 0);
     let had = |k: &str| old.is_some_and(|o| !o[k].is_null());
     if !new["finished"].is_null() && !had("finished") {
         let mut s = format!("{kind} {name} {}", size(bytes));
@@ -94,7 +97,7 @@ fn transfer_news(name: &str, old: Option<&Value>, new: &Value) -> Option<String>
         return Some(s);
     }
     if !new["started"].is_null() && !had("started") {
-        let total = new["bytes_total"].as_f64().map(size);
+        let total = new["bytes_total"].as_f64().filter(|b| *b > 0.0).map(size);
         return Some(match total {
             Some(t) => format!("{kind} {name} started ({t})"),
             None => format!("{kind} {name} started"),
