@@ -63,74 +63,75 @@ fn sh(cmd: &mut Command) {
 fn shell_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
-        .get_or_init(|| {
-            let busybox = Path::new("/bin/busybox");
-            assert!(
-                busybox.is_file(),
-                "/bin/busybox is missing: apt-get install busybox-static"
-            );
-            let dir = tempfile::tempdir().unwrap().keep();
-            let root = dir.join("rootfs");
-            std::fs::create_dir_all(root.join("bin")).unwrap();
-            std::fs::create_dir_all(root.join("tmp")).unwrap();
-            std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-                .unwrap();
-            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-            for applet in [
-                "sh", "echo", "cat", "cp", "id", "touch", "mkdir", "head", "grep", "sleep", "ls",
-                "printf", "test", "wc", "kill", "rm",
-            ] {
-                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-            }
-            // The same bytes, times and dates every time: the same image digest, so the
-            // runner's cache of unpacked images keeps one entry for it.
-            sh(Command::new("find")
-                .arg(&root)
-                .args(["-exec", "touch", "-h", "-d", "@0", "{}", "+"]));
-            let layout = dir.join("layout");
-            let image = format!("{}:app", layout.display());
-            let epoch = "1970-01-01T00:00:00Z";
-            sh(Command::new("umoci")
-                .args(["init", "--layout"])
-                .arg(&layout));
-            sh(Command::new("umoci").args(["new", "--image", &image]));
-            sh(Command::new("umoci")
-                .args(["insert", "--history.created", epoch, "--image", &image])
-                .arg(&root)
-                .arg("/"));
-            sh(Command::new("umoci").args([
-                "config",
-                "--image",
-                &image,
-                "--created",
-                epoch,
-                "--history.created",
-                epoch,
-                "--config.entrypoint",
-                "/bin/echo",
-                "--config.entrypoint",
-                "entrypoint",
-                "--config.cmd",
-                "cmd",
-                "--config.env",
-                "PATH=/bin",
-            ]));
-            let policy = dir.join("policy.json");
-            std::fs::write(
-                &policy,
-                r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-            )
-            .unwrap();
-            let archive = dir.join("shell.oci.tar");
-            sh(Command::new("skopeo")
-                .arg("--policy")
-                .arg(&policy)
-                .args(["copy", "--quiet"])
-                .arg(format!("oci:{image}"))
-                .arg(format!("oci-archive:{}", archive.display())));
-            archive
-        })
+        .get_or_init(|| build_shell_image(&tempfile::tempdir().unwrap().keep(), "PATH=/bin"))
         .clone()
+}
+
+/// The shell image's archive, made in `dir` with the environment `env` (`K=V`).
+fn build_shell_image(dir: &Path, env: &str) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "cp", "id", "touch", "mkdir", "head", "grep", "sleep", "ls", "printf",
+        "test", "wc", "kill", "rm",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    // The same bytes, times and dates every time: the same image digest, so the
+    // runner's cache of unpacked images keeps one entry for it.
+    sh(Command::new("find")
+        .arg(&root)
+        .args(["-exec", "touch", "-h", "-d", "@0", "{}", "+"]));
+    let layout = dir.join("layout");
+    let image = format!("{}:app", layout.display());
+    let epoch = "1970-01-01T00:00:00Z";
+    sh(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    sh(Command::new("umoci").args(["new", "--image", &image]));
+    sh(Command::new("umoci")
+        .args(["insert", "--history.created", epoch, "--image", &image])
+        .arg(&root)
+        .arg("/"));
+    sh(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--created",
+        epoch,
+        "--history.created",
+        epoch,
+        "--config.entrypoint",
+        "/bin/echo",
+        "--config.entrypoint",
+        "entrypoint",
+        "--config.cmd",
+        "cmd",
+        "--config.env",
+        env,
+    ]));
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let archive = dir.join("shell.oci.tar");
+    sh(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{image}"))
+        .arg(format!("oci-archive:{}", archive.display())));
+    archive
 }
 
 /// Makes every directory under `dir` writable by anyone and every file readable, so that
@@ -328,6 +329,97 @@ fn capabilities_are_the_runtimes_defaults_minus_drop_plus_add_or_all_when_privil
         .unwrap()
         .trim();
     assert_eq!(effective_caps(json!({"privileged": true})), bounding);
+}
+
+/// The environment variable that makes [`child_runs_a_pod_of_the_shell_archive`] run:
+/// the archive to register as the shell image.
+const CHILD_ARCHIVE: &str = "DATAMON_E2E_CHILD_ARCHIVE";
+
+/// Run in a child process by
+/// [`the_image_cache_is_shared_by_parallel_processes_and_pruned_on_a_rebuild`]: one pod of
+/// the archive named by [`CHILD_ARCHIVE`] (with the child's own `TMPDIR`, so its own cache).
+#[test]
+#[ignore = "run in child processes by the image cache test"]
+fn child_runs_a_pod_of_the_shell_archive() {
+    let Some(archive) = std::env::var_os(CHILD_ARCHIVE) else {
+        return;
+    };
+    let s = Scratch::new();
+    let pod = shell_pod(
+        json!({"command": ["sh", "-c", "echo ran > /seen/ran"]}),
+        json!({}),
+        &s.seen,
+    );
+    let report = PodRunner::new(serde_json::from_value(pod).unwrap())
+        .workdir(&s.pod)
+        .oci_image(SHELL_IMAGE, PathBuf::from(archive))
+        .start()
+        .unwrap()
+        .wait(DEADLINE)
+        .unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.logs());
+    assert_eq!(seen(&s, "ran"), "ran");
+}
+
+/// Runs `n` child processes of [`child_runs_a_pod_of_the_shell_archive`] at once with
+/// `tmp` as `TMPDIR`, and checks that each ran its pod.
+fn children_run_pods(n: usize, tmp: &Path, archive: &Path) {
+    let test = "child_runs_a_pod_of_the_shell_archive";
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", test, "--test-threads", "1"])
+                .env("TMPDIR", tmp)
+                .env(CHILD_ARCHIVE, archive)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        let status = wait_until("a child's pod to end", || child.try_wait().unwrap());
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(
+            status.success() && out.contains("1 passed"),
+            "{status}: {out}"
+        );
+    }
+}
+
+/// The directories of the image cache under `tmp` (not its lock file).
+fn cache_entries(tmp: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(tmp.join("datamon-pod-images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_image_cache_is_shared_by_parallel_processes_and_pruned_on_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("shell.oci.tar");
+    std::fs::copy(shell_image(), &archive).unwrap();
+    // Three processes at once unpack the image once, under the cache's lock.
+    children_run_pods(3, tmp.path(), &archive);
+    let first = cache_entries(tmp.path());
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("sha256-"), "{first:?}");
+    let entry = tmp.path().join("datamon-pod-images").join(&first[0]);
+    assert!(entry.join("done").is_file());
+    // Another image at the same path (rebuilt): its entry replaces the old one, which no
+    // process holds any more.
+    let rebuilt = tempfile::tempdir().unwrap();
+    let other = build_shell_image(rebuilt.path(), "PATH=/bin:/usr/bin");
+    std::fs::copy(other, &archive).unwrap();
+    children_run_pods(2, tmp.path(), &archive);
+    let second = cache_entries(tmp.path());
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "the rebuilt image reused the old entry");
 }
 
 /// How the agent runs in the pod (`datamon.io/native-sidecar`).
