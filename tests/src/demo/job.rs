@@ -613,6 +613,12 @@ fn job(
 
     section("the result");
     println!("pod {:?}", report.phase);
+    let run_dir = workdir.join("volumes/datamon-run").display().to_string();
+    println!("$ datamon-agent status --dir {run_dir}");
+    match store.agent_ok(&["status", "--dir", &run_dir]) {
+        Ok(text) => print!("{text}"),
+        Err(e) => println!("(status: {e})"),
+    }
     let mut saved = Vec::new();
     if let Some(id) = &output {
         let dest = root.join("check-report");
@@ -752,4 +758,29 @@ fn missing_label(
         results_after: after,
         app_ran,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_over_once_the_app_and_every_sidecar_are_final() {
+        let over =
+            json!([{"name": "datamon", "phase": "done"}, {"name": "app", "phase": "exited"}]);
+        assert!(all_final(&over));
+        let uploading =
+            json!([{"name": "datamon", "phase": "uploading"}, {"name": "app", "phase": "exited"}]);
+        assert!(!all_final(&uploading));
+        let no_app_yet = json!([{"name": "datamon", "phase": "failed"}]);
+        assert!(!all_final(&no_app_yet));
+        assert!(!all_final(&json!([])));
+        let pod = json!({"spec": {"containers": [{"name": "report",
+            "volumeMounts": [{"name": "datamon-report", "mountPath": "/data/out"}]}]}});
+        assert_eq!(
+            volume_at(&pod, "report", "/data/out").as_deref(),
+            Some("datamon-report")
+        );
+        assert_eq!(volume_at(&pod, "report", "/elsewhere"), None);
+    }
 }
