@@ -765,6 +765,7 @@ fn fault_the_inputs_empty_dir_full_fails_the_input_before_the_app() {
             json!({"medium": "Memory", "sizeLimit": "4Mi"}),
         ),
         (Layout::Native, json!({"sizeLimit": "4Mi"})),
+        (Layout::Classic, json!({"sizeLimit": "4Mi"})),
     ] {
         let world = World::local();
         let raw_id = world.seed("raw", &[("big.bin", noise(6 * MIB, 12))]);

@@ -30,7 +30,8 @@
 //!     registered for it. Users and security contexts are ignored. The fast tests use it.
 //!   - image mode ([`PodRunner::oci_image`]): the container runs from the image's root file
 //!     system with runc (`runc run` in the foreground is the container's process; see
-//!     `runc.rs`): the archive unpacked once (skopeo + umoci) and a fresh overlay per run,
+//!     `runc.rs`): the archive unpacked once per digest (skopeo + umoci, cached across
+//!     processes, see `image.rs`) and a fresh overlay per run,
 //!     the image's `Env` first, its `WorkingDir`, and its `Entrypoint`/`Cmd` under the
 //!     kubelet's rules (a `command` replaces the Entrypoint and drops the Cmd, `args`
 //!     replace the Cmd), the `securityContext` as the kubelet and runc apply it, the pod's
@@ -336,7 +337,8 @@ impl PodRunner {
 
     /// The image mode: containers of image `name` run from the OCI archive at `archive`
     /// (as `buildah push ... oci-archive:` writes it) with runc. The archive is unpacked at
-    /// [`PodRunner::start`] (once per archive: later runs reuse it).
+    /// [`PodRunner::start`] once per image digest, into a cache that later runs and other
+    /// processes share (`image.rs` says how it is locked and pruned).
     pub fn oci_image(mut self, name: impl Into<String>, archive: impl Into<PathBuf>) -> Self {
         self.oci.insert(name.into(), archive.into());
         self
