@@ -1,8 +1,10 @@
-//! The agent's Kubernetes Events (`events.enabled`): the `datamon-agent sidecar` binary, run
-//! on a download-only plan against a local store, posts a core/v1 Event about its pod at its
-//! end to an API server over HTTPS on 127.0.0.1: `DataFailed` for an input whose label does
-//! not exist, `DataReady` with the bundle id for one that downloads. An API server that
-//! cannot be reached changes nothing of the outcome.
+//! The agent's Kubernetes Events (`events.enabled`): the `datamon-agent` binary against a
+//! local store posts a core/v1 Event about its pod at each participant's end to an API
+//! server over HTTPS on 127.0.0.1: `DataFailed` for an input whose label does not exist,
+//! `DataReady` with the bundle id for one that downloads, `BundleSaved` with the new
+//! bundle's id when the sidecar uploads what the wrapped application wrote (the wrapper
+//! itself announces no success). An API server that cannot be reached changes nothing of
+//! the outcome.
 //!
 //! The API server is the one stand-in here (no kube-apiserver runs on these machines): a
 //! small HTTPS/1.1 server with a self-signed rcgen certificate, whose PEM is the CA file the
@@ -13,7 +15,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datamon_e2e::World;
@@ -132,30 +134,54 @@ fn world_with_events(api: &str, ca_file: &Path) -> (World, String) {
     (world, id)
 }
 
-/// Runs the sidecar on a download-only plan of the input `raw` (`selector`: `label: ...`
-/// or `bundle: ...`); its exit code and termination message.
-fn run_sidecar(world: &World, selector: (&str, &str)) -> (i32, Value) {
+/// The plan of a pod in the world's directory `pod/` whose one sidecar `datamon` has
+/// `inputs` and `outputs` (plan entries); the plan and the termination message's path.
+fn plan(world: &World, inputs: Value, outputs: Value) -> (Value, PathBuf) {
     let dir = world.path("pod");
     std::fs::create_dir_all(&dir).unwrap();
     let termination = dir.join("termination-log");
-    let mut input =
-        json!({"name": "raw", "repo": "raw", "path": dir.join("raw"), "mode": "download"});
-    input[selector.0] = json!(selector.1);
+    let names = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].clone())
+            .collect()
+    };
+    let sidecar = json!({
+        "name": "datamon", "inputs": names(&inputs), "outputs": names(&outputs),
+        "lifecycle": "classic"
+    });
     let plan = json!({
         "version": 1,
         "coordination": dir.join("run"),
         "termination_message": termination,
-        "inputs": [input],
-        "sidecars": [{"name": "datamon", "inputs": ["raw"], "lifecycle": "classic"}],
+        "inputs": inputs,
+        "outputs": outputs,
+        "sidecars": [sidecar],
         "deadlines": {"ready": "30s", "start": "30s", "upload": "30s", "grace": "2s"}
     });
+    (plan, termination)
+}
+
+/// The fake API server (its CA in a scratch directory, returned to keep) and a world
+/// whose agent posts Events to it ([`world_with_events`]), with the bundle of `raw`.
+fn start() -> (tempfile::TempDir, Seen, World, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.crt");
+    let (api, seen) = fake_api_server(&ca);
+    let (world, id) = world_with_events(&api, &ca);
+    (tmp, seen, world, id)
+}
+
+/// Runs `datamon-agent <args>` with `plan`; its exit code and termination message.
+fn run(world: &World, plan: &(Value, PathBuf), args: &[&str]) -> (i32, Value) {
     let out = world
         .agent()
-        .env("DATAMON_PLAN", plan.to_string())
-        .args(["sidecar", "--participant", "datamon"])
+        .env("DATAMON_PLAN", plan.0.to_string())
+        .args(args)
         .output()
         .unwrap();
-    let message = std::fs::read_to_string(&termination).unwrap_or_default();
+    let message = std::fs::read_to_string(&plan.1).unwrap_or_default();
     let message = serde_json::from_str(&message).unwrap_or_else(|_| {
         panic!(
             "no termination message; stderr:\n{}",
@@ -163,6 +189,16 @@ fn run_sidecar(world: &World, selector: (&str, &str)) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap_or(-1), message)
+}
+
+/// Runs the sidecar on a download-only plan of the input `raw` (`selector`: `label: ...`
+/// or `bundle: ...`); its exit code and termination message.
+fn run_sidecar(world: &World, selector: (&str, &str)) -> (i32, Value) {
+    let mut input =
+        json!({"name": "raw", "repo": "raw", "path": world.path("pod/raw"), "mode": "download"});
+    input[selector.0] = json!(selector.1);
+    let plan = plan(world, json!([input]), json!([]));
+    run(world, &plan, &["sidecar", "--participant", "datamon"])
 }
 
 /// The Events posted, in order.
@@ -177,10 +213,7 @@ fn events(seen: &Seen) -> Vec<(String, String, Value)> {
 
 #[test]
 fn a_failed_input_is_a_warning_event_about_the_pod() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca.crt");
-    let (api, seen) = fake_api_server(&ca);
-    let (world, _) = world_with_events(&api, &ca);
+    let (_tmp, seen, world, _) = start();
 
     let (code, message) = run_sidecar(&world, ("label", "no-such-label"));
     assert_eq!(code, 1, "{message}");
@@ -209,10 +242,7 @@ fn a_failed_input_is_a_warning_event_about_the_pod() {
 
 #[test]
 fn a_provided_input_is_a_normal_event_with_its_bundle() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca.crt");
-    let (api, seen) = fake_api_server(&ca);
-    let (mut world, id) = world_with_events(&api, &ca);
+    let (_tmp, seen, mut world, id) = start();
     world.set_env("POD_UID", "uid-from-the-downward-api");
 
     let (code, message) = run_sidecar(&world, ("bundle", &id));
@@ -239,15 +269,57 @@ fn a_provided_input_is_a_normal_event_with_its_bundle() {
 
 #[test]
 fn an_unreachable_api_server_changes_nothing_of_the_outcome() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca.crt");
-    let (_api, _seen) = fake_api_server(&ca);
+    let (_tmp, _seen, mut world, id) = start();
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (world, id) = world_with_events(&url, &ca);
+    world.set_env("DATAMON_EVENTS__API_SERVER", &url);
     let (code, message) = run_sidecar(&world, ("bundle", &id));
     assert_eq!(code, 0, "{message}");
     assert_eq!(message["inputs"]["raw"], id.as_str());
+}
+
+#[test]
+fn a_saved_output_is_a_normal_event_with_the_new_bundle() {
+    let (_tmp, seen, mut world, _) = start();
+    world.set_env("POD_UID", "uid-1");
+    world.create_repo("models", "test");
+    let out = world.path("pod/out");
+    let outputs = json!([{"name": "model", "repo": "models", "path": out, "message": "trained"}]);
+    let plan = plan(&world, json!([]), outputs);
+
+    // The sidecar and the application's wrapper, as the pod's two containers (each with a
+    // termination message of its own).
+    let sidecar_log = world.path("pod/sidecar-termination-log");
+    let mut sidecar = world.agent();
+    sidecar
+        .env("DATAMON_PLAN", plan.0.to_string())
+        .env("DATAMON_PLAN__TERMINATION_MESSAGE", &sidecar_log)
+        .args(["sidecar", "--participant", "datamon"]);
+    let sidecar = std::thread::spawn(move || sidecar.output().unwrap());
+    let script = format!("mkdir -p {0} && echo weights > {0}/w.bin", out.display());
+    let (code, app) = run(&world, &plan, &["wrap", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{app}");
+    let sidecar = sidecar.join().unwrap();
+    assert!(
+        sidecar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sidecar.stderr)
+    );
+    let bundles = world.bundles("models");
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let told: Value = serde_json::from_slice(&std::fs::read(&sidecar_log).unwrap()).unwrap();
+    assert_eq!(told["outputs"]["model"], bundles[0].as_str());
+
+    // One Event: the sidecar's (the wrapper announces no success).
+    let posted = events(&seen);
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let event = &posted[0].2;
+    assert_eq!(event["reason"], "BundleSaved", "{event}");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(
+        event["message"],
+        format!("datamon: bundles saved: model={}", bundles[0])
+    );
 }
