@@ -397,6 +397,50 @@ mod tests {
     }
 
     #[test]
+    fn the_injected_message_reads_the_patched_pod() {
+        use crate::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSettings};
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {
+                "datamon.io/config": "gs://c",
+                "datamon.io/input.raw": "{repo: raw, path: /data/raw}",
+                "datamon.io/output.out": "{repo: results, path: /data/out}"
+            }},
+            "spec": {"containers": [{"name": "app", "image": "busybox", "command": ["true"]}]}
+        });
+        let settings = WebhookSettings {
+            image: "registry.example/agent:1".into(),
+            ..WebhookSettings::default()
+        };
+        let Verdict::Patch(patch) = mutate_pod(&pod, &NamespaceDefaults::default(), &settings)
+        else {
+            panic!("not injected");
+        };
+        let bytes = serde_json::to_vec(&patch).unwrap();
+        assert_eq!(
+            injected_message(&pod, &bytes),
+            "datamon agent registry.example/agent:1 as a native sidecar; inputs: raw (download); outputs: out"
+        );
+        // Downloads only, classic: the agent is a plain init container.
+        let mut pod = pod;
+        let annotations = pod["metadata"]["annotations"].as_object_mut().unwrap();
+        annotations.remove("datamon.io/output.out");
+        let classic = WebhookSettings {
+            native_sidecars_supported: false,
+            ..settings
+        };
+        let Verdict::Patch(patch) = mutate_pod(&pod, &NamespaceDefaults::default(), &classic)
+        else {
+            panic!("not injected");
+        };
+        let m = injected_message(&pod, &serde_json::to_vec(&patch).unwrap());
+        assert_eq!(
+            m,
+            "datamon agent registry.example/agent:1 as an init container (downloads only); inputs: raw (download)"
+        );
+    }
+
+    #[test]
     fn an_unreadable_patch_still_says_injected() {
         let m = injected_message(&json!({}), b"not json");
         assert_eq!(m, "datamon-webhook injected the datamon agent");
