@@ -501,6 +501,26 @@ mod tests {
     }
 
     #[test]
+    fn events_settings_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = load(None, &Flags::default()).unwrap();
+            assert!(!s.events.enabled);
+            jail.create_file("c.yaml", "events:\n  timeout_ms: 500\n")?;
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert_eq!(s.events.timeout_ms, 500);
+            jail.set_env("DATAMON_EVENTS__ENABLED", "true");
+            jail.set_env("DATAMON_EVENTS__CA_FILE", "/tmp/ca.pem");
+            let s = load(Some(Path::new("c.yaml")), &Flags::default()).unwrap();
+            assert!(s.events.enabled);
+            assert_eq!(s.events.ca_file, PathBuf::from("/tmp/ca.pem"));
+            jail.set_env("DATAMON_EVENTS__API_SERVER", "http://plain");
+            let e = load(None, &Flags::default()).unwrap_err().to_string();
+            assert!(e.contains("events.api_server"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn missing_explicit_file_is_an_error() {
         let e = config_file(Some(Path::new("/nonexistent/x.yaml")))
             .unwrap_err()
