@@ -9,11 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 
-use datamon_e2e::{noise, read_tree, wait_until, within_deadline, World, MIB};
+use datamon_e2e::{noise, read_tree, wait_until, World, MIB};
 use serde_json::Value;
 
 /// A plan (YAML) over the scratch directory `dir`: the input `tables` of the repo `tables`
@@ -31,38 +31,72 @@ fn plan(dir: &Path, full: bool) -> PathBuf {
     } else {
         (String::new(), String::new(), "")
     };
+    write_plan(
+        dir,
+        &format!(
+            "inputs:\n  - {{name: tables, repo: tables, path: {d}/in}}\n\
+             {more}\
+             {outputs}\
+             sidecars:\n  - {{name: datamon, inputs: [tables{mine}]}}\n"
+        ),
+    )
+}
+
+/// `dir/plan.yaml`: `body` (YAML) with the coordination directory `dir/run`, the
+/// termination message in `dir`, and short deadlines.
+fn write_plan(dir: &Path, body: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = dir.display();
     let text = format!(
         "version: 1\n\
          coordination: {d}/run\n\
          termination_message: {d}/termination-log\n\
-         inputs:\n  - {{name: tables, repo: tables, path: {d}/in}}\n\
-         {more}\
-         {outputs}\
-         sidecars:\n  - {{name: datamon, inputs: [tables{mine}]}}\n\
-         deadlines: {{ready: 60s, start: 60s, upload: 60s, grace: 2s}}\n"
+         deadlines: {{ready: 60s, start: 60s, upload: 60s, grace: 2s}}\n\
+         {body}"
     );
     let path = dir.join("plan.yaml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn spawn(world: &World, args: &[&str]) -> Child {
-    world
+/// An agent process, killed if the test lets go of it before it ended (a failed step), so
+/// that nothing it runs outlives the test.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(world: &World, args: &[&str]) -> Proc {
+    let child = world
         .agent()
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .spawn()
-        .expect("start datamon-agent")
+        .expect("start datamon-agent");
+    Proc(child)
 }
 
-fn wait(child: Child, what: &str) -> ExitStatus {
-    let what = what.to_string();
-    within_deadline(&what.clone(), move || {
-        let mut child = child;
-        child.wait().unwrap_or_else(|e| panic!("{what}: {e}"))
-    })
+/// Waits for `p` to end (at most the tests' deadline).
+fn wait(mut p: Proc, what: &str) -> ExitStatus {
+    wait_until(what, || p.0.try_wait().unwrap())
+}
+
+/// `status --plan PLAN --output json`, once it answers (the sidecar may not have made the
+/// coordination directory yet).
+fn try_status_json(world: &World, plan: &Path) -> Option<Value> {
+    let p = plan.to_string_lossy();
+    let out = world.run(&["status", "--plan", &p, "--output", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// `status --plan PLAN --output json`.
@@ -209,9 +243,13 @@ fn while_a_download_runs_the_state_file_says_how_far_it_is() {
     let mut sidecar = spawn(&world, &["sidecar", "--plan", &p]);
     // a.bin arrives, b.bin waits on the FIFO: the state file shows a.bin's bytes done.
     let running = wait_until("the download's progress in the state file", || {
-        let status = status_json(&world, &plan);
+        let status = try_status_json(&world, &plan)?;
         let t = participant(&status, "datamon")["transfers"]["tables"].clone();
-        (t.is_object() && t["bytes_done"].as_u64() == Some(a.len() as u64)).then_some(t)
+        // a.bin's bytes are counted as they are written, the file once it is in place.
+        (t.is_object()
+            && t["bytes_done"].as_u64() == Some(a.len() as u64)
+            && t["files_done"].as_u64() == Some(1))
+        .then_some(t)
     });
     assert_eq!(running["kind"], "download", "{running:#}");
     assert_eq!(count(&running, "bytes_total"), total, "{running:#}");
@@ -225,22 +263,16 @@ fn while_a_download_runs_the_state_file_says_how_far_it_is() {
     );
 
     // Let the blocked read go: it opens the FIFO, reads nothing, and the download fails.
-    let code = within_deadline("the sidecar, once the FIFO is opened", {
-        let blob = blob.clone();
-        move || loop {
-            // Opening for writing without blocking succeeds only while a reader waits.
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-                .open(&blob)
-            {
-                drop(f);
-            }
-            if let Some(status) = sidecar.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+    let code = wait_until("the sidecar's end, once the FIFO is opened", || {
+        // Opening for writing without blocking succeeds only while a reader waits.
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&blob)
+        {
+            drop(f);
         }
+        sidecar.0.try_wait().unwrap().map(|s| s.code())
     });
     assert_eq!(
         code,
@@ -258,4 +290,68 @@ fn while_a_download_runs_the_state_file_says_how_far_it_is() {
     assert!(text.contains("1 / 2 files  stopped after "), "{text}");
     // Nothing of b.bin was put in place.
     assert!(!dir.join("in/b.bin").exists());
+}
+
+#[test]
+fn a_databases_save_then_its_restore_count_the_bundles_bytes() {
+    let world = World::local();
+    // The server account (`postgres`, as the tests run as root) traverses the scratch dir.
+    std::fs::set_permissions(world.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    world.create_repo("pg", "warehouse");
+    let port = datamon_e2e::postgres::free_port();
+    let db_dir = world.path("pg/warehouse");
+    let db = |extra: &str| {
+        format!(
+            "databases:\n  - {{name: warehouse, port: {port}, dir: {}{extra}}}\n",
+            db_dir.display()
+        )
+    };
+
+    // A new cluster, saved: its save is the upload of the data directory.
+    let dir = world.path("first");
+    let plan = write_plan(&dir, &db(", output: {repo: pg, message: first}"));
+    let p = plan.to_string_lossy().into_owned();
+    let sidecar = spawn(&world, &["sidecar", "--plan", &p]);
+    let wrapper = spawn(&world, &["wrap", "--plan", &p, "--", "true"]);
+    assert!(wait(wrapper, "the wrapper").success());
+    assert!(wait(sidecar, "the sidecar").success());
+    let status = status_json(&world, &plan);
+    let datamon = participant(&status, "datamon");
+    let id = datamon["outputs"]["warehouse"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let saved = world.bundle_files("pg", &id);
+    let (files, bytes) = (
+        saved.len() as u64,
+        saved.iter().map(|(_, b)| b.len() as u64).sum::<u64>(),
+    );
+    assert!(files > 100, "a data directory has many files: {files}");
+    // The restore of the new cluster came first; the save replaced it under the name.
+    assert_complete(&datamon["transfers"]["warehouse"], "save", files, bytes);
+
+    // Restored from that bundle, read-only: the application waits for the test to see it.
+    std::fs::remove_dir_all(&db_dir).unwrap();
+    let dir = world.path("second");
+    let plan = write_plan(&dir, &db(", source: {repo: pg}"));
+    let p = plan.to_string_lossy().into_owned();
+    let go = dir.join("go");
+    let script = format!(
+        "i=0; while [ ! -e {0} ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; [ -e {0} ]",
+        go.display()
+    );
+    let sidecar = spawn(&world, &["sidecar", "--plan", &p]);
+    let wrapper = spawn(&world, &["wrap", "--plan", &p, "--", "sh", "-c", &script]);
+    let restore = wait_until("the database ready, its restore finished", || {
+        let status = try_status_json(&world, &plan)?;
+        let datamon = participant(&status, "datamon");
+        let t = datamon["transfers"]["warehouse"].clone();
+        (datamon["phase"] == "ready" && t.get("finished").is_some()).then_some(t)
+    });
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait(wrapper, "the wrapper").success());
+    assert!(wait(sidecar, "the sidecar").success());
+    assert_complete(&restore, "restore", files, bytes);
+    let text = world.ok(&["status", "--plan", &p]);
+    assert!(text.contains("database warehouse  restore   "), "{text}");
 }
