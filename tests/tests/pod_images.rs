@@ -59,11 +59,20 @@ fn sh(cmd: &mut Command) {
 /// An image that is not ours: Debian's busybox-static as `/bin/busybox` with its applets
 /// linked in `/bin`, `/tmp`, Entrypoint `["/bin/echo", "entrypoint"]` and Cmd `["cmd"]`,
 /// user root; an OCI archive made with umoci and skopeo, once per test process, always
-/// with the same digest.
+/// with the same digest, at `$TMPDIR/datamon-e2e-shell.oci.tar`.
 fn shell_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
-        .get_or_init(|| build_shell_image(&tempfile::tempdir().unwrap().keep(), "PATH=/bin"))
+        .get_or_init(|| {
+            // Built in a scratch directory, then renamed into one path that every test
+            // process shares: the bytes are the same each time, so the runner's cache
+            // keeps one entry for it, and nothing is left behind per process.
+            let scratch = tempfile::tempdir().unwrap();
+            let built = build_shell_image(scratch.path(), "PATH=/bin");
+            let shared = std::env::temp_dir().join("datamon-e2e-shell.oci.tar");
+            std::fs::rename(&built, &shared).unwrap();
+            shared
+        })
         .clone()
 }
 

@@ -9,7 +9,7 @@
 //! again and a changed one never reuses a stale tree. Unpacking, and pruning, happen under an
 //! exclusive `flock` of `datamon-pod-images/.lock`; each process that uses an entry holds a
 //! shared `flock` of its `in-use` file until it exits. After a new entry is unpacked, the
-//! others go if they were unpacked from the same archive path (a rebuilt image) or were last
+//! others go if they were last loaded from the same archive path (a rebuilt image) or were last
 //! used more than a day ago, unless some process holds them in use (their root file system
 //! may be the lower layer of a running container's overlay); so do the temporary
 //! directories of unpackers that died.
@@ -101,7 +101,7 @@ const KEEP_UNUSED: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a process waits for another's unpacking (the agent-postgres image takes about
 /// half a minute on a loaded machine).
 const LOCK_DEADLINE: Duration = Duration::from_secs(600);
-/// Files of a cache entry: the archive it was unpacked from, its marker of completion, the
+/// Files of a cache entry: the archive it was last loaded from, its marker of completion, the
 /// file whose mtime is its last use, and the file processes lock while they use it.
 const SOURCE: &str = "source";
 const DONE: &str = "done";
@@ -159,7 +159,7 @@ impl Image {
             unpack(&archive, &dir)?;
             prune(&root, &dir, &archive);
         }
-        mark_used(&dir)?;
+        mark_used(&dir, &archive)?;
         read(&dir)
     }
 }
@@ -238,10 +238,13 @@ fn lock_cache(root: &Path) -> Result<Flock<File>, PodError> {
     }
 }
 
-/// Records a use of the entry `dir` now, and holds its `in-use` lock (shared) until the
-/// process exits. Called under the cache's lock, so no pruner holds it exclusively.
-fn mark_used(dir: &Path) -> Result<(), PodError> {
+/// Records a use of the entry `dir` now, from `archive` (the archive it was last loaded
+/// from is its `source`), and holds its `in-use` lock (shared) until the process exits.
+/// Called under the cache's lock, so no pruner holds it exclusively.
+fn mark_used(dir: &Path, archive: &Path) -> Result<(), PodError> {
     let io = |p: &Path, e| PodError::io(format!("cannot write {}", p.display()), e);
+    let source = dir.join(SOURCE);
+    std::fs::write(&source, archive.as_os_str().as_encoded_bytes()).map_err(|e| io(&source, e))?;
     let used = dir.join(USED);
     File::create(&used)
         .and_then(|f| f.set_modified(SystemTime::now()))
@@ -347,8 +350,6 @@ fn unpack(archive: &Path, dir: &Path) -> Result<(), PodError> {
             .arg(tmp.join("bundle")),
         &format!("umoci unpack of {}", archive.display()),
     )?;
-    std::fs::write(tmp.join(SOURCE), archive.as_os_str().as_encoded_bytes())
-        .map_err(|e| PodError::io(format!("cannot write {}/{SOURCE}", tmp.display()), e))?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).map_err(|e| {
         PodError::io(
