@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use crate::pod::{ContainerReport, Phase, PodReport};
 
-/// The webhook's name in the MutatingWebhookConfiguration (manifests/).
-pub const WEBHOOK_NAME: &str = "datamon.io";
+/// The webhook's name in the MutatingWebhookConfiguration (manifests/base/).
+pub const WEBHOOK_NAME: &str = "inject.datamon.io";
 
 /// A Job's Events when the webhook denied its pod, as `kubectl describe job` shows them.
 pub fn denied_job(job: &str, message: &str) -> String {
