@@ -835,3 +835,87 @@ fn a_store_that_fills_up_during_the_save_keeps_the_old_bundle_and_label() {
         "{term}"
     );
 }
+
+/// A data directory made bad in one way, and what the failure must say besides the
+/// database's name.
+struct BadDataDir {
+    what: &'static str,
+    /// Changes the clean PostgreSQL 18 files in the directory given; the second one holds
+    /// a clean PostgreSQL 14 cluster's files.
+    damage: fn(&Path, &Path),
+    says: &'static [&'static str],
+}
+
+fn set_pg_version(files: &Path, text: &str) {
+    std::fs::write(files.join("PG_VERSION"), text).unwrap();
+    std::fs::write(files.join("pg_version"), text).unwrap();
+}
+
+const BAD_DATA_DIRS: &[BadDataDir] = &[
+    BadDataDir {
+        what: "pg_control overwritten with garbage",
+        damage: |f, _| std::fs::write(f.join("global/pg_control"), [0xab; 8192]).unwrap(),
+        says: &["FATAL", "PG_CONTROL_VERSION", "restore another bundle"],
+    },
+    BadDataDir {
+        what: "pg_control truncated",
+        damage: |f, _| {
+            let p = f.join("global/pg_control");
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..100]).unwrap();
+        },
+        says: &["PANIC", "pg_control", "restore another bundle"],
+    },
+    BadDataDir {
+        what: "a PostgreSQL 14 pg_control under PG_VERSION 18",
+        damage: |f, old| {
+            std::fs::copy(old.join("global/pg_control"), f.join("global/pg_control")).unwrap();
+        },
+        says: &["FATAL", "1300", "1800", "restore another bundle"],
+    },
+    BadDataDir {
+        what: "PG_VERSION abc",
+        damage: |f, _| set_pg_version(f, "abc\n"),
+        says: &["\"abc\"", "18.6", "the image"],
+    },
+    BadDataDir {
+        what: "PG_VERSION 99",
+        damage: |f, _| set_pg_version(f, "99\n"),
+        says: &["PostgreSQL 99", "18.6", "the image"],
+    },
+    BadDataDir {
+        what: "PG_VERSION 9.6",
+        damage: |f, _| set_pg_version(f, "9.6\n"),
+        says: &["PostgreSQL 9.6", "18.6", "the image must contain"],
+    },
+];
+
+#[test]
+fn corrupt_and_foreign_data_directories_are_refused_naming_what_is_wrong_and_the_fix() {
+    let world = world();
+    let clean = clean_cluster_files(&world, "clean", 18, 3);
+    let old = clean_cluster_files(&world, "old14", 14, 3);
+    world.create_repo("pg", "bad data directories");
+    let mut failures = Vec::new();
+    for (i, case) in BAD_DATA_DIRS.iter().enumerate() {
+        let files = world.path(&format!("bad{i}"));
+        pg::copy_files_only(&clean, &files);
+        (case.damage)(&files, &old);
+        let id = world.upload("pg", &files, &[]);
+        let plan = json!({"databases": [database(&world, "warehouse", free_port(), json!({
+            "source": {"repo": "pg", "bundle": id},
+        }))]});
+        let e = run(&world, &format!("run{i}"), &plan, &[], "echo the app ran");
+        let m = assert_failed_before_app(&e, "database_failed");
+        let missing: Vec<_> = ["database warehouse"]
+            .iter()
+            .chain(case.says)
+            .filter(|s| !m.contains(*s))
+            .collect();
+        if !missing.is_empty() {
+            failures.push(format!("{}: lacks {missing:?} in:\n{m}", case.what));
+        }
+        assert!(!world.path("pg/warehouse/data").exists(), "{}", case.what);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -64,6 +64,16 @@ pub(crate) fn data_major(data: &Path) -> Result<u32, ControlError> {
     })
 }
 
+/// `PG_VERSION` of a data directory as written ("9.6"), trimmed, for messages.
+pub(crate) fn pg_version_text(data: &Path) -> String {
+    let text = std::fs::read(data.join("PG_VERSION")).unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .trim()
+        .chars()
+        .take(40)
+        .collect()
+}
+
 /// The major of a `PG_VERSION` text: "18\n" → 18, "9.6" → 9; `None` if it is not one.
 pub(crate) fn parse_pg_version(text: &str) -> Option<u32> {
     let t = text.trim();

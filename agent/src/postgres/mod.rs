@@ -22,7 +22,15 @@ pub(crate) mod restore;
 pub(crate) mod save;
 pub(crate) mod server;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+impl DatabaseError {
+    /// Wraps an I/O error on `path` with what was being done.
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| DatabaseError::Io { op, path, source }
+    }
+}
 
 /// Whether `e` or an error in its chain says the disk is full: an I/O error ENOSPC, or a
 /// program's or server's output quoting it ("No space left on device").
@@ -113,8 +121,48 @@ pub(crate) enum DatabaseError {
         /// The bundle id.
         bundle: String,
     },
+    /// The server will not start on the restored data directory.
+    #[error("the server cannot start on bundle {bundle} of repo {repo}{}: its data directory is corrupt or of another PostgreSQL build; restore another bundle (an earlier one, or the one its label named before), or none for a new cluster", match complaint { Some(c) => format!(" ({c})"), None => String::new() })]
+    Unstartable {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        bundle: String,
+        /// The server's FATAL or PANIC line.
+        complaint: Option<String>,
+        /// The server's failure, with its log.
+        #[source]
+        source: Box<DatabaseError>,
+    },
+    /// The source bundle's PG_VERSION is no version.
+    #[error("bundle {bundle} of repo {repo} is no PostgreSQL data directory of a known version: its PG_VERSION holds {content:?} (the image's builds: {installed}); the data directory is corrupt or foreign: restore a bundle saved from a PostgreSQL data directory")]
+    BadVersion {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        bundle: String,
+        /// PG_VERSION's start.
+        content: String,
+        /// The builds installed.
+        installed: String,
+    },
+    /// The source bundle's major is one this image can neither run nor migrate.
+    #[error("bundle {bundle} of repo {repo} holds PostgreSQL {found} data, which this image can neither run nor migrate (its builds: {installed})")]
+    Foreign {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        bundle: String,
+        /// PG_VERSION as found ("9.6").
+        found: String,
+        /// The builds installed.
+        installed: String,
+        /// Why (what the image must contain).
+        #[source]
+        source: Box<DatabaseError>,
+    },
     /// The source bundle is of a newer major than the server.
-    #[error("bundle {bundle} of repo {repo} holds PostgreSQL {data} data, newer than the server (PostgreSQL {server}): a cluster cannot be moved to an older major; run a server of major {data} or newer (`major`, and its build in the image)")]
+    #[error("bundle {bundle} of repo {repo} holds PostgreSQL {data} data, newer than the server (PostgreSQL {server}): a cluster cannot be moved to an older major; run a server of major {data} or newer (`major`, and its build in the image; the image's builds: {installed})")]
     Newer {
         /// The repo.
         repo: String,
@@ -124,6 +172,8 @@ pub(crate) enum DatabaseError {
         data: u32,
         /// The server's version.
         server: String,
+        /// The builds installed.
+        installed: String,
     },
     /// The server did not stop cleanly, so its files are no consistent copy.
     #[error("the server did not shut down cleanly ({status}; pg_control says {state}): the data directory is not saved; the last lines of its log:\n{tail}")]

@@ -117,11 +117,7 @@ fn generate_password() -> Result<String, DatabaseError> {
     let path = Path::new("/dev/urandom");
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| DatabaseError::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(DatabaseError::io("read", path))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -166,13 +162,32 @@ pub(crate) async fn restore(db: &Database, cx: &Context<'_>) -> Result<Served, D
     })
 }
 
+/// Starts the server of `db` on its data directory and waits until it is ready.
+async fn start_server(
+    db: &Database,
+    build: &Binaries,
+    paths: &Paths,
+    cx: &Context<'_>,
+) -> Result<Server, ServerError> {
+    let mut server = Server::start(&ServerSpec {
+        build,
+        account: cx.account,
+        data: &paths.data,
+        socket_dir: &paths.socket_dir,
+        conf_dir: &paths.conf,
+        port: db.port,
+        settings: &db.settings,
+        superuser: cx.superuser,
+    })
+    .await?;
+    server.ready(cx.start_deadline).await?;
+    Ok(server)
+}
+
 /// The bytes free for an unprivileged writer on the file system of `dir`.
 fn free_bytes(dir: &Path) -> Result<u64, DatabaseError> {
-    let s = nix::sys::statvfs::statvfs(dir).map_err(|e| DatabaseError::Io {
-        op: "read the free space of",
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
+    let s = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| DatabaseError::io("read the free space of", dir)(e.into()))?;
     Ok(s.blocks_available().saturating_mul(s.fragment_size()))
 }
 
@@ -212,6 +227,12 @@ async fn restore_in(
                     repo: src.repo.clone(),
                     bundle: id.clone(),
                 },
+                control::ControlError::BadVersion { content, .. } => DatabaseError::BadVersion {
+                    repo: src.repo.clone(),
+                    bundle: id.clone(),
+                    content: content.trim().to_string(),
+                    installed: cx.installed.describe(),
+                },
                 e => e.into(),
             })?;
             datadir::prepare_restored(&paths.data, major)?;
@@ -222,10 +243,23 @@ async fn restore_in(
                     bundle: id,
                     data: major,
                     server: build.version.clone(),
+                    installed: cx.installed.describe(),
                 });
             }
             if major < build.major {
-                migration = Some(migrate_to(db, major, &build, &paths, cx).await?);
+                let m = migrate_to(db, major, &build, &paths, cx).await;
+                migration = Some(m.map_err(|e| match e {
+                    e @ DatabaseError::Migrate(migrate::MigrateError::NoOldBuild { .. }) => {
+                        DatabaseError::Foreign {
+                            repo: src.repo.clone(),
+                            bundle: id.clone(),
+                            found: control::pg_version_text(&paths.data),
+                            installed: cx.installed.describe(),
+                            source: Box::new(e),
+                        }
+                    }
+                    e => e,
+                })?);
             }
             source_bundle = Some(id);
         }
@@ -241,18 +275,16 @@ async fn restore_in(
         "starting database {name}: PostgreSQL {} on port {}",
         build.version, db.port
     ));
-    let mut server = Server::start(&ServerSpec {
-        build: &build,
-        account: cx.account,
-        data: &paths.data,
-        socket_dir: &paths.socket_dir,
-        conf_dir: &paths.conf,
-        port: db.port,
-        settings: &db.settings,
-        superuser: cx.superuser,
-    })
-    .await?;
-    server.ready(cx.start_deadline).await?;
+    let started = start_server(db, &build, &paths, cx).await;
+    let server = started.map_err(|e| match (e, &db.source, &source_bundle) {
+        (e @ ServerError::Exited { .. }, Some(src), Some(bundle)) => DatabaseError::Unstartable {
+            repo: src.repo.clone(),
+            bundle: bundle.clone(),
+            complaint: e.complaint(),
+            source: Box::new(e.into()),
+        },
+        (e, ..) => e.into(),
+    })?;
     let client = server.admin().await?;
     ensure_owner(&client, &db.owner.role, &password).await?;
     if db.source.is_none() {
@@ -277,11 +309,9 @@ async fn restore_in(
 /// Removes the directory `d` and what it holds, if it is there.
 fn remove_dir_if_present(d: &Path) -> Result<(), DatabaseError> {
     match std::fs::remove_dir_all(d) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DatabaseError::Io {
-            op: "remove the earlier",
-            path: d.to_path_buf(),
-            source: e,
-        }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(DatabaseError::io("remove the earlier", d)(e))
+        }
         _ => Ok(()),
     }
 }
@@ -293,11 +323,7 @@ fn fresh_dirs(paths: &Paths) -> Result<(), DatabaseError> {
         remove_dir_if_present(d)?;
     }
     for d in [&paths.dir, &paths.socket_dir] {
-        std::fs::create_dir_all(d).map_err(|source| DatabaseError::Io {
-            op: "create",
-            path: d.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(d).map_err(DatabaseError::io("create", d))?;
     }
     Ok(())
 }
@@ -306,13 +332,7 @@ fn fresh_dirs(paths: &Paths) -> Result<(), DatabaseError> {
 /// (any user) reaches it and reads the password file (0755).
 fn own_socket_dir(dir: &Path, account: &Account) -> Result<(), DatabaseError> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |op| {
-        move |source| DatabaseError::Io {
-            op,
-            path: dir.to_path_buf(),
-            source,
-        }
-    };
+    let io = |op| DatabaseError::io(op, dir);
     if process::is_root() {
         std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid)).map_err(io("chown"))?;
     }
@@ -343,11 +363,7 @@ async fn fetch(
         .map(|e| e.size)
         .sum();
     check_room(&paths.dir, total)?;
-    std::fs::create_dir_all(data).map_err(|source| DatabaseError::Io {
-        op: "create",
-        path: data.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(data).map_err(DatabaseError::io("create", data))?;
     let req = DownloadRequest {
         repo: src.repo.clone(),
         bundle: BundleRef::from_flags(Some(doc.id.clone()), None),
@@ -393,11 +409,7 @@ async fn init_cluster(
     data: &Path,
     cx: &Context<'_>,
 ) -> Result<(), DatabaseError> {
-    std::fs::create_dir_all(data).map_err(|source| DatabaseError::Io {
-        op: "create",
-        path: data.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(data).map_err(DatabaseError::io("create", data))?;
     cx.account.own(data)?;
     let mut cmd = process::command(&build.tool("initdb"), cx.account);
     cmd.arg("-D")
@@ -434,11 +446,7 @@ async fn migrate_to(
         "migrating database {}: PostgreSQL {} → {}",
         db.name, old.version, build.version
     ));
-    std::fs::create_dir_all(&paths.scratch).map_err(|source| DatabaseError::Io {
-        op: "create",
-        path: paths.scratch.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&paths.scratch).map_err(DatabaseError::io("create", &paths.scratch))?;
     cx.account.own(&paths.scratch)?;
     let m = migrate::migrate(&MigrateRequest {
         old_data: &paths.data,
@@ -451,10 +459,7 @@ async fn migrate_to(
         deadline: cx.migrate_deadline,
     })
     .await?;
-    let io = |op, path: &PathBuf| {
-        let path = path.clone();
-        move |source| DatabaseError::Io { op, path, source }
-    };
+    let io = DatabaseError::io;
     std::fs::remove_dir_all(&paths.data).map_err(io("remove", &paths.data))?;
     std::fs::rename(&paths.migrated, &paths.data).map_err(io("rename", &paths.migrated))?;
     let _ = std::fs::remove_dir_all(&paths.scratch);
@@ -563,14 +568,10 @@ fn write_password(socket_dir: &Path, password: &str) -> Result<(), DatabaseError
     use std::os::unix::fs::PermissionsExt;
     let path = socket_dir.join(PASSWORD_FILE);
     let tmp = socket_dir.join(format!(".{PASSWORD_FILE}.tmp"));
-    let io = |source| DatabaseError::Io {
-        op: "write",
-        path: path.clone(),
-        source,
-    };
-    std::fs::write(&tmp, password).map_err(io)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    let io = || DatabaseError::io("write", &path);
+    std::fs::write(&tmp, password).map_err(io())?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io())?;
+    std::fs::rename(&tmp, &path).map_err(io())
 }
 
 #[cfg(test)]

@@ -123,6 +123,17 @@ pub(crate) enum ServerError {
     },
 }
 
+impl ServerError {
+    /// The server's own complaint (its first FATAL or PANIC line) when it exited while
+    /// starting.
+    pub(crate) fn complaint(&self) -> Option<String> {
+        match self {
+            ServerError::Exited { tail, .. } => complaint(tail),
+            _ => None,
+        }
+    }
+}
+
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
     let path = path.to_path_buf();
     move |source| ServerError::Io { op, path, source }
@@ -257,6 +268,8 @@ pub(crate) struct Server {
     child: tokio::process::Child,
     pid: u32,
     log: PathBuf,
+    /// Where this server's lines start in the log (earlier attempts' lines come before).
+    log_start: u64,
     conf_dir: PathBuf,
     socket_dir: PathBuf,
     port: u16,
@@ -277,10 +290,13 @@ impl Server {
         let os_users = vec![me, spec.account.name.clone()];
         std::fs::create_dir_all(spec.conf_dir).map_err(io("create", spec.conf_dir))?;
         let log = spec.conf_dir.join("postgres.log");
+        // The log is kept across attempts in the same directory; errors quote this one's.
+        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let server = |child: tokio::process::Child, pid| Server {
             child,
             pid,
             log: log.clone(),
+            log_start,
             conf_dir: spec.conf_dir.to_path_buf(),
             socket_dir: spec.socket_dir.to_path_buf(),
             port: spec.port,
@@ -327,10 +343,18 @@ impl Server {
         &self.log
     }
 
+    /// What this server wrote to its log (not the lines of earlier attempts).
+    fn own_log(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = usize::try_from(self.log_start)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
     /// The last lines of the server's log.
     pub(crate) fn log_tail(&self) -> String {
-        let text = std::fs::read(&self.log).unwrap_or_default();
-        process::tail(&[&String::from_utf8_lossy(&text)], LOG_TAIL_LINES)
+        process::tail(&[&self.own_log()], LOG_TAIL_LINES)
     }
 
     /// One connection as the superuser on the socket, to `dbname`.
@@ -480,6 +504,23 @@ impl Server {
     }
 }
 
+/// The first FATAL or PANIC line of a server log, from its severity on (without the
+/// timestamp and pid prefix), with the DETAIL line after it when there is one (pure).
+pub(crate) fn complaint(log: &str) -> Option<String> {
+    let strip = |l: &str, tag: &str| {
+        l.find(tag)
+            .map(|at| l[at..].split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let mut lines = log.lines();
+    let first = lines
+        .by_ref()
+        .find_map(|l| strip(l, "FATAL:").or_else(|| strip(l, "PANIC:")))?;
+    match lines.next().and_then(|l| strip(l, "DETAIL:")) {
+        Some(detail) => Some(format!("{first} {detail}")),
+        None => Some(first),
+    }
+}
+
 /// Writes the hba and ident files for `access` (replacing them whole).
 fn write_access(
     conf_dir: &Path,
@@ -551,6 +592,23 @@ mod tests {
         assert!(args.contains(&"hba_file=/c/pg_hba.conf".to_string()));
         assert!(args.contains(&"unix_socket_directories=/s".to_string()));
         assert!(args.contains(&"listen_addresses=localhost".to_string()));
+    }
+
+    #[test]
+    fn the_servers_complaint_is_its_first_fatal_or_panic_line() {
+        let log = "2026-12-01 16:27:59.647 UTC [17763] LOG:  starting\n\
+                   2026-12-01 16:27:59.647 UTC [17763] FATAL:  database files are incompatible with server\n\
+                   2026-12-01 16:27:59.647 UTC [17763] DETAIL:  The database cluster was initialized with PG_CONTROL_VERSION 1300.\n\
+                   2026-12-01 16:27:59.651 UTC [17763] LOG:  database system is shut down\n";
+        assert_eq!(
+            complaint(log).unwrap(),
+            "FATAL: database files are incompatible with server DETAIL: The database cluster was initialized with PG_CONTROL_VERSION 1300."
+        );
+        assert_eq!(
+            complaint("x [1] PANIC:  could not read file \"global/pg_control\": read 100 of 296\nx [1] LOG:  aborted\n").unwrap(),
+            "PANIC: could not read file \"global/pg_control\": read 100 of 296"
+        );
+        assert_eq!(complaint("x LOG:  ready\n"), None);
     }
 
     #[test]
