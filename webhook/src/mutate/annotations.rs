@@ -50,6 +50,9 @@ pub(crate) const RESOURCES: &str = "datamon.io/resources";
 pub(crate) const DEADLINES: &str = "datamon.io/deadlines";
 /// `auto`, `on` or `off`: the agent as a native sidecar.
 pub(crate) const NATIVE_SIDECAR: &str = "datamon.io/native-sidecar";
+/// `datamon.io/events`: `"true"` has the agent post Kubernetes Events about the data outcome
+/// (docs/events.md; the pod's service account needs the Role of manifests/agent-events/).
+pub(crate) const EVENTS: &str = "datamon.io/events";
 /// The application containers (wrapped and given the data), comma-separated.
 pub(crate) const WRAP: &str = "datamon.io/wrap";
 /// Opt-in label (pods: `"true"`, namespaces: `enabled`); as a pod label or annotation,
@@ -61,7 +64,7 @@ pub(crate) const STATUS: &str = "datamon.io/status";
 pub(crate) const PLAN_DIGEST: &str = "datamon.io/plan-digest";
 
 /// Annotations that take a namespace default.
-const DEFAULTABLE: [&str; 11] = [
+const DEFAULTABLE: [&str; 12] = [
     CONFIG,
     CONTEXT,
     S3_ENDPOINT,
@@ -73,6 +76,7 @@ const DEFAULTABLE: [&str; 11] = [
     RESOURCES,
     DEADLINES,
     NATIVE_SIDECAR,
+    EVENTS,
 ];
 
 /// One problem with one annotation.
@@ -170,6 +174,8 @@ pub struct Request {
     pub resources: Resources,
     /// Native sidecar mode.
     pub native: NativeMode,
+    /// Whether the agent posts Kubernetes Events (`datamon.io/events`).
+    pub events: bool,
     /// The application containers named by `datamon.io/wrap`, in annotation order; empty
     /// means the default one (kubectl's default container, else the first).
     pub wrap: Vec<String>,
@@ -519,6 +525,11 @@ fn scalar(req: &mut Request, found: &Found<'_>, ns_value: Option<&String>) -> Re
         }
         RESOURCES => req.resources = parse_resources(found)?,
         DEADLINES => req.deadlines = parse_deadlines(found, ns_value)?,
+        EVENTS => {
+            req.events = opt_in_value(value).ok_or_else(|| {
+                bad(format!("{value:?} is neither \"true\" nor \"false\": use \"true\" to have the agent post Kubernetes Events (its service account needs the Role of docs/events.md), \"false\" for none"))
+            })?;
+        }
         NATIVE_SIDECAR => {
             req.native = match value {
                 "auto" => NativeMode::Auto,

@@ -45,6 +45,20 @@ use super::patch::PatchBuilder;
 use super::render::{needs_sidecar, PARTICIPANT};
 use super::security::{self, PodSecurityLevel};
 
+/// What the agent needs to post Kubernetes Events (`datamon.io/events: "true"`): the
+/// switch, and the pod's name, namespace and uid from the downward API
+/// (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/), so that no API call is
+/// needed to name the pod.
+fn events_env() -> Vec<Value> {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    vec![
+        json!({"name": "DATAMON_EVENTS__ENABLED", "value": "true"}),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("POD_UID", "metadata.uid"),
+    ]
+}
+
 /// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
 pub(crate) const PLAN_ENV: &str = "DATAMON_PLAN";
 /// Where the credentials Secret is mounted in the agent containers.
@@ -348,6 +362,12 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
         agent_mounts.push(json!({"name": volume, "mountPath": DATABASE_ROOT}));
     }
     agent_env.extend(database::agent_env(&inp.req.databases));
+    let events = if inp.req.events {
+        events_env()
+    } else {
+        Vec::new()
+    };
+    agent_env.extend(events.iter().cloned());
     if let Some((volume, secret)) = &creds_volume {
         agent_mounts.push(json!({"name": volume, "mountPath": CREDENTIALS_DIR, "readOnly": true}));
         env_from = Some(json!([{"secretRef": {"name": secret}}]));
@@ -457,14 +477,16 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
                 wrapped_cmd.extend(command);
                 b.set(&at(i, "command"), Value::Array(wrapped_cmd));
                 b.push(&at(i, "env"), json!({"name": PLAN_ENV, "value": plan_json}));
-                // Where the databases are; the container's own variables win.
+                // Where the databases are (and, with Events, the pod); the container's own
+                // variables win.
                 let own: HashSet<&str> = containers[apps[i]]["env"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|e| e["name"].as_str())
                     .collect();
-                for e in database::app_env(inp.plan, &inp.req.databases) {
+                let app_env = database::app_env(inp.plan, &inp.req.databases);
+                for e in app_env.into_iter().chain(events.iter().cloned()) {
                     if !e["name"].as_str().is_some_and(|n| own.contains(n)) {
                         b.push(&at(i, "env"), e);
                     }
