@@ -179,6 +179,8 @@ pub fn event_json(note: &Note, pod: &PodRef, now: &str) -> Value {
     }
     // Names are DNS subdomains; the API server appends 5 characters to generateName.
     let base: String = pod.name.chars().take(240).collect();
+    // The API server refuses a reportingInstance over 128 characters.
+    let instance: String = pod.name.chars().take(128).collect();
     json!({
         "apiVersion": "v1",
         "kind": "Event",
@@ -189,7 +191,7 @@ pub fn event_json(note: &Note, pod: &PodRef, now: &str) -> Value {
         "message": note.message,
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
-        "reportingInstance": pod.name,
+        "reportingInstance": instance,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -512,6 +514,13 @@ mod tests {
             (&json!("Normal"), &json!("DataReady"))
         );
         assert_eq!(e["firstTimestamp"], "2026-12-01T10:00:00Z");
+        let long = PodRef {
+            name: "p".repeat(253),
+            ..pod
+        };
+        let e = event_json(&note, &long, "2026-12-01T10:00:00Z");
+        assert_eq!(e["reportingInstance"].as_str().unwrap().len(), 128);
+        assert_eq!(e["metadata"]["generateName"].as_str().unwrap().len(), 241);
     }
 
     #[test]
