@@ -1452,24 +1452,6 @@ mod tests {
         }
     }
 
-    /// The directories a cleanly stopped cluster has empty, which a files-only bundle
-    /// loses and the restorer recreates (the caller's part of a migration).
-    const SKELETON: [&str; 13] = [
-        "pg_commit_ts",
-        "pg_dynshmem",
-        "pg_logical/mappings",
-        "pg_logical/snapshots",
-        "pg_notify",
-        "pg_replslot",
-        "pg_serial",
-        "pg_snapshots",
-        "pg_stat",
-        "pg_stat_tmp",
-        "pg_tblspc",
-        "pg_twophase",
-        "pg_wal/archive_status",
-    ];
-
     /// Copies the regular files of `from` to `to`, no empty directories (as a datamon
     /// bundle holds them).
     fn copy_files_only(from: &Path, to: &Path) {
@@ -1566,10 +1548,7 @@ mod tests {
         std::fs::write(old_data.join("pg_version"), "12").unwrap();
         assert!(!control::read_control(&old_data).unwrap().clean());
         // The restorer's part: the skeleton, no postmaster.pid, owned 0700.
-        for d in SKELETON {
-            std::fs::create_dir_all(old_data.join(d)).unwrap();
-        }
-        let _ = std::fs::remove_file(old_data.join("postmaster.pid"));
+        crate::postgres::datadir::prepare_restored(&old_data, 12).unwrap();
         dirs.account.own(&old_data).unwrap();
 
         let new_data = dirs.p("new");
