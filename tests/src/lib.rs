@@ -2,13 +2,15 @@
 //! it, a store (local directory, the in-process S3 server, or the GCS emulator behind its
 //! proxy: [`gcs`]), and the independent Python
 //! implementation of the datamon format in `tests/interop/`; pods as the webhook lays them
-//! out ([`injected`]) and the pod runner that runs them ([`pod`]); and the plumbing every
+//! out ([`injected`]), the pod runner that runs them ([`pod`]) and an application image not
+//! ours for it ([`app_image`]); and the plumbing every
 //! test binary shares: one [`DEADLINE`] for every wait, [`wait_until`] and [`within`] to
 //! wait with it, [`sample_tree`], [`MIB`].
 
 // Test support: a failed setup step must stop the test at once, with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod app_image;
 pub mod demo;
 pub mod gcs;
 pub mod injected;

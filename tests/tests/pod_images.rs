@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use datamon_e2e::app_image::AppImage;
 use datamon_e2e::injected::{self, Scratch, AGENT_IMAGE};
 use datamon_e2e::pod::{Phase, PodReport, PodRunner, RunningPod, Signal};
 use datamon_e2e::{noise, wait_until, World, DEADLINE, MIB};
@@ -78,69 +79,13 @@ fn shell_image() -> PathBuf {
 
 /// The shell image's archive, made in `dir` with the environment `env` (`K=V`).
 fn build_shell_image(dir: &Path, env: &str) -> PathBuf {
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.is_file(),
-        "/bin/busybox is missing: apt-get install busybox-static"
-    );
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "cp", "id", "touch", "mkdir", "head", "grep", "sleep", "ls", "printf",
-        "test", "wc", "kill", "rm",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    AppImage {
+        entrypoint: &["/bin/echo", "entrypoint"],
+        cmd: &["cmd"],
+        env: &[env],
     }
-    // The same bytes, times and dates every time: the same image digest, so the
-    // runner's cache of unpacked images keeps one entry for it.
-    sh(Command::new("find")
-        .arg(&root)
-        .args(["-exec", "touch", "-h", "-d", "@0", "{}", "+"]));
-    let layout = dir.join("layout");
-    let image = format!("{}:app", layout.display());
-    let epoch = "1970-01-01T00:00:00Z";
-    sh(Command::new("umoci")
-        .args(["init", "--layout"])
-        .arg(&layout));
-    sh(Command::new("umoci").args(["new", "--image", &image]));
-    sh(Command::new("umoci")
-        .args(["insert", "--history.created", epoch, "--image", &image])
-        .arg(&root)
-        .arg("/"));
-    sh(Command::new("umoci").args([
-        "config",
-        "--image",
-        &image,
-        "--created",
-        epoch,
-        "--history.created",
-        epoch,
-        "--config.entrypoint",
-        "/bin/echo",
-        "--config.entrypoint",
-        "entrypoint",
-        "--config.cmd",
-        "cmd",
-        "--config.env",
-        env,
-    ]));
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .unwrap();
-    let archive = dir.join("shell.oci.tar");
-    sh(Command::new("skopeo")
-        .arg("--policy")
-        .arg(&policy)
-        .args(["copy", "--quiet"])
-        .arg(format!("oci:{image}"))
-        .arg(format!("oci-archive:{}", archive.display())));
-    archive
+    .build(dir)
+    .unwrap()
 }
 
 /// Makes every directory under `dir` writable by anyone and every file readable, so that
