@@ -23,7 +23,7 @@ golden:
 demo *ARGS:
     bash scripts/demo.sh {{ARGS}}
 
-# Every benchmark (bench-store, -mount, -runtime, -webhook), as ratios against baselines measured in the same run.
+# Every benchmark (bench-store, -mount, -webhook, -runtime, -postgres, -pod), as ratios against baselines measured in the same run.
 bench:
     cargo build --workspace --release
     bash scripts/bench.sh target/release
@@ -54,6 +54,11 @@ bench-postgres:
     cargo build --release -p datamon-agent
     bash scripts/install-postgres.sh
     bash scripts/bench-postgres.sh target/release
+
+# Only pod start -> application start, the pod runner from the images against host binaries (root; builds the images when missing).
+bench-pod:
+    test -f target/images/datamon-agent-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1).oci.tar || bash scripts/build-images.sh
+    bash scripts/bench-pod.sh
 
 # The agent as one static binary (musl), as `datamon-agent install` copies it into any image.
 static:
