@@ -23,7 +23,7 @@ use serde::Deserialize as _;
 use serde_json::{json, Value};
 
 /// The annotations (prefixes for the named ones) that must each have an injected example.
-const ANNOTATIONS: [&str; 17] = [
+const ANNOTATIONS: [&str; 18] = [
     "datamon.io/input.",
     "datamon.io/output.",
     "datamon.io/database.",
@@ -37,6 +37,7 @@ const ANNOTATIONS: [&str; 17] = [
     "datamon.io/resources",
     "datamon.io/deadlines",
     "datamon.io/native-sidecar",
+    "datamon.io/events",
     "datamon.io/coordination",
     "datamon.io/wrap",
     "datamon.io/command.",
