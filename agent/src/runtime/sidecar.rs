@@ -130,7 +130,14 @@ pub async fn run(plan: &Plan, name: &str, settings: &Settings) -> crate::Result<
             1
         }
     };
-    lock(&run.live).step = None;
+    {
+        let mut live = lock(&run.live);
+        live.step = None;
+        // A transfer stopped midway (SIGTERM before the inputs were ready) runs no more.
+        for t in live.transfers.values_mut().filter(|t| t.finished.is_none()) {
+            t.finish();
+        }
+    }
     let written = board.write(&run.current());
     outcome::write(
         &plan.termination_message,
