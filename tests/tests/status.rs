@@ -226,8 +226,29 @@ fn fifo_instead_of(blob: &Path) -> Vec<u8> {
     bytes
 }
 
+/// How the held download of [`held_download`] ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    /// The FIFO is opened: the read gets no bytes, the download fails.
+    Unblocked,
+    /// SIGTERM while it is held: the sidecar gives up the inputs (`terminated`); its
+    /// process ends once the blocked read returns.
+    Terminated,
+}
+
 #[test]
 fn while_a_download_runs_the_state_file_says_how_far_it_is() {
+    held_download(End::Unblocked);
+}
+
+#[test]
+fn a_download_stopped_by_sigterm_is_finished_short_of_its_total() {
+    held_download(End::Terminated);
+}
+
+/// A download of two files, one held on a FIFO: the state file says how far it is, then
+/// (ended as `end` says) that it finished short of its total.
+fn held_download(end: End) {
     let world = World::local();
     let (a, b) = (noise(3 * MIB, 1), noise(300_001, 2));
     world.seed("tables", &[("a.bin", a.clone()), ("b.bin", b.clone())]);
@@ -262,6 +283,20 @@ fn while_a_download_runs_the_state_file_says_how_far_it_is() {
         "{text}"
     );
 
+    let reason = match end {
+        End::Unblocked => "input_failed",
+        End::Terminated => {
+            let pid = nix::unistd::Pid::from_raw(sidecar.0.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            // Its final state comes before its end (a blocked read holds the process).
+            wait_until("the sidecar's final state after SIGTERM", || {
+                let status = status_json(&world, &plan);
+                participant(&status, "datamon")["phase"] == "failed"
+            });
+            "terminated"
+        }
+    };
+    let status = status_json(&world, &plan);
     // Let the blocked read go: it opens the FIFO, reads nothing, and the download fails.
     let code = wait_until("the sidecar's end, once the FIFO is opened", || {
         // Opening for writing without blocking succeeds only while a reader waits.
@@ -274,15 +309,18 @@ fn while_a_download_runs_the_state_file_says_how_far_it_is() {
         }
         sidecar.0.try_wait().unwrap().map(|s| s.code())
     });
-    assert_eq!(
-        code,
-        Some(1),
-        "the sidecar fails when its input cannot be read"
-    );
-    let status = status_json(&world, &plan);
+    assert_eq!(code, Some(1), "the sidecar fails ({end:?})");
+    let status = match end {
+        End::Unblocked => status_json(&world, &plan),
+        // Nothing changed since its final state.
+        End::Terminated => {
+            assert_eq!(status_json(&world, &plan), status);
+            status
+        }
+    };
     let datamon = participant(&status, "datamon");
     assert_eq!(datamon["phase"], "failed", "{status:#}");
-    assert_eq!(datamon["reason"]["code"], "input_failed", "{status:#}");
+    assert_eq!(datamon["reason"]["code"], reason, "{status:#}");
     let t = &datamon["transfers"]["tables"];
     assert!(time(t, "started") <= time(t, "finished"), "{t:#}");
     assert!(count(t, "bytes_done") < total, "{t:#}");
