@@ -11,7 +11,8 @@
 //!   namespace the pod is created in (its Pod Security label, its `datamon.io/` defaults).
 //!
 //! A block with no comment must hold a kind with a pod template. The test fails when the
-//! guide has no injected example, and when an annotation of the webhook has no example.
+//! guide has no injected example, and when an annotation the webhook knows (as its denial
+//! of an unknown one lists them) has no example.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at its first failed step
 
@@ -22,27 +23,35 @@ use datamon_webhook::mutate::{mutate_pod, NamespaceDefaults, Verdict, WebhookSet
 use serde::Deserialize as _;
 use serde_json::{json, Value};
 
-/// The annotations (prefixes for the named ones) that must each have an injected example.
-const ANNOTATIONS: [&str; 18] = [
-    "datamon.io/input.",
-    "datamon.io/output.",
-    "datamon.io/database.",
-    "datamon.io/config",
-    "datamon.io/context",
-    "datamon.io/s3-endpoint",
-    "datamon.io/gcs-endpoint",
-    "datamon.io/credentials-secret",
-    "datamon.io/image",
-    "datamon.io/postgres-image",
-    "datamon.io/resources",
-    "datamon.io/deadlines",
-    "datamon.io/native-sidecar",
-    "datamon.io/events",
-    "datamon.io/coordination",
-    "datamon.io/wrap",
-    "datamon.io/command.",
-    "datamon.io/inject",
-];
+/// The annotations the webhook knows, as its own denial of an unknown one lists them
+/// (`datamon.io/input.<name>` as the prefix `datamon.io/input.`): each must have an
+/// injected example in the guide.
+fn known_annotations() -> Vec<String> {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probe", "annotations": {
+            "datamon.io/no-such-annotation": "x",
+            "datamon.io/input.raw": "{repo: r, path: /data/raw}",
+        }},
+        "spec": {"containers": [{"name": "app", "image": "app", "command": ["run"]}]},
+    });
+    let settings = WebhookSettings::default();
+    let Verdict::Deny(message) = mutate_pod(&pod, &NamespaceDefaults::default(), &settings) else {
+        panic!("the webhook admits an unknown annotation");
+    };
+    let list = message
+        .split_once("use one of ")
+        .and_then(|(_, rest)| rest.split_once(", or remove it"))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("the denial no longer lists the annotations: {message}"));
+    list.split(", ")
+        .map(|a| {
+            a.split_once('<')
+                .map_or(a, |(prefix, _)| prefix)
+                .to_string()
+        })
+        .collect()
+}
 
 /// One fenced yaml block of the guide.
 struct Block {
@@ -357,14 +366,15 @@ fn every_yaml_example_of_the_guide_is_injected_or_denied_as_documented() {
     }
     eprintln!("guide, on clusters with and without native sidecars: {injected} injected, {denied} denied; {parsed_only} blocks parsed only");
     assert!(injected > 0, "the guide has no injected example");
-    let missing: Vec<&str> = ANNOTATIONS
+    let known = known_annotations();
+    assert!(known.len() > 10, "too few annotations read: {known:?}");
+    let missing: Vec<&String> = known
         .iter()
         .filter(|a| {
             !used
                 .iter()
-                .any(|k| k == *a || (a.ends_with('.') && k.starts_with(*a)))
+                .any(|k| k == *a || (a.ends_with('.') && k.starts_with(a.as_str())))
         })
-        .copied()
         .collect();
     assert!(
         missing.is_empty(),
