@@ -224,7 +224,11 @@ pub(crate) async fn run(
     deadline: Duration,
 ) -> Result<String, ProcessError> {
     let program = PathBuf::from(cmd.as_std().get_program());
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A group of its own: past the deadline its children (initdb's bootstrap backend,
+    // pg_upgrade's pg_dump) are killed with it, not left writing where the caller cleans up.
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     tracing::debug!(what, program = %program.display(), "running");
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         what: what.to_string(),
@@ -246,11 +250,7 @@ pub(crate) async fn run(
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match finished {
         Err(_) => {
-            // kill_on_drop would too; killing now frees the program at once. An error
-            // means it has just exited, which is as good.
-            if let Err(e) = child.start_kill() {
-                tracing::debug!(what, error = %e, "killing a program past its deadline");
-            }
+            kill_group(&mut child, what).await;
             Err(ProcessError::Timeout {
                 what: what.to_string(),
                 deadline,
@@ -267,6 +267,30 @@ pub(crate) async fn run(
             status,
             tail: tail(&[&text(&out), &text(&err)], TAIL_LINES),
         }),
+    }
+}
+
+/// How long a program killed past its deadline may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Kills `child` and its process group, and waits (at most [`KILL_WAIT`]) until it is
+/// gone, so that nothing of it writes on after its caller's cleanup.
+async fn kill_group(child: &mut tokio::process::Child, what: &str) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let group = nix::unistd::Pid::from_raw(pid);
+        if let Err(e) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+            tracing::debug!(what, error = %e, "killing a program's group past its deadline");
+        }
+    }
+    // An error means it has just exited, which is as good.
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(what, error = %e, "killing a program past its deadline");
+    }
+    if tokio::time::timeout(KILL_WAIT, child.wait()).await.is_err() {
+        tracing::warn!(
+            what,
+            "a program killed past its deadline has not exited yet"
+        );
     }
 }
 
