@@ -59,6 +59,21 @@ fn events_env() -> Vec<Value> {
     ]
 }
 
+/// `restartPolicy: OnFailure` with an agent beside the application: refused. The agent
+/// decides the pod's data outcome once (an application that fails: outputs skipped, mounts
+/// and databases stopped), but under `OnFailure` the kubelet restarts the failed container in
+/// the same pod (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#restart-policy),
+/// and a second run that succeeds would end the pod `Succeeded` without its outputs. A
+/// download-only plan (no sidecar) is unaffected: its files stay for the restarted run.
+fn restart_problem(pod: &Value, wrapped: bool) -> Option<Problem> {
+    (wrapped && pod["spec"]["restartPolicy"].as_str() == Some("OnFailure")).then(|| {
+        Problem::new(
+            "spec.restartPolicy",
+            "OnFailure restarts the application inside the pod after the agent has ended the pod's data work for its failure (outputs skipped, mounts and databases stopped), so a second run that succeeds would end the pod Succeeded without its outputs: use restartPolicy: Never, and the Job's backoffLimit for retries (each retry a new pod with its data fetched again)",
+        )
+    })
+}
+
 /// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
 pub(crate) const PLAN_ENV: &str = "DATAMON_PLAN";
 /// Where the credentials Secret is mounted in the agent containers.
@@ -339,6 +354,7 @@ pub(crate) fn build(pod: &Value, inp: &Inputs<'_>) -> Result<json_patch::Patch, 
             problems.push(Problem::new(annotation.clone(), format!("{path} is also the directory of {first}: give each datamon directory (coordination, agent, inputs, outputs) its own path")));
         }
     }
+    problems.extend(restart_problem(pod, wrapped));
     problems.extend(security::mount_problems(pod, inp.plan, inp.enforce));
     if !problems.is_empty() {
         return Err(problems);
