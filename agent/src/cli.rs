@@ -363,6 +363,11 @@ pub fn main() -> ExitCode {
             .map_err(Error::from)
             .and_then(|r| r)
     });
+    // The command is over and has said so (state file, termination message). A blocking
+    // task still running (a store read that SIGTERM cut short: a hung NFS or FIFO read
+    // cannot be cancelled) must not keep the process alive until the kubelet's SIGKILL:
+    // what is still in flight gets a moment, then the process exits.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -372,6 +377,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// How long blocking tasks still running after the command may hold its exit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn exit_code(e: &Error) -> u8 {
     match e {

@@ -231,8 +231,8 @@ fn fifo_instead_of(blob: &Path) -> Vec<u8> {
 enum End {
     /// The FIFO is opened: the read gets no bytes, the download fails.
     Unblocked,
-    /// SIGTERM while it is held: the sidecar gives up the inputs (`terminated`); its
-    /// process ends once the blocked read returns.
+    /// SIGTERM while it is held: the sidecar gives up the inputs (`terminated`) and its
+    /// process ends, the read still blocked (it does not wait for the kubelet's SIGKILL).
     Terminated,
 }
 
@@ -288,7 +288,7 @@ fn held_download(end: End) {
         End::Terminated => {
             let pid = nix::unistd::Pid::from_raw(sidecar.0.id() as i32);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            // Its final state comes before its end (a blocked read holds the process).
+            // Its final state comes first, then its end.
             wait_until("the sidecar's final state after SIGTERM", || {
                 let status = status_json(&world, &plan);
                 participant(&status, "datamon")["phase"] == "failed"
@@ -297,15 +297,18 @@ fn held_download(end: End) {
         }
     };
     let status = status_json(&world, &plan);
-    // Let the blocked read go: it opens the FIFO, reads nothing, and the download fails.
-    let code = wait_until("the sidecar's end, once the FIFO is opened", || {
+    // Unblocked: let the blocked read go: it opens the FIFO, reads nothing, and the download
+    // fails. Terminated: the process ends by itself, the read still blocked.
+    let code = wait_until("the sidecar's end", || {
         // Opening for writing without blocking succeeds only while a reader waits.
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(&blob)
-        {
-            drop(f);
+        if end == End::Unblocked {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&blob)
+            {
+                drop(f);
+            }
         }
         sidecar.0.try_wait().unwrap().map(|s| s.code())
     });
