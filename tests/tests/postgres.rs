@@ -364,7 +364,8 @@ fn a_new_cluster_gets_its_database_and_a_generated_password() {
     let plan = json!({"databases": [database(&world, "scratch", port, json!({}))]});
     let sock = world.path("run/run/postgres/scratch");
     // The application reads the generated password from the socket directory.
-    let (e, seen) = run_as_superuser(&world, "run", &plan, ("scratch", port), "scratch", "create table x (i int); insert into x values (7); select current_database(), sum(i) from x");
+    let sql = "create table x (i int); insert into x values (7); select current_database(), sum(i) from x";
+    let (e, seen) = run_as_superuser(&world, "run", &plan, ("scratch", port), "scratch", sql);
     assert_ok(&e);
     assert_eq!(seen, "scratch|7");
     let mode = std::fs::metadata(sock.join("password"))
@@ -590,14 +591,8 @@ fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
     let rows = pg::OLD_ROWS_BEFORE_CHECKPOINT + pg::OLD_ROWS_AFTER_CHECKPOINT;
     // The old cluster's table belongs to the superuser, the default owner: the
     // application reads it with the generated password, over TCP.
-    let (e, seen) = run_as_superuser(
-        &world,
-        "run",
-        &plan,
-        ("warehouse", port),
-        "postgres",
-        "select current_setting('server_version_num')::int / 10000, count(*) from t",
-    );
+    let sql = "select current_setting('server_version_num')::int / 10000, count(*) from t";
+    let (e, seen) = run_as_superuser(&world, "run", &plan, ("warehouse", port), "postgres", sql);
     assert_ok(&e);
     assert_eq!(seen, format!("18|{rows}"));
     let new = e.sidecar["outputs"]["warehouse"]
@@ -622,14 +617,8 @@ fn an_old_datamon_postgresql_12_bundle_is_migrated_to_18_with_every_row() {
     let plan = json!({"databases": [database(&world, "warehouse", port, json!({
         "source": {"repo": "pg", "bundle": new},
     }))]});
-    let (e, seen) = run_as_superuser(
-        &world,
-        "again",
-        &plan,
-        ("warehouse", port),
-        "postgres",
-        "select count(*) from t",
-    );
+    let sql = "select count(*) from t";
+    let (e, seen) = run_as_superuser(&world, "again", &plan, ("warehouse", port), "postgres", sql);
     assert_ok(&e);
     assert_eq!(seen, rows.to_string());
 }
@@ -644,14 +633,8 @@ fn a_postgresql_14_bundle_is_upgraded_to_18_and_a_newer_one_is_refused() {
         "source": {"repo": "pg", "bundle": old},
         "output": {"repo": "pg", "message": "upgraded"},
     }))]});
-    let (e, seen) = run_as_superuser(
-        &world,
-        "run",
-        &plan,
-        ("warehouse", port),
-        "postgres",
-        "select count(*), min(h -> 'k') from t",
-    );
+    let sql = "select count(*), min(h -> 'k') from t";
+    let (e, seen) = run_as_superuser(&world, "run", &plan, ("warehouse", port), "postgres", sql);
     assert_ok(&e);
     assert_eq!(seen, "2000|v");
     let new = e.sidecar["outputs"]["warehouse"]
@@ -936,4 +919,36 @@ fn corrupt_and_foreign_data_directories_are_refused_naming_what_is_wrong_and_the
         assert!(!world.path("pg/warehouse/data").exists(), "{}", case.what);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_damaged_table_fails_the_apps_query_and_nothing_is_saved() {
+    let world = world();
+    let files = clean_cluster_files(&world, "files", 18, 3);
+    // The first page of every user relation of database postgres (oid 5) overwritten: the
+    // server starts (pg_control and the catalogs are intact), the table cannot be read.
+    for f in std::fs::read_dir(files.join("base/5")).unwrap() {
+        let p = f.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.parse::<u32>().is_ok_and(|oid| oid >= 16384) {
+            let mut b = std::fs::read(&p).unwrap();
+            let n = b.len().min(8192);
+            b[..n].fill(0xab);
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    let old = upload_data_dir(&world, "pg", &files);
+    let port = free_port();
+    let plan = json!({"databases": [database(&world, "warehouse", port, json!({
+        "source": {"repo": "pg", "bundle": old},
+        "output": {"repo": "pg"},
+    }))]});
+    let sql = "select count(*) from t";
+    let (e, seen) = run_as_superuser(&world, "run", &plan, ("warehouse", port), "postgres", sql);
+    assert_eq!(seen, "");
+    assert_ne!(e.app_code, Some(0), "{}", e.logs);
+    assert!(e.logs.contains("invalid page"), "{}", e.logs);
+    // The application failed: the database is not saved (upload: on_success).
+    assert_eq!(e.sidecar_code, Some(0), "{}\n{}", e.sidecar, e.logs);
+    assert_eq!(world.bundles("pg"), vec![old]);
 }
