@@ -11,7 +11,8 @@
 //! volume the application containers already mount.
 //!
 //! Each wrapped application container gets, per database, `DATAMON_DB_<NAME>_HOST` (the
-//! socket directory), `_PORT`, `_USER`, `_DATABASE`, `_URL` and `_PASSWORD` (from the Secret)
+//! socket directory; `localhost` when the owner is the superuser `postgres`, whom the socket
+//! admits only as the agent), `_PORT`, `_USER`, `_DATABASE`, `_URL` and `_PASSWORD` (from the Secret)
 //! or `_PASSWORD_FILE` (the generated password's file); with exactly one database also
 //! libpq's `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and, with a Secret, `PGPASSWORD`.
 //! A variable the container's own `env` already sets is left as it is.
@@ -206,6 +207,9 @@ fn secret_env(name: String, secret: &SecretKey) -> Value {
     })
 }
 
+/// The superuser role the agent connects as on the socket (its `postgres.superuser` default).
+const SUPERUSER: &str = "postgres";
+
 /// The agent container's variables: each database's password, from its Secret key.
 pub(crate) fn agent_env(databases: &[DatabaseRequest]) -> Vec<Value> {
     databases
@@ -226,8 +230,15 @@ pub(crate) fn app_env(plan: &Plan, databases: &[DatabaseRequest]) -> Vec<Value> 
     for (db, req) in plan.databases.iter().zip(databases) {
         let p = env_prefix(&db.name);
         let socket_dir = db.socket_dir_or_default(&plan.coordination);
-        let host = socket_dir.display().to_string();
         let role = &db.owner.role;
+        // On the socket the superuser is the agent's (peer authentication,
+        // agent/src/postgres/server.rs): an application that is the superuser too connects
+        // over TCP, with its password, as everyone does there.
+        let host = if role == SUPERUSER {
+            "localhost".to_string()
+        } else {
+            socket_dir.display().to_string()
+        };
         env.push(value(format!("{p}_HOST"), host.clone()));
         env.push(value(format!("{p}_PORT"), db.port.to_string()));
         env.push(value(format!("{p}_USER"), role.clone()));
