@@ -809,6 +809,8 @@ fn a_store_that_fills_up_during_the_save_keeps_the_old_bundle_and_label() {
         sql,
     );
     assert_eq!(e.sidecar_code, Some(1), "{}\n{}", e.sidecar, e.logs);
+    // The application's container fails too: the wrapper waits for the database's save.
+    assert_eq!(e.app_code, Some(69), "{}", e.logs);
     let (code, m) = e.reason("datamon");
     assert_eq!(code, "database_save_failed", "{m}\n{}", e.logs);
     assert!(

@@ -231,25 +231,35 @@ impl Wrapper<'_> {
         }
     }
 
-    /// Looks at every sidecar (only those with outputs when `uploads`): failed or dead is an
-    /// error; otherwise says whether each is where the current step needs it.
+    /// Looks at every sidecar (only those that save, outputs or databases, when `uploads`):
+    /// failed or dead is an error; otherwise says whether each is where the current step
+    /// needs it.
     fn look(&mut self, uploads: bool) -> Result<Look, Stop> {
         let mut waiting = Vec::new();
         for s in self.plan.effective_sidecars() {
-            if uploads && s.outputs.is_empty() {
+            // A sidecar saves when it has outputs or a database with an output.
+            let saves = !s.outputs.is_empty()
+                || s.databases
+                    .iter()
+                    .filter_map(|n| self.plan.database(n))
+                    .any(|d| d.output.is_some());
+            if uploads && !saves {
                 continue;
             }
             let status = self.board.status(&s.name).map_err(|e| Stop::internal(&e))?;
             match status {
                 Status::Known(st) if st.phase == Phase::Failed => {
+                    let code = match (uploads, st.reason.as_ref().map(|r| r.code)) {
+                        (true, Some(ReasonCode::DatabaseSaveFailed)) => {
+                            ReasonCode::DatabaseSaveFailed
+                        }
+                        (true, _) => ReasonCode::UploadFailed,
+                        (false, _) => ReasonCode::SidecarFailed,
+                    };
                     let r = st.reason.map(|r| r.to_string()).unwrap_or_default();
                     return Err(Stop::new(
                         EXIT_SIDECAR,
-                        if uploads {
-                            ReasonCode::UploadFailed
-                        } else {
-                            ReasonCode::SidecarFailed
-                        },
+                        code,
                         format!("sidecar {} failed: {r}", s.name),
                     ));
                 }
