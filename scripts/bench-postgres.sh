@@ -116,13 +116,13 @@ printf '  data directory: %d MiB\n' $((bytes / 1048576)) >&2
 echo "== restore to ready (best of $repeat, each side)" >&2
 id18=$(bundle_of make18)
 span() { awk "BEGIN{printf \"%.6f\", ${2/,/.} - ${1/,/.}}"; }
-min() { awk "BEGIN{a=$1; b=$2; print (b < a ? b : a)}"; }
+less() { awk "BEGIN{exit !($1 < $2)}"; }   # less A B: whether A < B (as numbers)
 best_agent=1e9 best_rss=0 best_base=1e9
 for round in $(seq 1 "$repeat"); do
   rm -rf "$work/restore18" "$work/copy"
   pod_run restore18 "{\"major\": 18, \"source\": {\"repo\": \"pg18\", \"bundle\": \"$id18\"}}" "true"
   secs=$(since "$work/restore18/launch" "$work/restore18/app_start")
-  [ "$(min "$best_agent" "$secs")" = "$best_agent" ] || { best_agent=$secs; best_rss=$(cat "$work/restore18/rss"); }
+  if less "$secs" "$best_agent"; then best_agent=$secs best_rss=$(cat "$work/restore18/rss"); fi
   settle
   t0=$EPOCHREALTIME
   cp -r "$data" "$work/copy"
@@ -137,7 +137,7 @@ for round in $(seq 1 "$repeat"); do
   t4=$EPOCHREALTIME
   base=$(awk "BEGIN{print $(span "$t0" "$t1") + $(span "$t1" "$t2") + $(span "$t3" "$t4")}")
   printf '  round %d: agent %.2f s, baseline %.2f s\n' "$round" "$secs" "$base" >&2
-  if [ "$(min "$best_base" "$base")" != "$best_base" ]; then
+  if less "$base" "$best_base"; then
     best_base=$base b_cp=$(span "$t0" "$t1") b_sum=$(span "$t1" "$t2") b_start=$(span "$t3" "$t4")
   fi
   [ "$round" = "$repeat" ] || as_pg "$new/pg_ctl" -D "$work/copy" -m immediate -w stop > /dev/null
