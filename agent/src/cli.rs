@@ -343,6 +343,7 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(settings.log_format, &settings.loglevel);
+    crate::events::configure(settings.events.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

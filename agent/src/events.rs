@@ -263,9 +263,18 @@ pub enum EventsError {
     Thread(#[source] std::io::Error),
 }
 
-/// The settings, read once per process.
+/// The settings the Events use, once per process.
+static SETTINGS: OnceLock<EventsSettings> = OnceLock::new();
+
+/// Gives the Events the settings the command loaded (flags, `--config-file`, environment);
+/// the first call wins. Without it, they are read again at the first post, from
+/// `DATAMON_CONFIG_FILE` or the default file and the environment.
+pub fn configure(settings: EventsSettings) {
+    let _ = SETTINGS.set(settings);
+}
+
+/// The settings: those given to [`configure`], else read again.
 fn settings() -> &'static EventsSettings {
-    static SETTINGS: OnceLock<EventsSettings> = OnceLock::new();
     SETTINGS.get_or_init(|| {
         #[derive(Serialize)]
         struct NoFlags {}
