@@ -165,7 +165,8 @@ pub fn render(participants: &[Participant]) -> String {
 /// One transfer for people (pure): while it runs, `download  12.0 MiB / 20.0 MiB  3 / 5
 /// files  60%  4.1 MiB/s` (the speed so far, up to `updated`, when its state was written);
 /// finished, `upload    20.0 MiB  5 files  in 4.9s  4.1 MiB/s`; ended short of its total
-/// (it failed), what it moved and `stopped after` how long.
+/// (it failed), what it moved and `stopped after` how long; `nothing moved` when it ended
+/// with nothing to count.
 pub fn transfer_line(t: &Transfer, updated: Option<&str>) -> String {
     let kind = t.kind.name();
     let secs = |end: &str| -> Option<f64> {
@@ -182,6 +183,9 @@ pub fn transfer_line(t: &Transfer, updated: Option<&str>) -> String {
     };
     let complete = t.bytes_done >= t.bytes_total && t.files_done >= t.files_total;
     match &t.finished {
+        // Ended before its totals were known (failed at once), or nothing to move (a new
+        // cluster's restore): no sizes, times or speeds of nothing.
+        Some(_) if t.files_total == 0 && t.bytes_total == 0 => format!("{kind:<8}  nothing moved"),
         Some(end) if complete => {
             let took = secs(end);
             format!(
@@ -314,12 +318,17 @@ mod tests {
                 Some(at("02")),
             ),
         );
+        st.transfers.insert(
+            "empty".into(),
+            t(TransferKind::Download, (0, 0), (0, 0), Some(at("01"))),
+        );
         let ps = [participant("datamon", Status::Known(st))];
         let text = render(&ps);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1..],
             [
+                "         input empty         download  nothing moved",
                 "         output result       upload    20.0 MiB  5 files  in 4.0s  5.0 MiB/s",
                 "         input tables        download  12.0 MiB / 20.0 MiB  3 / 5 files  60%  4.0 MiB/s",
                 "         database warehouse  restore   1.0 MiB / 4.0 MiB  1 / 2 files  stopped after 2.0s",
