@@ -643,21 +643,8 @@ fn assert_input_fault(
     raw_id: &str,
     says: &[&str],
 ) {
-    assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", report.logs());
-    assert!(
-        !s.seen.join("ran").exists(),
-        "{layout:?}: the app must not start"
-    );
-    assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
-    assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
-    assert_eq!(
-        report.container("datamon").unwrap().restarts,
-        0,
-        "{}",
-        report.logs()
-    );
-    assert_eq!(report.message("app")["reason"]["code"], "sidecar_failed");
-    let side = report.message("datamon");
+    let side =
+        report.assert_failed_before_the_app("datamon", &s.seen.join("ran"), &format!("{layout:?}"));
     assert_eq!(side["reason"]["code"], "input_failed", "{layout:?}: {side}");
     let message = side["reason"]["message"].as_str().unwrap().to_lowercase();
     for want in ["raw"].iter().chain(says) {

@@ -27,7 +27,7 @@ fn p(rel: &str) -> String {
 }
 
 /// How the agent runs in the pod (`datamon.io/native-sidecar`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Layout {
     /// An init container with `restartPolicy: Always` and a startupProbe.
     Native,
@@ -433,19 +433,11 @@ fn failing_sidecar_ends_the_pod(
             &datamon_pod(annotations, layout, &script, &s.seen),
             &s.pod,
         );
-        assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
-        assert!(!s.seen.join("ran").exists(), "the app must not start");
-        assert_eq!(report.exit_code("app"), Some(69), "{}", report.logs());
-        assert_eq!(report.exit_code("datamon"), Some(1), "{}", report.logs());
-        assert_eq!(
-            report.container("datamon").unwrap().restarts,
-            0,
-            "{}",
-            report.logs()
+        let side = report.assert_failed_before_the_app(
+            "datamon",
+            &s.seen.join("ran"),
+            &format!("{layout:?}"),
         );
-        let m = report.message("app");
-        assert_eq!(m["reason"]["code"], "sidecar_failed", "{m}");
-        let side = report.message("datamon");
         assert_eq!(side["reason"]["code"], code, "{side}");
         let text = side["reason"]["message"].as_str().unwrap();
         assert!(text.contains(says), "{side}");

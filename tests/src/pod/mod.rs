@@ -253,6 +253,28 @@ impl PodReport {
         })
     }
 
+    /// Asserts that the pod ended for its sidecar `sidecar` before the application
+    /// (container `app`, whose first command touches `ran`) started: phase Failed, `ran`
+    /// absent, the wrapper's exit 69 with `sidecar_failed`, the sidecar's exit 1 and no
+    /// restart. `what` names the case in the failure. The sidecar's termination message.
+    pub fn assert_failed_before_the_app(
+        &self,
+        sidecar: &str,
+        ran: &Path,
+        what: &str,
+    ) -> serde_json::Value {
+        let logs = || self.logs();
+        assert_eq!(self.phase, Phase::Failed, "{what}: {}", logs());
+        assert!(!ran.exists(), "{what}: the app must not start");
+        assert_eq!(self.exit_code("app"), Some(69), "{what}: {}", logs());
+        assert_eq!(self.exit_code(sidecar), Some(1), "{what}: {}", logs());
+        let restarts = self.container(sidecar).map(|c| c.restarts);
+        assert_eq!(restarts, Some(0), "{what}: {}", logs());
+        let app = self.message("app");
+        assert_eq!(app["reason"]["code"], "sidecar_failed", "{what}: {app}");
+        self.message(sidecar)
+    }
+
     /// The exit code of a container's last run (panics if the pod has no such container).
     pub fn exit_code(&self, container: &str) -> Option<i32> {
         self.container(container)
