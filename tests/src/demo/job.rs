@@ -115,17 +115,19 @@ fn seed(store: &Store, root: &Path) -> Result<Data, DemoError> {
     println!("repo tables  bundle {id} (label v1): big.parquet 20.0 MiB, index.csv: to download");
     let imgs = root.join("data/images");
     let images = 40;
+    let mut image_bytes = 0;
     for i in 0..images - 1 {
-        write(
-            &imgs.join(format!("img{i:03}.bin")),
-            &noise(20_000 + i * 1000, i as u64 + 7),
-        )?;
+        let bytes = noise(20_000 + i * 1000, i as u64 + 7);
+        image_bytes += bytes.len();
+        write(&imgs.join(format!("img{i:03}.bin")), &bytes)?;
     }
     let photo = noise(4 * MIB + 5, 99);
+    image_bytes += photo.len();
     write(&imgs.join("photo.bin"), &photo)?;
     store.create_repo("images", "sample images")?;
     let id = store.upload("images", &imgs, "v1")?;
-    println!("repo images  bundle {id} (label v1): {images} files, 4.8 MiB: to mount (FUSE)");
+    let image_size = super::timeline::size(image_bytes as f64);
+    println!("repo images  bundle {id} (label v1): {images} files, {image_size}: to mount (FUSE)");
     let old = pg::tempdir();
     let bundle = old.path().join("bundle");
     pg::old_datamon_bundle(&bundle);
@@ -137,7 +139,10 @@ fn seed(store: &Store, root: &Path) -> Result<Data, DemoError> {
     println!("repo results: the job's output goes here");
     let sizes = BTreeMap::from([
         ("tables".to_string(), "20.0 MiB, 2 files".to_string()),
-        ("images".to_string(), format!("4.8 MiB, {images} files")),
+        (
+            "images".to_string(),
+            format!("{image_size}, {images} files"),
+        ),
         ("ledger".to_string(), "PostgreSQL 12".to_string()),
     ]);
     Ok(Data {

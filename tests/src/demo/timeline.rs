@@ -79,6 +79,11 @@ fn transfer_news(name: &str, old: Option<&Value>, new: &Value) -> Option<String>
         .or(new["files_total"].as_u64())
         .filter(|f| *f > 0);
     let had = |k: &str| old.is_some_and(|o| !o[k].is_null());
+    let nothing = new["bytes_total"].as_u64() == Some(0) && new["files_total"].as_u64() == Some(0);
+    if !new["finished"].is_null() && !had("finished") && nothing {
+        // Failed before its totals were known, or a new cluster's restore.
+        return Some(format!("{kind} {name}: nothing moved"));
+    }
     if !new["finished"].is_null() && !had("finished") {
         let mut s = format!("{kind} {name} {}", size(bytes));
         if let Some(f) = files {
