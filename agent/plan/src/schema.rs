@@ -263,6 +263,27 @@ impl Plan {
         }]
     }
 
+    /// Whether `sidecar` uploads anything once the applications are done: it has outputs,
+    /// or runs a database with an output (saved as a new bundle). The wrapper waits for
+    /// these after the application exits; a sidecar of this plan that uploads nothing has
+    /// no outcome to wait for.
+    pub fn uploads(&self, sidecar: &Sidecar) -> bool {
+        !sidecar.outputs.is_empty()
+            || sidecar
+                .databases
+                .iter()
+                .filter_map(|n| self.database(n))
+                .any(|d| d.output.is_some())
+    }
+
+    /// The sidecars ([`Plan::effective_sidecars`]) that upload ([`Plan::uploads`]).
+    pub fn sidecars_that_upload(&self) -> Vec<Sidecar> {
+        self.effective_sidecars()
+            .into_iter()
+            .filter(|s| self.uploads(s))
+            .collect()
+    }
+
     /// The wrapped applications' participant names, with the default one when the plan
     /// names none.
     pub fn effective_apps(&self) -> Vec<String> {
@@ -439,5 +460,54 @@ impl Default for Owner {
             role: "postgres".to_string(),
             password_env: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Plan {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn names(sidecars: Vec<Sidecar>) -> Vec<String> {
+        sidecars.into_iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn a_sidecar_uploads_with_an_output_or_a_database_saved() {
+        let plan = parse(
+            r#"
+inputs: [{name: raw, repo: r, path: /in, mode: mount}]
+outputs: [{name: out, repo: r, path: /out}]
+databases:
+  - {name: saved, output: {repo: pg}}
+  - {name: read-only, port: 5433}
+sidecars:
+  - {name: mounts, inputs: [raw]}
+  - {name: writes, outputs: [out]}
+  - {name: saves, databases: [saved]}
+  - {name: serves, databases: [read-only]}
+  - {name: both, databases: [read-only, saved]}
+"#,
+        );
+        let uploads: Vec<bool> = plan.sidecars.iter().map(|s| plan.uploads(s)).collect();
+        assert_eq!(uploads, [false, true, true, false, true]);
+        assert_eq!(
+            names(plan.sidecars_that_upload()),
+            ["writes", "saves", "both"]
+        );
+    }
+
+    #[test]
+    fn the_default_sidecar_uploads_what_the_plan_saves() {
+        let inputs_only = parse("inputs: [{name: raw, repo: r, path: /in}]");
+        assert!(inputs_only.sidecars_that_upload().is_empty());
+        let read_only_db = parse("databases: [{name: ledger}]");
+        assert!(read_only_db.sidecars_that_upload().is_empty());
+        let saved_db = parse("databases: [{name: ledger, output: {repo: pg}}]");
+        assert_eq!(names(saved_db.sidecars_that_upload()), [DEFAULT_SIDECAR]);
+        assert!(parse("{}").sidecars_that_upload().is_empty());
     }
 }

@@ -673,8 +673,7 @@ impl Run<'_> {
         mounts: &[Mounted],
         databases: &mut [Served],
     ) -> Result<AppEnd, Reason> {
-        let saves_something =
-            !self.me.outputs.is_empty() || databases.iter().any(|d| d.db.output.is_some());
+        let saves_something = self.plan.uploads(self.me);
         let mut watcher = self
             .board
             .watch()

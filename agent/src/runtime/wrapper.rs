@@ -231,21 +231,17 @@ impl Wrapper<'_> {
         }
     }
 
-    /// Looks at every sidecar (only those that save, outputs or databases, when `uploads`):
-    /// failed or dead is an error; otherwise says whether each is where the current step
-    /// needs it.
+    /// Looks at every sidecar (only those that upload, [`Plan::sidecars_that_upload`], when
+    /// `uploads`): failed or dead is an error; otherwise says whether each is where the
+    /// current step needs it.
     fn look(&mut self, uploads: bool) -> Result<Look, Stop> {
         let mut waiting = Vec::new();
-        for s in self.plan.effective_sidecars() {
-            // A sidecar saves when it has outputs or a database with an output.
-            let saves = !s.outputs.is_empty()
-                || s.databases
-                    .iter()
-                    .filter_map(|n| self.plan.database(n))
-                    .any(|d| d.output.is_some());
-            if uploads && !saves {
-                continue;
-            }
+        let sidecars = if uploads {
+            self.plan.sidecars_that_upload()
+        } else {
+            self.plan.effective_sidecars()
+        };
+        for s in sidecars {
             let status = self.board.status(&s.name).map_err(|e| Stop::internal(&e))?;
             match status {
                 Status::Known(st) if st.phase == Phase::Failed => {
@@ -293,8 +289,9 @@ impl Wrapper<'_> {
         self.look(uploads).map(|_| ())
     }
 
-    /// Waits until every sidecar is ready (`uploads` false) or every sidecar with outputs
-    /// is done (`uploads` true), within the plan's deadline for that step.
+    /// Waits until every sidecar is ready (`uploads` false) or every sidecar that uploads
+    /// (outputs, or databases saved) is done (`uploads` true), within the plan's deadline
+    /// for that step.
     async fn wait_for_sidecars(
         &mut self,
         uploads: bool,
