@@ -181,8 +181,10 @@ pub(crate) enum MigrateError {
         /// The socket path's length.
         len: usize,
     },
-    /// A program of the migration failed.
-    #[error("migrating PostgreSQL {from} → {to}: {step} failed{log}")]
+    /// A program of the migration failed. Its failure (which names the step) is said here
+    /// with its own causes, then the log, and is not a `source`: a source would print after
+    /// the log, and its text (the step and `failed`) twice.
+    #[error("migrating PostgreSQL {from} → {to}: {}{log}", datamon_edge::chain(failure.as_ref()))]
     Step {
         /// The old version.
         from: String,
@@ -193,8 +195,7 @@ pub(crate) enum MigrateError {
         /// The tail of the server's or pg_upgrade's log, introduced (or empty).
         log: String,
         /// The program's failure.
-        #[source]
-        source: Box<ProcessError>,
+        failure: Box<ProcessError>,
     },
     /// The dump did not restore.
     #[error("migrating PostgreSQL {from} → {to}: restoring the dump into the new server failed:\n{errors}")]
@@ -666,7 +667,7 @@ impl<'a> Job<'a> {
                 to,
                 step: step.to_string(),
                 log,
-                source: Box::new(source),
+                failure: Box::new(source),
             }
         })
     }
@@ -927,7 +928,7 @@ impl<'a> Job<'a> {
                 from,
                 to,
                 step,
-                source,
+                failure,
                 ..
             }) => Err(MigrateError::Step {
                 from,
@@ -939,7 +940,7 @@ impl<'a> Job<'a> {
                         format!("; its {name} (removed with the new directory) ends:\n{t}\n")
                     })
                     .unwrap_or_default(),
-                source,
+                failure,
             }),
             Err(e) => Err(e),
         }
@@ -969,7 +970,7 @@ impl<'a> Job<'a> {
             to: to.clone(),
             step: what.to_string(),
             log: String::new(),
-            source: Box::new(source),
+            failure: Box::new(source),
         };
         let spawn_err = |what: &str, program: PathBuf, source| {
             fail(
@@ -1154,6 +1155,47 @@ mod tests {
             method: Method::PgUpgrade,
         };
         assert_eq!(m.to_string(), "PostgreSQL 14.23 → 18.6 by pg_upgrade");
+    }
+
+    #[test]
+    fn a_failed_step_is_said_once_in_the_printed_chain_then_its_log() {
+        use std::os::unix::process::ExitStatusExt;
+        let step = MigrateError::Step {
+            from: "14.23".into(),
+            to: "18.6".into(),
+            step: "pg_upgrade --copy".into(),
+            log: "; the log ends:\nFATAL:  could not create the new cluster\n".into(),
+            failure: Box::new(ProcessError::Failed {
+                what: "pg_upgrade --copy".into(),
+                status: std::process::ExitStatus::from_raw(1 << 8),
+                tail: "Performing Consistency Checks".into(),
+            }),
+        };
+        // As the sidecar prints it: through the database's error.
+        let printed = datamon_edge::chain(&crate::postgres::DatabaseError::from(step));
+        assert_eq!(printed.matches("pg_upgrade --copy").count(), 1, "{printed}");
+        assert_eq!(printed.matches("failed").count(), 1, "{printed}");
+        assert_eq!(printed.matches("Performing Consistency Checks").count(), 1);
+        assert!(
+            printed.starts_with("migrating PostgreSQL 14.23 → 18.6: pg_upgrade --copy failed")
+                && printed.ends_with("could not create the new cluster\n"),
+            "{printed}"
+        );
+        // A program that could not be started keeps its cause (the I/O error) in the text.
+        let spawn = MigrateError::Step {
+            from: "12.22".into(),
+            to: "18.6".into(),
+            step: "pg_dumpall".into(),
+            log: String::new(),
+            failure: Box::new(ProcessError::Spawn {
+                what: "pg_dumpall".into(),
+                program: "/opt/pg/bin/pg_dumpall".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+        };
+        let printed = datamon_edge::chain(&spawn);
+        assert_eq!(printed.matches("pg_dumpall (").count(), 1, "{printed}");
+        assert!(printed.ends_with(": entity not found"), "{printed}");
     }
 
     #[test]
@@ -1748,15 +1790,10 @@ mod tests {
         let mut req = dirs.request(&b14, &b18, &old.data, &new_data, &scratch);
         req.deadline = Duration::from_millis(500);
         let e = migrate(&req).await.unwrap_err();
-        let msg = format!(
-            "{e}: {}",
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        );
+        let msg = datamon_edge::chain(&e);
         assert!(
             matches!(&e, MigrateError::Deadline { .. })
-                || matches!(&e, MigrateError::Step { source, .. } if matches!(**source, ProcessError::Timeout { .. })),
+                || matches!(&e, MigrateError::Step { failure, .. } if matches!(**failure, ProcessError::Timeout { .. })),
             "{msg}"
         );
         assert!(!new_data.exists());
