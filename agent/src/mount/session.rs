@@ -1,8 +1,9 @@
 //! A mount's life: [`Mounted::start`] reads the bundle and its file lists (so a missing
-//! repo, bundle or label fails before anything is mounted), checks the mount point, mounts
-//! the [`FuseFs`] and waits for its first answer; [`mount`] then serves until SIGTERM or
-//! SIGINT (or an unmount from outside), and unmounts (detaching a mount still in use)
-//! before it returns.
+//! repo, bundle or label fails before anything is mounted; what they count is kept for
+//! the caller's report, [`Mounted::files`] and [`Mounted::bytes`]), checks the mount
+//! point, mounts the [`FuseFs`] and waits for its first answer; [`mount`] then serves
+//! until SIGTERM or SIGINT (or an unmount from outside), and unmounts (detaching a mount
+//! still in use) before it returns.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,10 @@ pub(crate) struct Mounted {
     dir: PathBuf,
     /// The bundle served.
     pub bundle: crate::model::bundle::BundleDoc,
+    /// Files in the bundle's file lists.
+    files: u64,
+    /// Bytes of those files.
+    bytes: u64,
 }
 
 impl Mounted {
@@ -71,7 +76,8 @@ impl Mounted {
         let doc = crate::bundle::resolve(stores, &req.repo, &req.bundle).await?;
         let leaf_size = LeafSize::new(doc.leaf_size)?;
         let entries = crate::bundle::entries(stores, &req.repo, &doc).await?;
-        let files = entries.len();
+        let files = entries.len() as u64;
+        let bytes: u64 = entries.iter().map(|e| e.size).sum();
         let tree = Tree::build(entries)?;
         let dir = req.mount.clone();
         {
@@ -119,6 +125,7 @@ impl Mounted {
             repo = %req.repo,
             bundle = %doc.id,
             files,
+            bytes,
             mount = %dir.display(),
             "mounted"
         );
@@ -126,7 +133,19 @@ impl Mounted {
             session,
             dir,
             bundle: doc,
+            files,
+            bytes,
         })
+    }
+
+    /// How many files the bundle serves (from the file lists read to mount it).
+    pub fn files(&self) -> u64 {
+        self.files
+    }
+
+    /// How many bytes those files hold.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Where it is mounted.
@@ -359,4 +378,65 @@ fn fusermount_available() -> bool {
                 .any(|name| dir.join(name).is_file())
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::{BucketUrl, StoreOptions};
+    use crate::bundle::upload::{upload, UploadRequest};
+    use crate::bundle::BundleRef;
+    use crate::model::Contributor;
+
+    /// A real FUSE mount (root and /dev/fuse, as the sidecar has) of a bundle uploaded to
+    /// a `file://` store: its counts are the bundle's, and its files read back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mount_counts_the_files_and_bytes_it_serves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("a")).unwrap();
+        std::fs::write(src.join("hello.txt"), b"hello world\n").unwrap();
+        std::fs::write(src.join("a/big"), vec![7u8; 3000]).unwrap();
+        std::fs::write(src.join("a/empty"), b"").unwrap();
+        let config = BucketUrl::File(tmp.path().join("config"));
+        let opts = StoreOptions::default();
+        let names = Default::default();
+        crate::context::create(&config, "t", &names, &opts)
+            .await
+            .unwrap();
+        let stores = Stores::open(&config, "t", &opts).await.unwrap();
+        let nobody = Contributor::default();
+        crate::repo::create(&stores, "r", "data", &nobody)
+            .await
+            .unwrap();
+        let req = UploadRequest {
+            repo: "r".into(),
+            source: src,
+            message: "m".into(),
+            label: None,
+            contributor: nobody,
+            leaf_size: LeafSize::new(1024).unwrap(),
+        };
+        let report = upload(&stores, &req, &Default::default()).await.unwrap();
+        let dir = tmp.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let req = MountRequest {
+            repo: "r".into(),
+            bundle: BundleRef::from_flags(Some(report.bundle.id.clone()), None),
+            mount: dir.clone(),
+            allow_other: false,
+            cache_bytes: 1 << 20,
+            disk_cache: None,
+            file_owner: Default::default(),
+        };
+        let m = Mounted::start(&stores, &req).await.unwrap();
+        let read = tokio::task::spawn_blocking(move || std::fs::read(dir.join("a/big")))
+            .await
+            .unwrap();
+        let counts = (m.files(), m.bytes());
+        m.unmount().await.unwrap();
+        assert_eq!(read.unwrap(), vec![7u8; 3000]);
+        assert_eq!(counts, (3, 3012));
+        assert_eq!(counts, (report.files, report.bytes));
+    }
 }

@@ -631,16 +631,9 @@ impl Run<'_> {
                     };
                     let mounting = async {
                         let m = Mounted::start(&stores, &req).await?;
-                        // The transfer's totals are the bundle's, all done once it serves.
-                        match crate::bundle::entries(&stores, &i.repo, &m.bundle).await {
-                            Ok(entries) => {
-                                let bytes = entries.iter().map(|e| e.size).sum();
-                                Progress::complete("mount", entries.len() as u64, bytes);
-                            }
-                            Err(e) => {
-                                tracing::warn!(input = %n, error = %chain(&e), "cannot count the mounted bundle's files")
-                            }
-                        }
+                        // The transfer's totals are the bundle's (as the mount read them),
+                        // all done once it serves.
+                        Progress::complete("mount", m.files(), m.bytes());
                         Ok::<_, crate::Error>(m)
                     };
                     let m = self
