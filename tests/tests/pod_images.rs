@@ -187,8 +187,14 @@ fn run_as_non_root_with_a_root_image_user_is_never_started_with_the_kubelets_rea
     ] {
         let mut c = script.clone();
         c["securityContext"] = c_sc;
+        // The kubelet keeps the pod Pending and retries the container for ever; the
+        // runner, with nothing else running, stops watching at once.
         let (report, s) = run_shell(c, pod_sc);
-        assert_eq!(report.phase, Phase::Failed, "{}", report.logs());
+        assert_eq!(report.phase, Phase::Pending, "{}", report.logs());
+        assert_eq!(
+            (report.reason.clone(), report.message.clone()),
+            (None, None)
+        );
         let app = report.container("app").unwrap();
         assert!(!app.started, "{}", report.logs());
         assert_eq!(app.exit_code, None);
@@ -197,6 +203,36 @@ fn run_as_non_root_with_a_root_image_user_is_never_started_with_the_kubelets_rea
         assert!(message.starts_with(says), "{message}");
         assert!(!s.seen.join("ran").exists());
     }
+    // The pod's other container is started as the kubelet starts it, runs and exits 0;
+    // the pod stays Pending all the same (getPhase: a container waiting that never ran).
+    let s = Scratch::new();
+    std::fs::set_permissions(&s.seen, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let root =
+        json!({"command": ["sh", "-c", "touch /seen/ran"], "securityContext": {"runAsUser": 0}});
+    let mut pod = shell_pod(
+        root,
+        json!({"runAsNonRoot": true, "runAsUser": 1000}),
+        &s.seen,
+    );
+    let mut other = pod["spec"]["containers"][0].clone();
+    other["name"] = json!("other");
+    other["command"] = json!(["sh", "-c", "id -u > /seen/other"]);
+    other["securityContext"] = json!({});
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(other);
+    let report = runner(&pod, &s.pod)
+        .start()
+        .unwrap()
+        .wait(DEADLINE)
+        .unwrap();
+    assert_eq!(report.phase, Phase::Pending, "{}", report.logs());
+    assert_eq!(report.exit_code("other"), Some(0), "{}", report.logs());
+    assert_eq!(seen(&s, "other"), "1000");
+    let app = report.container("app").unwrap();
+    assert!(!app.started && app.waiting.is_some(), "{}", report.logs());
+    assert!(!s.seen.join("ran").exists());
     // The pod's runAsNonRoot with a non-root runAsUser starts.
     let (report, s) = run_shell(
         json!({"command": ["sh", "-c", "id -u > /seen/uid"]}),
@@ -692,36 +728,71 @@ fn fault_a_corrupt_leaf_fails_the_input_before_the_app_and_leaves_no_file() {
     }
 }
 
-#[test]
-fn fault_the_inputs_empty_dir_full_fails_the_input_before_the_app() {
-    // medium: Memory is the kubelet's tmpfs of sizeLimit; a disk-backed sizeLimit, which
-    // a kubelet enforces by evicting the pod, is a tmpfs of that size on the runner too.
-    for (layout, empty_dir) in [
-        (
-            Layout::Native,
-            json!({"medium": "Memory", "sizeLimit": "4Mi"}),
-        ),
-        (
-            Layout::Classic,
-            json!({"medium": "Memory", "sizeLimit": "4Mi"}),
-        ),
-        (Layout::Native, json!({"sizeLimit": "4Mi"})),
-        (Layout::Classic, json!({"sizeLimit": "4Mi"})),
-    ] {
-        let world = World::local();
-        let raw_id = world.seed("raw", &[("big.bin", noise(6 * MIB, 12))]);
-        let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
-        let s = Scratch::new();
-        let script = format!("touch {seen}/ran", seen = p("seen"));
-        let mut pod = injected_pod(&world, &annotations, layout, &script, &s.seen);
-        let volume = volume_at(&pod, &p("data/raw"));
-        for v in pod["spec"]["volumes"].as_array_mut().unwrap() {
-            if v["name"] == volume.as_str() {
-                v["emptyDir"] = empty_dir.clone();
-            }
+/// A world whose repo `raw` holds a 6 MiB file, and the webhook's pod (in `layout`) that
+/// downloads it into an emptyDir of `empty_dir` (its fields, with a 4 MiB `sizeLimit`), uploads
+/// `results`, and whose app runs `script`: the world, the input's bundle, the scratch
+/// directories, the pod and the input volume's name.
+fn big_input_pod(
+    layout: Layout,
+    empty_dir: &Value,
+    script: &str,
+) -> (World, String, Scratch, Value, String) {
+    let world = World::local();
+    let raw_id = world.seed("raw", &[("big.bin", noise(6 * MIB, 12))]);
+    let annotations = [input("raw", "raw", "data/raw", ""), results_output(&world)];
+    let s = Scratch::new();
+    let mut pod = injected_pod(&world, &annotations, layout, script, &s.seen);
+    let volume = volume_at(&pod, &p("data/raw"));
+    for v in pod["spec"]["volumes"].as_array_mut().unwrap() {
+        if v["name"] == volume.as_str() {
+            v["emptyDir"] = empty_dir.clone();
         }
+    }
+    (world, raw_id, s, pod, volume)
+}
+
+#[test]
+fn fault_the_inputs_memory_empty_dir_full_fails_the_input_before_the_app() {
+    // medium: Memory is the kubelet's tmpfs of its sizeLimit: the download sees ENOSPC.
+    for layout in [Layout::Native, Layout::Classic] {
+        let memory = json!({"medium": "Memory", "sizeLimit": "4Mi"});
+        let script = format!("touch {seen}/ran", seen = p("seen"));
+        let (world, raw_id, s, pod, _) = big_input_pod(layout, &memory, &script);
         let report = run(&world, &pod, &s.pod);
         assert_input_fault(layout, &report, &s, &world, &raw_id, &["no space left"]);
+    }
+}
+
+#[test]
+fn fault_the_inputs_disk_empty_dir_past_its_size_limit_evicts_the_pod_and_uploads_nothing() {
+    // A kubelet does not limit the writes to a disk-backed emptyDir: the download goes on
+    // past 4 MiB, and its eviction manager evicts the pod at its next pass (every 500 ms
+    // here), during the download or after it. The app would sleep past the test's
+    // deadline: only the eviction ends the pod.
+    for layout in [Layout::Native, Layout::Classic] {
+        let script = format!("touch {seen}/ran && sleep 300", seen = p("seen"));
+        let disk = json!({"sizeLimit": "4Mi"});
+        let (world, raw_id, s, pod, volume) = big_input_pod(layout, &disk, &script);
+        let report = injected_runner(&world, &pod, &s.pod)
+            .eviction_period(Duration::from_millis(500))
+            .start()
+            .unwrap()
+            .wait(DEADLINE)
+            .unwrap();
+        let logs = || report.logs();
+        assert_eq!(report.phase, Phase::Failed, "{layout:?}: {}", logs());
+        assert_eq!(report.reason.as_deref(), Some("Evicted"), "{}", logs());
+        let message = format!("Usage of EmptyDir volume {volume:?} exceeds the limit \"4Mi\". ");
+        assert_eq!(report.message.as_deref(), Some(message.as_str()));
+        assert_ne!(report.exit_code("app"), Some(0), "{}", logs());
+        assert!(
+            !logs().to_lowercase().contains("no space left"),
+            "{}",
+            logs()
+        );
+        // Nothing uploaded and nothing half made: the pod was evicted before any output.
+        assert!(world.bundles("results").is_empty(), "no bundle may be made");
+        assert_eq!(world.bundles("raw"), vec![raw_id]);
     }
 }
 

@@ -656,6 +656,73 @@ fn image_entrypoint_and_bad_pods() {
     assert!(matches!(pod::parse("spec: [oops"), Err(PodError::Parse(_))));
 }
 
+/// A pod whose one container `writer` runs `script` under `restartPolicy` with the
+/// emptyDir `data` (`data` holds its fields) at MNT/data and the memory-backed emptyDir
+/// `mem` (`sizeLimit: 1Mi`) at MNT/mem; the eviction manager passes every 100 ms.
+fn run_with_limits(data: Value, script: &str, restart: &str, dir: &Path) -> PodReport {
+    let p = pod(json!({
+        "restartPolicy": restart,
+        "volumes": [{"name": "data", "emptyDir": data},
+                    {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+        "containers": [sh("writer", script, json!([
+            {"name": "data", "mountPath": format!("{MNT}/data")},
+            {"name": "mem", "mountPath": format!("{MNT}/mem")},
+        ]))],
+    }));
+    PodRunner::new(p)
+        .workdir(dir)
+        .grace(Duration::from_secs(5))
+        .restart_backoff(Duration::from_millis(100))
+        .eviction_period(Duration::from_millis(100))
+        .start()
+        .unwrap()
+        .wait(DEADLINE)
+        .unwrap()
+}
+
+#[test]
+fn a_disk_backed_empty_dir_past_its_size_limit_takes_the_writes_and_the_pod_is_evicted() {
+    // The writes are not limited (no ENOSPC at 1 MiB, as a tmpfs would give); the pod is
+    // evicted at the next pass, its container killed and, whatever the policy, not
+    // restarted. The container would sleep past the test's deadline if it were not.
+    let script = format!("dd if=/dev/zero of={MNT}/data/big bs=1M count=3 && exec sleep 300",);
+    for restart in ["Always", "Never"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = run_with_limits(json!({"sizeLimit": "1024Ki"}), &script, restart, tmp.path());
+        assert_eq!(r.phase, Phase::Failed, "{restart}: {}", r.logs());
+        assert_eq!(r.reason.as_deref(), Some("Evicted"), "{}", r.logs());
+        assert_eq!(
+            r.message.as_deref(),
+            Some("Usage of EmptyDir volume \"data\" exceeds the limit \"1Mi\". ")
+        );
+        let w = r.container("writer").unwrap();
+        assert!(w.signal.is_some() && w.exit_code.is_none(), "{}", r.logs());
+        assert_eq!(w.restarts, 0, "{restart}: {}", r.logs());
+        assert!(!read(&w.log).contains("No space left"), "{}", r.logs());
+        // The volume is a plain directory of the pod's, no tmpfs.
+        let volume = tmp.path().join("volumes/data");
+        assert!(!host_mount_points().contains(&volume));
+    }
+}
+
+#[test]
+fn usage_is_counted_as_du_counts_it_and_a_memory_empty_dir_is_a_tmpfs_of_its_limit() {
+    // An 8 MiB sparse file and three links to one 600 KiB file use about 600 KiB: no
+    // eviction under 1Mi. The memory-backed emptyDir refuses the write past 1 MiB.
+    let script = format!(
+        "cd {MNT}/data && truncate -s 8M sparse && dd if=/dev/zero of=a bs=1K count=600 && ln a b && ln a c && sync \
+         && (dd if=/dev/zero of={MNT}/mem/f bs=1M count=3 2> {MNT}/data/mem.err; echo $? > {MNT}/data/mem.status) \
+         && sleep 1"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run_with_limits(json!({"sizeLimit": "1Mi"}), &script, "Never", tmp.path());
+    assert_eq!(r.phase, Phase::Succeeded, "{}", r.logs());
+    assert_eq!((r.reason, r.message), (None, None));
+    let data = tmp.path().join("volumes/data");
+    assert_ne!(read(data.join("mem.status")).trim(), "0");
+    assert!(read(data.join("mem.err")).contains("No space left"));
+}
+
 #[test]
 fn pod_run_binary_prints_the_report() {
     let tmp = tempfile::tempdir().unwrap();

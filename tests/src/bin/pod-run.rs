@@ -1,6 +1,7 @@
 //! `pod-run POD.yaml`: runs a Kubernetes pod's containers as local processes (see
 //! `datamon_e2e::pod`) and prints the report as JSON. Exit status: 0 if the pod Succeeded,
-//! 1 if it Failed, 2 if it could not be run (or did not finish in time).
+//! 1 if it Failed or stayed Pending (a container it could not create), 2 if it could not be
+//! run (or did not finish in time).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
         Ok(Phase::Succeeded) => ExitCode::SUCCESS,
-        Ok(Phase::Failed) => ExitCode::from(1),
+        Ok(Phase::Failed | Phase::Pending) => ExitCode::from(1),
         Err(e) => {
             eprintln!("pod-run: {e:#}");
             ExitCode::from(2)

@@ -56,6 +56,7 @@ fn container(out: &mut String, c: &ContainerReport, image: &str) {
 /// `image_of` gives each container's image.
 pub fn pod(name: &str, report: &PodReport, image_of: &dyn Fn(&str) -> String) -> String {
     let phase = match report.phase {
+        Phase::Pending => "Pending",
         Phase::Succeeded => "Succeeded",
         Phase::Failed => "Failed",
     };
@@ -93,6 +94,8 @@ mod tests {
     fn a_failed_pod_reads_as_kubectl_describe() {
         let r = PodReport {
             phase: Phase::Failed,
+            reason: None,
+            message: None,
             init_containers: vec![report("datamon", Some(1), r#"{"reason":"input_failed"}"#)],
             containers: vec![report("app", Some(69), "")],
         };

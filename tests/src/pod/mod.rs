@@ -42,9 +42,14 @@
 //!     profile is simpler than containerd's default, which blocks some fifty system
 //!     calls), AppArmor/SELinux, user namespaces, resources, image pulls (archives only),
 //!     `imagePullPolicy`, and a separate network namespace: every container is in the
-//!     host's network (loopback shared as within a pod, but also with the host). A
-//!     container the kubelet would not create is not retried: the kubelet keeps the pod
-//!     pending and retries, the runner lets it end (Failed) with the reason.
+//!     host's network (loopback shared as within a pod, but also with the host).
+//! - a container the kubelet would not create (image mode: `runAsNonRoot` with a root
+//!   user) stays waiting with the kubelet's reason and message and the pod is
+//!   [`Phase::Pending`], as the kubelet's `getPhase` has it ("One or more containers has
+//!   not been started"); the other containers go on as the kubelet runs them. The kubelet
+//!   retries the creation with a back-off for ever; the runner does not retry (the spec
+//!   and image are fixed, so the outcome cannot change) and stops watching when nothing
+//!   else runs or at [`PodRunner::pending_deadline`], a deadline of its own.
 //! - restarts as the kubelet does them: the pod's `restartPolicy` (default `Always`, as the
 //!   API server's) decides for the main containers; a classic init container that fails is
 //!   retried unless the policy is `Never`, when it fails the pod; native sidecars (init
@@ -66,20 +71,25 @@
 //!   it); its first 4096 bytes go into the report. `terminationMessagePolicy` is ignored.
 //! - emptyDirs are 0777 (the kubelet's mode); with the pod's `fsGroup`, owned by that
 //!   group and setgid. One with `medium: Memory` is a tmpfs, of `sizeLimit` bytes when it
-//!   has one, as the kubelet mounts it (a write past the limit fails with ENOSPC); one on
-//!   disk with a `sizeLimit` is a tmpfs of that size too, which is simpler than the kubelet:
-//!   the kubelet lets the writes succeed and evicts the pod once its usage passes the limit,
-//!   so there the writer is killed with the pod (phase Failed, reason `Evicted`) instead of
-//!   seeing ENOSPC. `plan::Tmpfs` cites the documentation. A tmpfs is unmounted when the
-//!   pod ends, so its files are gone afterwards, as a memory-backed emptyDir's are.
+//!   has one, as the kubelet mounts it (a write past the limit fails with ENOSPC; the tmpfs
+//!   is unmounted when the pod ends, so its files are gone). One on disk is a plain
+//!   directory whose writes are never limited: with a `sizeLimit`, the kubelet's eviction
+//!   manager measures it (du's way: blocks, a hard link once) every
+//!   [`PodRunner::eviction_period`] (the kubelet's 10 s) and, once its usage is above the
+//!   limit, evicts the pod: every container gets SIGTERM and, one second later (the
+//!   eviction's grace period, whatever the pod's), SIGKILL; nothing restarts; the phase is
+//!   Failed with [`PodReport::reason`] `Evicted` and the kubelet's message
+//!   (`eviction.rs` cites the kubelet's source). A kubelet can be slower to notice (its
+//!   volume statistics are refreshed every minute), never sooner.
 //! - logs: stdout and stderr of each container go to `<workdir>/logs/<container>.log`.
 //! - the grace period (`terminationGracePeriodSeconds`, or [`PodRunner::grace`]) is one
 //!   deadline for the whole shutdown: main containers first, then sidecars in reverse order.
 //!
 //! Not modelled at all (a test that depends on one of these needs a cluster):
-//! - eviction of any kind: a disk-backed emptyDir past its `sizeLimit` (see above), a
-//!   container past its `ephemeral-storage` limit, node pressure (memory, disk, PIDs), and
-//!   the pod status's `Evicted` reason;
+//! - evictions other than a disk-backed emptyDir's: a container or pod past its
+//!   `ephemeral-storage` limit (its writable layer and logs are not measured), node
+//!   pressure (memory, disk, PIDs), and the node's disk filling up (the volumes are on the
+//!   host's disk: a full host disk gives ENOSPC, as a full node disk would);
 //! - resources: no cgroup limits (CPU, memory, PIDs), so no OOM kill, and a memory-backed
 //!   emptyDir is not counted against the pod's memory as the kubelet's cgroup counts it;
 //! - the Job controller (`backoffLimit`, `activeDeadlineSeconds`, `podFailurePolicy`), the
@@ -91,9 +101,11 @@
 //! - the pod's network namespace, DNS, Services; `shareProcessNamespace`;
 //! - image pulls and `imagePullPolicy`, seccomp, AppArmor, SELinux, user namespaces
 //!   (image mode, above);
-//! - pod conditions and Events: the report has each container's exit code, signal,
-//!   restarts, termination message and waiting reason, and the pod's phase.
+//! - pod conditions (`DisruptionTarget` of an eviction among them) and Events: the report
+//!   has each container's exit code, signal, restarts, termination message and waiting
+//!   reason, and the pod's phase, reason and message.
 
+mod eviction;
 mod image;
 mod mounts;
 mod plan;
@@ -116,6 +128,8 @@ use serde::Serialize;
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 /// Lines of each container's log quoted in a timeout error.
 const LOG_TAIL_LINES: usize = 20;
+/// [`PodRunner::pending_deadline`]'s default.
+const DEFAULT_PENDING_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What can go wrong when running a pod.
 #[derive(Debug, thiserror::Error)]
@@ -195,12 +209,16 @@ pub fn parse(text: &str) -> Result<Pod, PodError> {
     }
 }
 
-/// The outcome of a pod.
+/// The outcome of a pod: its phase when the runner stopped watching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Phase {
+    /// Some container was never created (its [`ContainerReport::waiting`] says why), so
+    /// the kubelet keeps the pod pending and retries for ever; the runner stopped watching
+    /// it ([`PodRunner::pending_deadline`]).
+    Pending,
     /// Every main container exited 0.
     Succeeded,
-    /// Anything else.
+    /// Anything else, an eviction among them ([`PodReport::reason`]).
     Failed,
 }
 
@@ -229,8 +247,13 @@ pub struct ContainerReport {
 /// The outcome of a pod and of each container.
 #[derive(Debug, Clone, Serialize)]
 pub struct PodReport {
-    /// Succeeded or Failed.
+    /// Pending, Succeeded or Failed.
     pub phase: Phase,
+    /// The pod status's `reason`: `Evicted` when the kubelet's eviction manager ended it.
+    pub reason: Option<String>,
+    /// The pod status's `message`, as `Usage of EmptyDir volume "x" exceeds the limit
+    /// "4Mi". ` for an eviction.
+    pub message: Option<String>,
     /// Init containers, in declaration order.
     pub init_containers: Vec<ContainerReport>,
     /// Main containers, in declaration order.
@@ -293,6 +316,9 @@ impl PodReport {
     /// The report followed by every container's full log, for a test's failure message.
     pub fn logs(&self) -> String {
         let mut s = format!("pod {:?}\n", self.phase);
+        if let (Some(reason), Some(message)) = (&self.reason, &self.message) {
+            let _ = writeln!(s, "reason {reason}: {message}");
+        }
         for c in self.init_containers.iter().chain(&self.containers) {
             let _ = writeln!(
                 s,
@@ -319,7 +345,7 @@ pub struct PodRunner {
     images: HashMap<String, Vec<String>>,
     oci: HashMap<String, PathBuf>,
     grace: Option<Duration>,
-    backoff: Duration,
+    timing: supervisor::Timing,
 }
 
 impl PodRunner {
@@ -332,7 +358,11 @@ impl PodRunner {
             images: HashMap::new(),
             oci: HashMap::new(),
             grace: None,
-            backoff: Duration::from_secs(1),
+            timing: supervisor::Timing {
+                backoff: Duration::from_secs(1),
+                eviction_period: eviction::MONITORING_PERIOD,
+                pending_deadline: DEFAULT_PENDING_DEADLINE,
+            },
         }
     }
 
@@ -375,7 +405,28 @@ impl PodRunner {
     /// The first delay of the restart backoff (default 1 s; the kubelet's is 10 s, and
     /// the later delays scale with it).
     pub fn restart_backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
+        self.timing.backoff = backoff;
+        self
+    }
+
+    /// How often the eviction manager measures the disk-backed emptyDirs that have a
+    /// `sizeLimit` (default 10 s, the kubelet's `evictionMonitoringPeriod`, a constant of
+    /// the kubelet rather than a flag; `eviction.rs` cites it). A shorter period changes
+    /// only how soon an eviction comes, never whether it comes.
+    pub fn eviction_period(mut self, period: Duration) -> Self {
+        self.timing.eviction_period = period;
+        self
+    }
+
+    /// How long the runner watches a pod that is stuck Pending because a container cannot
+    /// be created (default 5 s). This is the runner's own deadline, not the kubelet's: a
+    /// kubelet never gives up, it retries the container with a back-off and the pod stays
+    /// Pending until it is deleted. The retries are not run, as they cannot succeed (the
+    /// pod's spec and image do not change). The runner stops at once when no other
+    /// container runs; otherwise, at the deadline, it deletes the pod as
+    /// [`RunningPod::terminate`] does, and the report says Pending.
+    pub fn pending_deadline(mut self, deadline: Duration) -> Self {
+        self.timing.pending_deadline = deadline;
         self
     }
 
@@ -414,7 +465,7 @@ impl PodRunner {
             .collect();
         let shared = Arc::new(Shared::new(&plan, &workdir));
         let sup =
-            supervisor::Supervisor::new(plan, tools, workdir.clone(), self.backoff, shared.clone());
+            supervisor::Supervisor::new(plan, tools, workdir.clone(), self.timing, shared.clone());
         let thread = std::thread::Builder::new()
             .name("pod-runner".into())
             .spawn(move || sup.run(host_mounts))
@@ -438,6 +489,8 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct State {
     containers: Vec<Status>,
+    /// Set when the eviction manager evicted the pod.
+    evicted: Option<eviction::Eviction>,
     signals: Vec<(usize, Signal)>,
     terminate: bool,
     kill_now: bool,
@@ -480,6 +533,7 @@ impl Shared {
         Self {
             state: Mutex::new(State {
                 containers,
+                evicted: None,
                 signals: Vec::new(),
                 terminate: false,
                 kill_now: false,
@@ -516,13 +570,25 @@ impl State {
     fn report(&self) -> PodReport {
         let (init, main): (Vec<&Status>, Vec<&Status>) =
             self.containers.iter().partition(|c| c.init);
-        let phase = if !main.is_empty() && main.iter().all(|c| c.report.exit_code == Some(0)) {
+        // The kubelet's getPhase: a container waiting that never ran keeps the pod
+        // Pending; an eviction fails it whatever its containers did.
+        let never_created = self
+            .containers
+            .iter()
+            .any(|c| c.report.waiting.is_some() && !c.report.started);
+        let phase = if self.evicted.is_some() {
+            Phase::Failed
+        } else if never_created {
+            Phase::Pending
+        } else if !main.is_empty() && main.iter().all(|c| c.report.exit_code == Some(0)) {
             Phase::Succeeded
         } else {
             Phase::Failed
         };
         PodReport {
             phase,
+            reason: self.evicted.as_ref().map(|e| e.reason.clone()),
+            message: self.evicted.as_ref().map(|e| e.message.clone()),
             init_containers: init.into_iter().map(|c| c.report.clone()).collect(),
             containers: main.into_iter().map(|c| c.report.clone()).collect(),
         }

@@ -72,15 +72,17 @@ impl Tools {
 #[derive(Debug, Default)]
 pub(crate) struct HostMounts {
     shared: Vec<PathBuf>,
-    /// The tmpfs mounts of emptyDirs ([`super::plan::Tmpfs`]), unmounted after `shared`.
+    /// The tmpfs mounts of memory-backed emptyDirs ([`super::plan::Tmpfs`]), unmounted
+    /// after `shared`.
     tmpfs: Vec<PathBuf>,
 }
 
 impl HostMounts {
     /// Creates the volume directories (an emptyDir 0777, as the kubelet makes it; with an
-    /// `fsGroup`, given to that group and setgid, 02777; with `medium: Memory` or a
-    /// `sizeLimit`, a tmpfs of that size mounted on it), and makes each volume mounted
-    /// `Bidirectional` by some container a shared mount of its own peer group.
+    /// `fsGroup`, given to that group and setgid, 02777; with `medium: Memory`, a tmpfs of
+    /// its `sizeLimit` mounted on it, while a disk-backed one stays a plain directory
+    /// whatever its `sizeLimit`), and makes each volume mounted `Bidirectional` by some
+    /// container a shared mount of its own peer group.
     pub fn prepare(volumes: &[VolumePlan], fs_group: Option<u32>) -> Result<Self, PodError> {
         let mut me = Self::default();
         for v in volumes {

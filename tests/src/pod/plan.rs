@@ -76,28 +76,36 @@ pub(crate) struct VolumePlan {
     pub host: PathBuf,
     /// An `emptyDir` the runner creates (a `hostPath` is used as it is).
     pub empty_dir: bool,
-    /// An `emptyDir` the runner mounts a tmpfs on ([`Tmpfs`]).
+    /// An `emptyDir` with `medium: Memory`: the runner mounts a tmpfs on it ([`Tmpfs`]).
     pub tmpfs: Option<Tmpfs>,
+    /// A disk-backed `emptyDir` with a `sizeLimit`: a plain directory whose usage the
+    /// eviction monitor measures ([`super::eviction`]).
+    pub size_limit: Option<SizeLimit>,
     /// Some container mounts it `Bidirectional`: the host directory is made a shared mount.
     pub shared: bool,
 }
 
-/// A tmpfs for an `emptyDir` with `medium: Memory` or a `sizeLimit`.
-///
-/// `medium: Memory`: "the kubelet mounts a tmpfs (RAM-backed filesystem)", sized by
-/// `sizeLimit` when there is one
+/// The tmpfs of an `emptyDir` with `medium: Memory`: "the kubelet mounts a tmpfs
+/// (RAM-backed filesystem)", sized by `sizeLimit` when there is one
 /// (<https://kubernetes.io/docs/concepts/storage/volumes/#emptydir>), so a write past the
-/// limit fails with ENOSPC, as here. A disk-backed `emptyDir` with a `sizeLimit` is NOT
-/// limited that way by a kubelet: the writes succeed and the kubelet evicts the pod when
-/// its usage passes the limit ("the pod is evicted"), a few seconds later (its housekeeping
-/// period). The runner gives it a tmpfs of that size too, which is simpler than the kubelet:
-/// the writer sees ENOSPC at the limit instead of being killed with the pod.
+/// limit fails with ENOSPC, as here. A disk-backed `emptyDir` is never a tmpfs: its
+/// `sizeLimit` is a [`SizeLimit`] that the kubelet enforces by evicting the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tmpfs {
     /// `sizeLimit` in bytes; None: the tmpfs's default (half the machine's memory).
     pub size: Option<u64>,
-    /// `medium: Memory` (the kubelet's own tmpfs), rather than a disk-backed `sizeLimit`.
-    pub memory: bool,
+}
+
+/// The `sizeLimit` of a disk-backed `emptyDir`: the writes are not limited, the kubelet's
+/// eviction manager evicts the pod once the volume's usage passes it
+/// ([`super::eviction`] cites the source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizeLimit {
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// The quantity as the API server would print it (`resource.Quantity.String()`, its
+    /// canonical form: `4096Ki` is `4Mi`), for the eviction's message.
+    pub shown: String,
 }
 
 /// Where a container sits in the pod's lifecycle.
@@ -256,6 +264,7 @@ fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
             host: PathBuf::from(&hp.path),
             empty_dir: false,
             tmpfs: None,
+            size_limit: None,
             shared: false,
         });
     }
@@ -272,39 +281,50 @@ fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
             v.name
         )));
     }
-    let tmpfs = match &v.empty_dir {
-        None => None,
-        Some(e) => {
-            let memory = match e.medium.as_deref() {
-                None | Some("") => false,
-                Some("Memory") => true,
-                Some(other) => {
-                    let what = format!("volume {:?}: emptyDir medium {other:?}", v.name);
-                    return Err(invalid(format!(
-                        "{what}; the runner supports \"\" and Memory"
-                    )));
-                }
-            };
-            let size = e
-                .size_limit
-                .as_ref()
-                .map(|q| {
-                    quantity_bytes(&q.0).ok_or_else(|| {
+    let (mut tmpfs, mut size_limit) = (None, None);
+    if let Some(e) = &v.empty_dir {
+        let memory = match e.medium.as_deref() {
+            None | Some("") => false,
+            Some("Memory") => true,
+            Some(other) => {
+                let what = format!("volume {:?}: emptyDir medium {other:?}", v.name);
+                return Err(invalid(format!(
+                    "{what}; the runner supports \"\" and Memory"
+                )));
+            }
+        };
+        let limit = e
+            .size_limit
+            .as_ref()
+            .map(|q| {
+                quantity_bytes(&q.0)
+                    .map(|bytes| SizeLimit {
+                        bytes,
+                        shown: canonical_quantity(&q.0),
+                    })
+                    .ok_or_else(|| {
                         invalid(format!(
                             "volume {:?}: sizeLimit {:?} is not a quantity (e.g. 4Mi, 100M, 1Gi)",
                             v.name, q.0
                         ))
                     })
-                })
-                .transpose()?;
-            (memory || size.is_some()).then_some(Tmpfs { size, memory })
+            })
+            .transpose()?;
+        if memory {
+            tmpfs = Some(Tmpfs {
+                size: limit.map(|l| l.bytes),
+            });
+        } else {
+            // A zero limit is no limit, as the kubelet's `size.Sign() == 1` test has it.
+            size_limit = limit.filter(|l| l.bytes > 0);
         }
-    };
+    }
     Ok(VolumePlan {
         name: v.name.clone(),
         host: workdir.join("volumes").join(&v.name),
         empty_dir: true,
         tmpfs,
+        size_limit,
         shared: false,
     })
 }
@@ -313,11 +333,23 @@ fn volume(v: &Volume, workdir: &Path) -> Result<VolumePlan, PodError> {
 /// to a whole byte; None if it is not one, or is negative.
 /// <https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/>
 pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
+    let bytes = quantity_value(q)?.ceil();
+    // An f64 below 2^64 converts exactly to its integer part here (it is already whole).
+    (bytes.is_finite() && (0.0..1.8e19).contains(&bytes)).then_some(bytes as u64)
+}
+
+/// A quantity's number and suffix (`4` and `Mi`).
+fn quantity_parts(q: &str) -> (&str, &str) {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
         .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
+    q.split_at(split)
+}
+
+/// The exact value of a quantity, None if it is not one.
+fn quantity_value(q: &str) -> Option<f64> {
+    let (number, suffix) = quantity_parts(q);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match suffix {
         "" => 1.0,
@@ -337,9 +369,41 @@ pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
         e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
         _ => return None,
     };
-    let bytes = (number * factor).ceil();
-    // An f64 below 2^64 converts exactly to its integer part here (it is already whole).
-    (bytes.is_finite() && (0.0..1.8e19).contains(&bytes)).then_some(bytes as u64)
+    Some(number * factor)
+}
+
+/// A quantity of whole bytes in Kubernetes' canonical form (`resource.Quantity.String()`):
+/// the format of its suffix kept (binary `Ki`..`Ei`, decimal `k`..`E`, or an `e`
+/// exponent) with the largest suffix that leaves a whole number, so `4096Ki` is `4Mi`,
+/// `1000M` is `1G`, `0.5Ki` is `512` (a binary value under 1Ki is shown as decimal).
+/// Anything else (a fraction of a byte) is returned as written.
+/// <https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/>
+pub(crate) fn canonical_quantity(q: &str) -> String {
+    let (_, suffix) = quantity_parts(q);
+    let whole = quantity_value(q).filter(|v| v.fract() == 0.0);
+    let Some(bytes) = whole.and_then(|_| quantity_bytes(q)) else {
+        return q.trim().to_string();
+    };
+    let largest = |base: u64| {
+        let mut k = 0;
+        while k < 6 && bytes != 0 && bytes % base.pow(k + 1) == 0 {
+            k += 1;
+        }
+        (bytes / base.pow(k), k as usize)
+    };
+    if suffix.ends_with('i') && bytes >= 1024 {
+        let (n, k) = largest(1024);
+        return format!("{n}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][k]);
+    }
+    let (n, k) = largest(1000);
+    if suffix.starts_with(['e', 'E']) {
+        return if k == 0 {
+            n.to_string()
+        } else {
+            format!("{n}e{}", 3 * k)
+        };
+    }
+    format!("{n}{}", ["", "k", "M", "G", "T", "P", "E"][k])
 }
 
 fn container(
@@ -765,36 +829,60 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_dir_with_memory_or_a_size_limit_is_a_tmpfs() {
+    fn canonical_quantities_as_the_api_server_prints_them() {
+        for (written, shown) in [
+            ("4Mi", "4Mi"),
+            ("4096Ki", "4Mi"),
+            ("1536Mi", "1536Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("0.5Ki", "512"),
+            ("1000M", "1G"),
+            ("100M", "100M"),
+            ("4096", "4096"),
+            ("1e6", "1e6"),
+            ("1500m", "1500m"),
+        ] {
+            assert_eq!(canonical_quantity(written), shown, "{written}");
+        }
+    }
+
+    #[test]
+    fn only_a_memory_empty_dir_is_a_tmpfs_a_disk_one_has_a_measured_limit() {
         let volume_of = |empty_dir: serde_json::Value| {
             let v: Volume =
                 serde_json::from_value(serde_json::json!({"name": "v", "emptyDir": empty_dir}))
                     .unwrap();
             volume(&v, Path::new("/w"))
         };
-        let tmpfs = |e| volume_of(e).unwrap().tmpfs;
-        assert_eq!(tmpfs(serde_json::json!({})), None);
+        let both = |e| {
+            let v = volume_of(e).unwrap();
+            (v.tmpfs, v.size_limit)
+        };
+        assert_eq!(both(serde_json::json!({})), (None, None));
         assert_eq!(
-            tmpfs(serde_json::json!({"medium": "Memory", "sizeLimit": "4Mi"})),
-            Some(Tmpfs {
-                size: Some(4 << 20),
-                memory: true
-            })
+            both(serde_json::json!({"medium": "Memory", "sizeLimit": "4Mi"})),
+            (
+                Some(Tmpfs {
+                    size: Some(4 << 20)
+                }),
+                None
+            )
         );
         assert_eq!(
-            tmpfs(serde_json::json!({"medium": "Memory"})),
-            Some(Tmpfs {
-                size: None,
-                memory: true
-            })
+            both(serde_json::json!({"medium": "Memory"})),
+            (Some(Tmpfs { size: None }), None)
         );
         assert_eq!(
-            tmpfs(serde_json::json!({"sizeLimit": "1G"})),
-            Some(Tmpfs {
-                size: Some(1_000_000_000),
-                memory: false
-            })
+            both(serde_json::json!({"sizeLimit": "1000M"})),
+            (
+                None,
+                Some(SizeLimit {
+                    bytes: 1_000_000_000,
+                    shown: "1G".into()
+                })
+            )
         );
+        assert_eq!(both(serde_json::json!({"sizeLimit": "0"})), (None, None));
         let err = volume_of(serde_json::json!({"sizeLimit": "lots"})).unwrap_err();
         assert!(err.to_string().contains("\"lots\""), "{err}");
         let err = volume_of(serde_json::json!({"medium": "HugePages"})).unwrap_err();

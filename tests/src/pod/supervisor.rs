@@ -2,9 +2,12 @@
 //! their startup probe), then the main containers together, then the shutdown (SIGTERM,
 //! grace period, SIGKILL). Exited containers restart as the kubelet restarts them: native
 //! sidecars always, the others by the pod's `restartPolicy`, each after the kubelet's
-//! exponential backoff. Processes are polled every few milliseconds; every wait has a
-//! deadline, and `kill_now` (set by [`super::RunningPod::wait`] at its deadline) ends any
-//! wait at once.
+//! exponential backoff. At every poll the eviction manager ([`super::eviction`]) runs its
+//! pass when one is due; an eviction shuts the pod down with the eviction's grace period
+//! and nothing restarts after it. A container that cannot be created holds the pod Pending
+//! until nothing else runs or the runner's pending deadline. Processes are polled every few
+//! milliseconds; every wait has a deadline, and `kill_now` (set by
+//! [`super::RunningPod::wait`] at its deadline) ends any wait at once.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+use super::eviction::{self, Monitor};
 use super::mounts::{container_script, unshare_propagation, HostMounts, Tools};
 use super::plan::{ContainerPlan, Plan, ProbePlan, RestartPolicy, Role};
 use super::runc::{self, Bundle, SpecFiles};
@@ -49,12 +53,27 @@ fn backoff_reset_after(initial: Duration) -> Duration {
     initial * 60
 }
 
+/// The runner's knobs that stand for the kubelet's periods ([`super::PodRunner`] documents
+/// each).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// The first delay of the restart backoff.
+    pub backoff: Duration,
+    /// The eviction manager's period.
+    pub eviction_period: Duration,
+    /// How long a Pending pod is watched.
+    pub pending_deadline: Duration,
+}
+
 /// Runs one pod.
 pub(crate) struct Supervisor {
     plan: Plan,
     tools: Tools,
     workdir: PathBuf,
-    backoff: Duration,
+    timing: Timing,
+    monitor: Monitor,
+    /// The eviction manager evicted the pod (the reason is in the shared state).
+    evicted: bool,
     shared: Arc<Shared>,
     procs: Vec<Proc>,
     /// Shutting down: exited sidecars are no longer restarted.
@@ -85,6 +104,8 @@ enum Stop {
     Terminate,
     /// The caller's deadline: kill everything now.
     KillNow,
+    /// The eviction manager evicted the pod: shut down with the eviction's grace period.
+    Evict,
 }
 
 type Step<T> = Result<Result<T, Stop>, PodError>;
@@ -94,15 +115,22 @@ impl Supervisor {
         plan: Plan,
         tools: Tools,
         workdir: PathBuf,
-        backoff: Duration,
+        timing: Timing,
         shared: Arc<Shared>,
     ) -> Self {
         let procs = plan.containers.iter().map(|_| Proc::default()).collect();
+        let monitor = Monitor::new(
+            &plan.volumes,
+            timing.eviction_period,
+            workdir.join("logs").join("kubelet.log"),
+        );
         Self {
             plan,
             tools,
             workdir,
-            backoff,
+            timing,
+            monitor,
+            evicted: false,
             shared,
             procs,
             stopping: false,
@@ -123,7 +151,8 @@ impl Supervisor {
 
     fn lifecycle(&mut self) -> Result<(), PodError> {
         match self.start_phase()? {
-            Ok(()) | Err(Stop::Terminate) => self.shutdown(),
+            Ok(()) | Err(Stop::Terminate) => self.shutdown(self.plan.grace),
+            Err(Stop::Evict) => self.shutdown(eviction::GRACE),
             Err(Stop::KillNow) => Ok(()),
         }
     }
@@ -142,7 +171,7 @@ impl Supervisor {
                     // <https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#understanding-init-containers>
                     self.spawn(i)?;
                     if self.procs[i].unstartable {
-                        return Ok(Ok(()));
+                        return self.hold_pending();
                     }
                     let settled =
                         |s: &Self| s.procs[i].child.is_none() && s.procs[i].restart_at.is_none();
@@ -156,7 +185,7 @@ impl Supervisor {
                 Role::Sidecar => {
                     self.spawn(i)?;
                     if self.procs[i].unstartable {
-                        return Ok(Ok(()));
+                        return self.hold_pending();
                     }
                     if let Err(stop) = self.gate(i)? {
                         return Ok(Err(stop));
@@ -170,6 +199,10 @@ impl Supervisor {
         for &i in &mains {
             self.spawn(i)?;
         }
+        // The kubelet starts the other main containers when one cannot be created.
+        if mains.iter().any(|&i| self.procs[i].unstartable) {
+            return self.hold_pending();
+        }
         self.wait_for(
             |s| {
                 mains
@@ -178,6 +211,19 @@ impl Supervisor {
             },
             None,
         )
+    }
+
+    /// A container cannot be created: the kubelet keeps the pod Pending and retries it for
+    /// ever, with the same outcome, while the containers already running go on. The runner
+    /// watches until nothing runs or is due to restart, or until its pending deadline.
+    fn hold_pending(&mut self) -> Step<()> {
+        let deadline = Instant::now() + self.timing.pending_deadline;
+        let idle = |s: &Self| {
+            s.procs
+                .iter()
+                .all(|p| p.child.is_none() && p.restart_at.is_none())
+        };
+        self.wait_for(idle, Some(deadline))
     }
 
     /// Waits for a native sidecar's startup probe to pass (or for its start, without one).
@@ -267,11 +313,11 @@ impl Supervisor {
     }
 
     /// Gracefully stops whatever runs: main (and classic init) containers first, then
-    /// native sidecars one by one in reverse order, all within one grace period; then
-    /// SIGKILL.
-    fn shutdown(&mut self) -> Result<(), PodError> {
+    /// native sidecars one by one in reverse order, all within one grace period (`grace`:
+    /// the pod's, or the eviction's); then SIGKILL.
+    fn shutdown(&mut self, grace: Duration) -> Result<(), PodError> {
         self.stopping = true;
-        let deadline = Instant::now() + self.plan.grace;
+        let deadline = Instant::now() + grace;
         let n = self.plan.containers.len();
         let non_sidecars: Vec<usize> = (0..n)
             .filter(|&i| self.plan.containers[i].role != Role::Sidecar)
@@ -307,6 +353,9 @@ impl Supervisor {
             if kill_now {
                 return Ok(Err(Stop::KillNow));
             }
+            if self.evicted && !self.stopping {
+                return Ok(Err(Stop::Evict));
+            }
             if terminate && !self.stopping {
                 return Ok(Err(Stop::Terminate));
             }
@@ -328,6 +377,13 @@ impl Supervisor {
             self.send(i, sig);
         }
         let mut changed = false;
+        if !self.stopping && !self.evicted {
+            if let Some(e) = self.monitor.poll(Instant::now()) {
+                self.evicted = true;
+                self.shared.lock().evicted = Some(e);
+                changed = true;
+            }
+        }
         for i in 0..self.procs.len() {
             let Some(child) = self.procs[i].child.as_mut() else {
                 continue;
@@ -364,12 +420,13 @@ impl Supervisor {
                 c.report.termination_message = message;
                 changed = true;
                 drop(g);
-                if !self.stopping && self.restarts(i, status.code()) {
+                if !self.stopping && !self.evicted && self.restarts(i, status.code()) {
                     let p = &mut self.procs[i];
-                    if ran.is_some_and(|d| d >= backoff_reset_after(self.backoff)) {
+                    if ran.is_some_and(|d| d >= backoff_reset_after(self.timing.backoff)) {
                         p.crash_loop = 0;
                     }
-                    p.restart_at = Some(Instant::now() + backoff_delay(self.backoff, p.crash_loop));
+                    p.restart_at =
+                        Some(Instant::now() + backoff_delay(self.timing.backoff, p.crash_loop));
                     p.crash_loop += 1;
                 }
             }
@@ -379,6 +436,7 @@ impl Supervisor {
                 .restart_at
                 .is_some_and(|t| Instant::now() >= t)
                 && !self.stopping
+                && !self.evicted
                 && !kill_now
             {
                 self.procs[i].restart_at = None;
@@ -564,7 +622,7 @@ impl Supervisor {
     }
 
     /// Image mode: the container cannot be created; it stays waiting with `reason` (the
-    /// kubelet retries it and keeps the pod pending; the runner lets the pod end).
+    /// kubelet retries it and keeps the pod Pending; see [`Self::hold_pending`]).
     fn unstartable(&mut self, i: usize, reason: &str, message: String) -> Result<(), PodError> {
         let c = &self.plan.containers[i];
         let log = self.workdir.join("logs").join(format!("{}.log", c.name));
