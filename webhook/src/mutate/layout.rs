@@ -59,19 +59,29 @@ fn events_env() -> Vec<Value> {
     ]
 }
 
-/// `restartPolicy: OnFailure` with an agent beside the application: refused. The agent
-/// decides the pod's data outcome once (an application that fails: outputs skipped, mounts
-/// and databases stopped), but under `OnFailure` the kubelet restarts the failed container in
-/// the same pod (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#restart-policy),
-/// and a second run that succeeds would end the pod `Succeeded` without its outputs. A
-/// download-only plan (no sidecar) is unaffected: its files stay for the restarted run.
+/// `restartPolicy: OnFailure` or `Always` with an agent beside the application: refused.
+/// The agent does the pod's data work once (after the application: outputs uploaded or
+/// skipped, mounts and databases stopped), but the kubelet restarts the application in the
+/// same pod (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#restart-policy):
+/// - `OnFailure`: after a failure, so a second run that succeeds would end the pod
+///   `Succeeded` without its outputs;
+/// - `Always` (a bare pod's default, a Deployment's only choice): after every end, forever;
+///   the wrapper of a restarted application finds the agent done and exits without waiting
+///   for its outputs (never uploaded), and a classic agent container is restarted too,
+///   fetching the inputs and uploading again at each round.
+///
+/// A download-only plan (no sidecar) is unaffected: its init container runs once and its
+/// files stay for the restarted runs. A pod without the field is not refused: the API
+/// server gives it `Always` before admission, so in a cluster the field is always there;
+/// a manifest read by `inject` without it stands for a Job's pod.
 fn restart_problem(pod: &Value, wrapped: bool) -> Option<Problem> {
-    (wrapped && pod["spec"]["restartPolicy"].as_str() == Some("OnFailure")).then(|| {
-        Problem::new(
-            "spec.restartPolicy",
-            "OnFailure restarts the application inside the pod after the agent has ended the pod's data work for its failure (outputs skipped, mounts and databases stopped), so a second run that succeeds would end the pod Succeeded without its outputs: use restartPolicy: Never, and the Job's backoffLimit for retries (each retry a new pod with its data fetched again)",
-        )
-    })
+    let why = match pod["spec"]["restartPolicy"].as_str() {
+        _ if !wrapped => return None,
+        Some("OnFailure") => "OnFailure restarts the application inside the pod after the agent has ended the pod's data work for its failure (outputs skipped, mounts and databases stopped), so a second run that succeeds would end the pod Succeeded without its outputs: use restartPolicy: Never, and the Job's backoffLimit for retries (each retry a new pod with its data fetched again)",
+        Some("Always") => "Always restarts the application inside the pod each time it ends, after the agent has done the pod's data work once, so the outputs of later runs are never uploaded and a classic agent container is restarted too (inputs fetched and outputs uploaded again at every round): a batch job uses restartPolicy: Never (a Job, with its backoffLimit for retries); a Deployment's pods always restart and are not batch jobs, so give them only download inputs (no outputs, mounts or databases), which run once before the application",
+        _ => return None,
+    };
+    Some(Problem::new("spec.restartPolicy", why))
 }
 
 /// Environment variable carrying the plan (the agent's `DATAMON_PLAN`).
