@@ -386,7 +386,7 @@ fn termination_messages() {
     let custom = format!("{MNT}/term/message");
     let mut c2 = sh(
         "custom",
-        &format!("head -c 5000 /dev/zero | tr '\\0' x > {custom}"),
+        &format!("{{ printf head; head -c 5000 /dev/zero | tr '\\0' x; printf tail; }} > {custom}"),
         json!([]),
     );
     c2["terminationMessagePath"] = json!(custom);
@@ -401,12 +401,24 @@ fn termination_messages() {
         "all done"
     );
     assert_eq!(r.container("default").unwrap().exit_code, Some(1));
+    // The kubelet reads the last 4096 bytes of the file.
     assert_eq!(
         r.container("custom").unwrap().termination_message,
-        "x".repeat(4096)
+        "x".repeat(4092) + "tail"
     );
     // The host's file at that path is only the (empty) mount point.
     assert_eq!(std::fs::metadata(&custom).unwrap().len(), 0);
+
+    // The pod's status keeps 12 KiB of messages, split evenly: 2048 bytes each of six.
+    let write = "head -c 3000 /dev/zero | tr '\\0' y > /dev/termination-log";
+    let six: Vec<Value> = (0..6)
+        .map(|i| sh(&format!("c{i}"), write, json!([])))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(pod(json!({ "containers": six })), tmp.path());
+    for c in &r.containers {
+        assert_eq!(c.termination_message, "y".repeat(2048), "{}", c.name);
+    }
 }
 
 /// A directory made a shared mount of its own in the host namespace (as `/` is on a

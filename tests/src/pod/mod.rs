@@ -68,7 +68,12 @@
 //!   in the image. There are no lifecycle hooks or resources.
 //! - termination messages: `terminationMessagePath` is a file bind-mounted from
 //!   `<workdir>/termination/<container>` (mode 0666 in image mode, as the kubelet makes
-//!   it); its first 4096 bytes go into the report. `terminationMessagePolicy` is ignored.
+//!   it). The report keeps what the pod's status would: the kubelet reads the file's
+//!   last 4096 bytes (`tail.ReadAtMost` in `kuberuntime_container.go`), and its status
+//!   manager keeps the first 12 KiB / (init + main containers) of each (`normalizeStatus`
+//!   in `pkg/kubelet/status/status_manager.go`): 3072 bytes each for 4 containers. See
+//!   <https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/#customizing-the-termination-message>.
+//!   `terminationMessagePolicy` is ignored.
 //! - emptyDirs are 0777 (the kubelet's mode); with the pod's `fsGroup`, owned by that
 //!   group and setgid. One with `medium: Memory` is a tmpfs, of `sizeLimit` bytes when it
 //!   has one, as the kubelet mounts it (a write past the limit fails with ENOSPC; the tmpfs
@@ -124,8 +129,12 @@ use k8s_openapi::api::core::v1::Pod;
 pub use nix::sys::signal::Signal;
 use serde::Serialize;
 
-/// Bytes of a termination message kept in the report (the kubelet's limit).
+/// Bytes of a termination message file the kubelet reads: the last ones
+/// (`MaxContainerTerminationMessageLength`).
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// Bytes of termination messages a pod's status keeps across all its containers, split
+/// evenly among them (`MaxPodTerminationMessageLogLength`).
+pub const POD_TERMINATION_MESSAGE_LIMIT: usize = 12 * 1024;
 /// Lines of each container's log quoted in a timeout error.
 const LOG_TAIL_LINES: usize = 20;
 /// [`PodRunner::pending_deadline`]'s default.
@@ -233,7 +242,9 @@ pub struct ContainerReport {
     pub signal: Option<i32>,
     /// How many times it was restarted.
     pub restarts: u32,
-    /// First 4096 bytes of its termination message file, after its last run.
+    /// Its termination message file after its last run, as the pod's status keeps it: the
+    /// file's last [`TERMINATION_MESSAGE_LIMIT`] bytes, of which the first
+    /// [`POD_TERMINATION_MESSAGE_LIMIT`] / (the pod's containers) bytes.
     pub termination_message: String,
     /// Its log (stdout and stderr of every run).
     pub log: PathBuf,

@@ -10,7 +10,7 @@
 //! [`super::RunningPod::wait`] at its deadline) ends any wait at once.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use super::eviction::{self, Monitor};
 use super::mounts::{container_script, unshare_propagation, HostMounts, Tools};
 use super::plan::{ContainerPlan, Plan, ProbePlan, RestartPolicy, Role};
 use super::runc::{self, Bundle, SpecFiles};
-use super::{PodError, Shared, TERMINATION_MESSAGE_LIMIT};
+use super::{PodError, Shared, POD_TERMINATION_MESSAGE_LIMIT, TERMINATION_MESSAGE_LIMIT};
 
 /// Containers started by this process in image mode (their runc ids are unique).
 static CONTAINERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -46,6 +46,14 @@ fn backoff_delay(initial: Duration, restarts_in_a_row: u32) -> Duration {
     initial
         .checked_mul(1 << restarts_in_a_row.min(16))
         .map_or(cap, |d| d.min(cap))
+}
+
+/// The bytes of each container's termination message a pod of `containers` containers
+/// (init and main) keeps in its status: the kubelet's status manager splits
+/// `MaxPodTerminationMessageLogLength` (12 KiB) evenly among them, never more than the
+/// 4096 bytes it reads of one file.
+fn message_share(containers: usize) -> usize {
+    (POD_TERMINATION_MESSAGE_LIMIT / containers.max(1)).min(TERMINATION_MESSAGE_LIMIT)
 }
 
 /// How long a run must last for the backoff to start again from `initial` (10 min / 10 s).
@@ -509,11 +517,15 @@ impl Supervisor {
 
     fn termination_message(&self, i: usize) -> String {
         let mut buf = Vec::new();
-        if let Ok(f) = File::open(self.termination_file(i)) {
-            let _ = f
-                .take(TERMINATION_MESSAGE_LIMIT as u64)
-                .read_to_end(&mut buf);
+        if let Ok(mut f) = File::open(self.termination_file(i)) {
+            // A file that cannot be read has no message, as for the kubelet.
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let limit = TERMINATION_MESSAGE_LIMIT as u64;
+            if f.seek(SeekFrom::Start(len.saturating_sub(limit))).is_ok() {
+                let _ = f.take(limit).read_to_end(&mut buf);
+            }
         }
+        buf.truncate(message_share(self.plan.containers.len()));
         String::from_utf8_lossy(&buf).into_owned()
     }
 
@@ -687,5 +699,11 @@ mod tests {
         assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300].map(s));
         assert_eq!(backoff_delay(s(10), u32::MAX), s(300));
         assert_eq!(backoff_reset_after(s(10)), s(600));
+    }
+
+    #[test]
+    fn a_pod_of_more_than_three_containers_keeps_less_than_4096_bytes_of_each_message() {
+        let shares: Vec<_> = [0, 1, 3, 4, 6, 12].map(message_share).into();
+        assert_eq!(shares, [4096, 4096, 4096, 3072, 2048, 1024]);
     }
 }
