@@ -372,6 +372,16 @@ pub fn regular_files(root: &Path) -> Vec<PathBuf> {
 
 /// The directories a stopped cluster of `major` has empty, which a files-only bundle
 /// loses and PostgreSQL needs (for tests that restore a bundle by hand).
+///
+/// A copy, on purpose, of the part of the agent's `skeleton` (agent/src/postgres/datadir.rs)
+/// that can be empty: this crate cannot link the agent's library, and no crate both link
+/// is the place for PostgreSQL's on-disk layout (datamon-plan is the plan's schema,
+/// datamon-edge the binaries' edge). Nor can it be read from a real cluster: which of
+/// these hold files depends on the cluster's history (a new PostgreSQL 12 cluster has a
+/// file in `pg_notify` after initdb as after a clean stop, and one in `pg_stat` after a
+/// clean stop only), so the list is every one some stopped cluster has empty. The
+/// agent's own list is checked by the tests that restore through the agent; this one by
+/// the test below, against real clusters of the oldest and newest builds.
 pub fn skeleton(major: u32) -> Vec<&'static str> {
     let mut dirs = vec![
         "pg_commit_ts",
@@ -467,4 +477,53 @@ pub fn tree_bytes(dir: &Path) -> u64 {
         .iter()
         .map(|f| std::fs::metadata(f).expect("metadata").len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The directories under `root`, relative to it.
+    fn dirs(root: &Path) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+                if e.file_type().unwrap().is_dir() {
+                    out.insert(e.path().strip_prefix(root).unwrap().to_path_buf());
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// For the oldest and the newest build: a files-only copy of a cluster given its
+    /// skeleton has every directory of the cluster again, and starts with its rows.
+    #[test]
+    fn a_files_only_copy_given_the_skeleton_has_every_directory_and_starts() {
+        for major in [12, 18] {
+            let skeleton = skeleton(major);
+            let build = Build::major(major);
+            let dir = tempdir();
+            let live = Cluster::init(&build, &dir.path().join("live"));
+            live.start();
+            live.psql("CREATE TABLE t AS SELECT generate_series(1, 10) AS id");
+            live.stop_fast();
+            let copy = dir.path().join("copy");
+            copy_files_only(&live.data, &copy);
+            for d in &skeleton {
+                std::fs::create_dir_all(copy.join(d)).unwrap();
+            }
+            assert_eq!(dirs(&copy), dirs(&live.data), "PostgreSQL {major}");
+            own(&copy);
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let restored = Cluster::on(&build, &copy, &dir.path().join("sock2"));
+            restored.start();
+            assert_eq!(restored.psql("SELECT count(*) FROM t"), "10");
+            restored.stop_fast();
+        }
+    }
 }
