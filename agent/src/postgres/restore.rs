@@ -76,6 +76,10 @@ pub(crate) struct Context<'a> {
     pub migrate_deadline: Duration,
     /// Reports a step (the sidecar's state file).
     pub tell: &'a (dyn Fn(String) + Sync),
+    /// Called once the data directory is downloaded (at once for a new cluster, which has
+    /// nothing to download): the restore's transfer ends there, so that its rate is the
+    /// download's; the migration and the start that follow are steps of their own.
+    pub fetched: &'a (dyn Fn() + Sync),
 }
 
 /// A database served to the application.
@@ -222,6 +226,7 @@ async fn restore_in(
     match &db.source {
         Some(src) => {
             let id = fetch(db, src, &paths, cx).await?;
+            (cx.fetched)();
             let major = control::data_major(&paths.data).map_err(|e| match e {
                 control::ControlError::NotDataDir(_) => DatabaseError::NotDataDir {
                     repo: src.repo.clone(),
@@ -264,6 +269,7 @@ async fn restore_in(
             source_bundle = Some(id);
         }
         None => {
+            (cx.fetched)();
             (cx.tell)(format!(
                 "creating database {name}: a new PostgreSQL {} cluster",
                 build.version
@@ -448,6 +454,7 @@ async fn migrate_to(
     ));
     std::fs::create_dir_all(&paths.scratch).map_err(DatabaseError::io("create", &paths.scratch))?;
     cx.account.own(&paths.scratch)?;
+    let started = Instant::now();
     let m = migrate::migrate(&MigrateRequest {
         old_data: &paths.data,
         old,
@@ -463,7 +470,7 @@ async fn migrate_to(
     std::fs::remove_dir_all(&paths.data).map_err(io("remove", &paths.data))?;
     std::fs::rename(&paths.migrated, &paths.data).map_err(io("rename", &paths.migrated))?;
     let _ = std::fs::remove_dir_all(&paths.scratch);
-    tracing::info!(database = %db.name, migration = %m, "migrated");
+    tracing::info!(database = %db.name, migration = %m, secs = started.elapsed().as_secs_f64(), "migrated");
     Ok(m)
 }
 

@@ -10,7 +10,9 @@
 //!
 //! Every download, mount, upload, database restore and save is a transfer in the state file
 //! (`transfers`): its counters are written every [`PROGRESS_EVERY`] while they change, in
-//! the same task as the transfer (so the writing ends with it), and once at its end.
+//! the same task as the transfer (so the writing ends with it), and once at its end. A
+//! restore's transfer ends with the download of the data directory: the migration and the
+//! server's start that follow are steps (`step`), not part of its time.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -306,25 +308,52 @@ impl Run<'_> {
         kind: TransferKind,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        self.track_watched(name, kind, &Watch::default(), work)
+            .await
+    }
+
+    /// [`Run::track`] with the caller's `watch`, so that the work may end its transfer
+    /// before it ends itself ([`Run::end_transfer`]): a restore's once the data directory
+    /// is downloaded. An ended transfer keeps its counters and `finished`.
+    async fn track_watched<T, E>(
+        &self,
+        name: &str,
+        kind: TransferKind,
+        watch: &Watch,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         lock(&self.live)
             .transfers
             .insert(name.to_string(), Transfer::start(kind));
         self.rewrite();
-        let watch = Watch::default();
         let out = progress::publish_while(
-            &watch,
+            watch,
             progress::ticks(PROGRESS_EVERY),
             progress::watched(watch.clone(), work),
-            |c| self.update_transfer(name, |t| t.count(c)),
+            |c| {
+                self.update_transfer(name, |t| {
+                    if t.finished.is_none() {
+                        t.count(c);
+                    }
+                })
+            },
         )
         .await;
+        self.end_transfer(name, watch);
+        out
+    }
+
+    /// Ends the transfer `name` now with `watch`'s counters, unless it has ended already.
+    fn end_transfer(&self, name: &str, watch: &Watch) {
         self.update_transfer(name, |t| {
+            if t.finished.is_some() {
+                return;
+            }
             if let Some(c) = watch.counts() {
                 t.count(c);
             }
             t.finish();
         });
-        out
     }
 
     async fn work(&mut self, signals: &mut Termination) -> Result<(), Reason> {
@@ -538,21 +567,27 @@ impl Run<'_> {
             }
         }
         let tell = |step: String| self.tell(step);
-        let cx = restore::Context {
-            stores,
-            tuning: self.settings.tuning(),
-            installed: &installed,
-            account: &account,
-            superuser: &pg.superuser,
-            coordination: &self.plan.coordination,
-            start_deadline: pg.start_timeout().max(self.plan.deadlines.ready),
-            migrate_deadline: pg.migrate_timeout(),
-            tell: &tell,
-        };
         let mut served = Vec::new();
         for d in dbs {
+            // The restore's transfer is the download of the data directory: it ends when
+            // that does, before the migration and the start.
+            let watch = Watch::default();
+            let fetched = || self.end_transfer(&d.name, &watch);
+            let cx = restore::Context {
+                stores,
+                tuning: self.settings.tuning(),
+                installed: &installed,
+                account: &account,
+                superuser: &pg.superuser,
+                coordination: &self.plan.coordination,
+                start_deadline: pg.start_timeout().max(self.plan.deadlines.ready),
+                migrate_deadline: pg.migrate_timeout(),
+                tell: &tell,
+                fetched: &fetched,
+            };
+            let restoring = restore::restore(d, &cx);
             served.push(
-                self.track(&d.name, TransferKind::Restore, restore::restore(d, &cx))
+                self.track_watched(&d.name, TransferKind::Restore, &watch, restoring)
                     .await
                     .map_err(db_failed(ReasonCode::DatabaseFailed, &d.name))?,
             );
@@ -743,6 +778,67 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restore ends its transfer once the data directory is downloaded: what it does
+    /// afterwards (a migration, the start) changes neither its counters nor `finished`.
+    #[tokio::test]
+    async fn a_transfer_ended_by_its_work_keeps_its_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            coordination: tmp.path().to_path_buf(),
+            ..Plan::default()
+        };
+        let me = Sidecar {
+            name: "datamon".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            databases: vec!["ledger".into()],
+            lifecycle: Lifecycle::Classic,
+        };
+        let board = Board::open(&plan.coordination).unwrap();
+        let run = Run {
+            plan: &plan,
+            me: &me,
+            board: &board,
+            settings: &Settings::default(),
+            state: State::new("datamon", Phase::Starting),
+            live: Mutex::default(),
+            terminated: None,
+        };
+        let on_board = || board.read("datamon").unwrap().unwrap().transfers["ledger"].clone();
+        let watch = Watch::default();
+        let work = async {
+            Progress::complete("download", 3, 3000);
+            run.end_transfer("ledger", &watch);
+            let fetched = on_board();
+            // The migration's own work, counted or not, is not the restore's.
+            Progress::complete("migration", 1, 1_000_000);
+            run.tell("migrating database ledger".into());
+            Ok::<_, ()>(fetched)
+        };
+        let fetched = run
+            .track_watched("ledger", TransferKind::Restore, &watch, work)
+            .await
+            .unwrap();
+        assert!(fetched.finished.is_some(), "{fetched:?}");
+        assert_eq!(
+            (fetched.files_done, fetched.files_total, fetched.bytes_done),
+            (3, 3, 3000)
+        );
+        let last = on_board();
+        assert_eq!(last, fetched);
+        // A transfer its work does not end ends with the work, as before.
+        let uploaded = run
+            .track("out", TransferKind::Upload, async {
+                Progress::complete("upload", 2, 20);
+                Ok::<_, ()>(())
+            })
+            .await;
+        assert!(uploaded.is_ok());
+        let out = board.read("datamon").unwrap().unwrap().transfers["out"].clone();
+        assert!(out.finished.is_some());
+        assert_eq!((out.files_done, out.bytes_done), (2, 20));
+    }
 
     #[test]
     fn every_application_decides_the_uploads() {
