@@ -17,6 +17,7 @@ use object_store::{
     RetryConfig,
 };
 
+use crate::buffers::BufferPool;
 use crate::error::{Error, Result};
 
 /// Where a bucket lives.
@@ -319,6 +320,29 @@ impl Bucket {
         res.bytes().await.map(Some).map_err(self.err("read", key))
     }
 
+    /// Reads an object into a buffer of `pool` (`None` when it does not exist). A local
+    /// directory's file is read straight into a recycled buffer in one hand-off to a
+    /// blocking thread (object_store's local store allocates and zero-fills a new buffer
+    /// for every read, in two hand-offs); other stores read as [`Bucket::get`] does.
+    pub async fn get_pooled(&self, key: &str, pool: &Arc<BufferPool>) -> Result<Option<Bytes>> {
+        let Some(dir) = &self.local_dir else {
+            return self.get(key).await;
+        };
+        let (path, pool) = (dir.join(key), pool.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("read", path)(e)),
+            };
+            pool.fill(|buf| file.read_to_end(buf).map(drop))
+                .map(Some)
+                .map_err(Error::io("read", path))
+        })
+        .await?
+    }
+
     /// The size of an object; `None` when it does not exist.
     pub async fn size(&self, key: &str) -> Result<Option<u64>> {
         match self.store.head(&ObjectPath::from(key)).await {
@@ -375,8 +399,14 @@ impl Bucket {
 
     /// Writes an object, replacing any previous version.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        // A local store writes the payload's buffers one by one: pieces, not one leaf.
+        let payload = if self.local_dir.is_some() {
+            crate::fsio::pieces(&bytes).collect()
+        } else {
+            PutPayload::from(bytes)
+        };
         self.store
-            .put(&ObjectPath::from(key), PutPayload::from(bytes))
+            .put(&ObjectPath::from(key), payload)
             .await
             .map(|_| ())
             .map_err(self.err("write", key))

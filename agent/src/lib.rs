@@ -6,8 +6,9 @@
 //! is internal to the crate.
 //!
 //! Layers, from pure to I/O; each imports only the ones above it:
-//! - `sync`, `buffers`, `tuning`, `progress`, `signals`: small mechanisms (poison-tolerant
-//!   locks, recycled leaf buffers, memory budgets, progress lines, caught signals);
+//! - `sync`, `buffers`, `fsio`, `tuning`, `progress`, `signals`: small mechanisms
+//!   (poison-tolerant locks, recycled leaf buffers, file writes in 256 KiB pieces, memory
+//!   budgets, progress lines, caught signals);
 //! - [`error`]: the one error type, each variant naming the input at fault and the fix;
 //! - `cafs`: keys, leaves and root objects (pure), and the blob reader and writer;
 //! - `model`: the YAML documents and where they live (pure);
@@ -33,6 +34,7 @@ pub(crate) mod context;
 pub(crate) mod destination;
 pub mod error;
 pub(crate) mod events;
+pub(crate) mod fsio;
 pub(crate) mod gcs;
 pub(crate) mod label;
 pub(crate) mod model;

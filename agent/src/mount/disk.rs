@@ -14,7 +14,7 @@
 //! All of it is blocking file I/O, to be run on a blocking thread.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,7 +419,7 @@ impl DiskCache {
         ));
         let written = std::fs::File::create(&temp)
             .and_then(|mut f| {
-                f.write_all(bytes)?;
+                crate::fsio::write_all(&mut f, bytes)?;
                 // Set, not left to the kernel's coarser clock: the order of last uses.
                 f.set_modified(SystemTime::now())
             })

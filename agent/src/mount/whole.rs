@@ -19,7 +19,6 @@
 //!   during a read could wait forever. With the inode open, it waits for the last release.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,7 +109,7 @@ impl Assembly {
 
     /// Writes the claimed, verified `leaf`; returns whether every leaf is now written.
     pub fn write(&mut self, leaf: &Leaf, bytes: &[u8]) -> std::io::Result<bool> {
-        self.file.write_all_at(bytes, leaf.offset)?;
+        crate::fsio::write_all_at(&self.file, bytes, leaf.offset)?;
         self.written += 1;
         Ok(self.unclaimed == 0 && self.written == self.claimed.len())
     }
