@@ -3,15 +3,16 @@
 //! are verified, so a failure never leaves a half-written file under a real name.
 
 use std::collections::HashSet;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use regex::Regex;
+use tokio::task::JoinSet;
 
 use super::BundleRef;
+use crate::buffers::BufferPool;
 use crate::cafs::reader::BlobReader;
 use crate::cafs::{Key, LeafLayout, LeafSize};
 use crate::context::Stores;
@@ -88,9 +89,15 @@ pub async fn download(
     let total: u64 = entries.iter().map(|e| e.size).sum();
     let progress = Progress::new("download", entries.len() as u64, total);
     let _reporter = progress.report(Duration::from_secs(5));
+    let budget = MemoryBudget::new(tuning.memory_budget);
+    // A leaf's buffer lives from its read to its write: the budget's worth of them.
+    let buffers = BufferPool::new(
+        leaf_size.get() as usize,
+        budget.bytes() / leaf_size.get() as usize,
+    );
     let fetcher = FileFetcher {
-        reader: BlobReader::new(stores.blob.clone(), leaf_size),
-        budget: MemoryBudget::new(tuning.memory_budget),
+        reader: BlobReader::new(stores.blob.clone(), leaf_size).with_buffers(buffers),
+        budget,
         progress: progress.clone(),
     };
     let files = entries.len() as u64;
@@ -148,31 +155,37 @@ impl FileFetcher {
                 .map_err(Error::io("open", tmp.path()))?,
         );
         let layout = LeafLayout::new(entry.size, self.reader.leaf_size());
-        // Leaves are fetched and verified in parallel but written in order, so the file
-        // grows sequentially as the page cache and the disk like it.
-        let in_flight = (self.budget.bytes() / self.reader.leaf_size().get() as usize).clamp(1, 64);
-        let mut verified = futures::stream::iter(layout.leaves().zip(keys))
-            .map(|(leaf, key)| {
-                let (reader, budget, name) =
-                    (self.reader.clone(), self.budget.clone(), entry.name.clone());
-                async move {
-                    let permit = budget.reserve(leaf.len).await?;
-                    let bytes = reader.leaf(&key, &leaf, &name).await?;
-                    Ok::<_, Error>((leaf, bytes, permit))
-                }
-            })
-            .buffered(in_flight);
-        let tmp_path = tmp.path().to_path_buf();
-        while let Some(next) = verified.next().await {
-            let (leaf, bytes, permit) = next?;
-            let (file, path) = (file.clone(), tmp_path.clone());
-            tokio::task::spawn_blocking(move || {
-                file.write_all_at(&bytes, leaf.offset)
-                    .map_err(Error::io("write", path))
-            })
-            .await??;
-            self.progress.add_bytes(leaf.len);
-            drop(permit);
+        // Each leaf is fetched, verified and written at its offset by a task of its own,
+        // under the memory budget: the tasks advance on their own (a stage waits for no
+        // other leaf's write), so reading, hashing and writing overlap on every core. A
+        // failure ends the file at once: the other tasks are aborted with the set, and the
+        // temporary file is removed with `tmp`.
+        let mut tasks = JoinSet::new();
+        for (leaf, key) in layout.leaves().zip(keys) {
+            while let Some(done) = tasks.try_join_next() {
+                done??;
+            }
+            let permit = self.budget.reserve(leaf.len).await?;
+            let (reader, progress, name) = (
+                self.reader.clone(),
+                self.progress.clone(),
+                entry.name.clone(),
+            );
+            let (file, path) = (file.clone(), tmp.path().to_path_buf());
+            tasks.spawn(async move {
+                reader
+                    .leaf_then(&key, &leaf, &name, move |bytes| {
+                        crate::fsio::write_all_at(&file, &bytes, leaf.offset)
+                            .map_err(Error::io("write", path))
+                    })
+                    .await?;
+                progress.add_bytes(leaf.len);
+                drop(permit);
+                Ok::<_, Error>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
         }
         let mtime = entry.timestamp;
         tokio::task::spawn_blocking(move || finish(tmp, &target, mtime.map(Into::into))).await??;

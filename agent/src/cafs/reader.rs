@@ -1,5 +1,7 @@
 //! Reads files out of the blob bucket, checking every root object and every leaf.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::hasher::leaf_key;
@@ -7,6 +9,7 @@ use super::key::Key;
 use super::leaf::{Leaf, LeafSize};
 use super::root;
 use crate::bucket::Bucket;
+use crate::buffers::BufferPool;
 use crate::error::{Error, Result};
 
 /// Reads and verifies objects of one bundle (one leaf size).
@@ -14,12 +17,27 @@ use crate::error::{Error, Result};
 pub struct BlobReader {
     bucket: Bucket,
     leaf_size: LeafSize,
+    /// Recycled buffers for leaves, when the caller gives some.
+    buffers: Option<Arc<BufferPool>>,
 }
 
 impl BlobReader {
     /// A reader of `bucket` for a bundle with leaves of `leaf_size`.
     pub fn new(bucket: Bucket, leaf_size: LeafSize) -> Self {
-        Self { bucket, leaf_size }
+        Self {
+            bucket,
+            leaf_size,
+            buffers: None,
+        }
+    }
+
+    /// The same reader, reading leaves into buffers of `pool` (one leaf each), which go
+    /// back to it when the caller drops them.
+    pub fn with_buffers(self, pool: Arc<BufferPool>) -> Self {
+        Self {
+            buffers: Some(pool),
+            ..self
+        }
     }
 
     /// The bundle's leaf size.
@@ -27,31 +45,35 @@ impl BlobReader {
         self.leaf_size
     }
 
-    /// An object of the blob bucket; a missing one is an error naming the file.
-    async fn fetch(&self, what: &'static str, key: &Key, file: &str) -> Result<Bytes> {
-        self.bucket
-            .get(&key.to_hex())
-            .await?
-            .ok_or_else(|| Error::MissingBlob {
-                what,
-                key: key.to_hex(),
-                file: file.to_string(),
-                bucket: self.bucket.url().to_string(),
-            })
+    /// An object of the blob bucket, in a buffer of `pool` if given; a missing one is an
+    /// error naming the file.
+    async fn fetch(
+        &self,
+        what: &'static str,
+        key: &Key,
+        file: &str,
+        pool: Option<&Arc<BufferPool>>,
+    ) -> Result<Bytes> {
+        let name = key.to_hex();
+        let got = match pool {
+            Some(pool) => self.bucket.get_pooled(&name, pool).await?,
+            None => self.bucket.get(&name).await?,
+        };
+        got.ok_or_else(|| Error::MissingBlob {
+            what,
+            key: key.to_hex(),
+            file: file.to_string(),
+            bucket: self.bucket.url().to_string(),
+        })
     }
 
     /// The leaf keys of `file` (root key `root`, `size` bytes), from its checked root object.
     pub async fn leaf_keys(&self, root: &Key, size: u64, file: &str) -> Result<Vec<Key>> {
-        let bytes = self.fetch("root object", root, file).await?;
+        let bytes = self.fetch("root object", root, file, None).await?;
         root::decode(root, &bytes, size, self.leaf_size).map_err(|source| Error::Root {
             file: file.to_string(),
             source,
         })
-    }
-
-    /// One leaf of `file`, whose bytes are checked against `key` before they are returned.
-    pub async fn leaf(&self, key: &Key, leaf: &Leaf, file: &str) -> Result<Bytes> {
-        self.leaf_then(key, leaf, file, Ok).await
     }
 
     /// Fetches one leaf of `file`, checks it against `key`, then hands the bytes to `then`
@@ -64,7 +86,7 @@ impl BlobReader {
         file: &str,
         then: impl FnOnce(Bytes) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let bytes = self.fetch("leaf", key, file).await?;
+        let bytes = self.fetch("leaf", key, file, self.buffers.as_ref()).await?;
         if bytes.len() as u64 != leaf.len {
             return Err(Error::LeafLength {
                 key: key.to_hex(),
