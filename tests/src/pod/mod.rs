@@ -81,8 +81,9 @@
 //!   directory whose writes are never limited: with a `sizeLimit`, the kubelet's eviction
 //!   manager measures it (du's way: blocks, a hard link once) every
 //!   [`PodRunner::eviction_period`] (the kubelet's 10 s) and, once its usage is above the
-//!   limit, evicts the pod: every container gets SIGTERM and, one second later (the
-//!   eviction's grace period, whatever the pod's), SIGKILL; nothing restarts; the phase is
+//!   limit, evicts the pod: the shutdown below with a grace period of one second, whatever
+//!   the pod's (the kubelet gives that second to each container in turn, the runner to
+//!   the whole shutdown, as always); nothing restarts; the phase is
 //!   Failed with [`PodReport::reason`] `Evicted` and the kubelet's message
 //!   (`eviction.rs` cites the kubelet's source). A kubelet can be slower to notice (its
 //!   volume statistics are refreshed every minute), never sooner.
