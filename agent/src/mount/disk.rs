@@ -462,6 +462,7 @@ fn remove_quietly(path: &Path) {
 mod tests {
     use super::*;
     use crate::cafs::LeafLayout;
+    use std::io::Write;
 
     fn key(n: u8) -> Key {
         format!("{n:02x}").repeat(64).parse().unwrap()

@@ -21,8 +21,12 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 /// Exit code when SIGTERM ended the wait before the application started (128 + 15).
 pub const EXIT_TERMINATED: u8 = 143;
 
-/// Kubernetes keeps at most this many bytes of a termination message.
-const MESSAGE_LIMIT: usize = 4096;
+/// The bytes of a termination message that reach the pod's status in any pod of up to six
+/// containers: the kubelet reads the file's last 4096 bytes, then its status manager keeps
+/// 12 KiB shared evenly by the pod's containers (2048 each for six; 3072 for four). See
+/// <https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/>.
+/// A longer message would reach the status cut, as JSON no longer valid.
+const MESSAGE_LIMIT: usize = 2048;
 
 /// What a participant reports at its end.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -43,9 +47,38 @@ pub struct Outcome {
     pub reason: Option<Reason>,
 }
 
-/// The message, cut to Kubernetes's limit on a character boundary.
+/// The message as JSON of at most [`MESSAGE_LIMIT`] bytes: a reason's message too long for
+/// it is shortened (ending in `…`), so what reaches the pod's status is still valid JSON.
 pub fn render(outcome: &Outcome) -> String {
-    let mut text = serde_json::to_string(outcome).unwrap_or_default();
+    let text = serde_json::to_string(outcome).unwrap_or_default();
+    let Some(reason) = outcome
+        .reason
+        .as_ref()
+        .filter(|_| text.len() > MESSAGE_LIMIT)
+    else {
+        return text;
+    };
+    // The longest prefix of the reason's message that fits (escapes make the JSON longer
+    // than the bytes kept, so it is searched for, not computed).
+    let with = |keep: usize| {
+        let mut message = reason.message.clone();
+        cut(&mut message, keep);
+        message.push('…');
+        let mut shorter = outcome.clone();
+        shorter.reason = Some(Reason::new(reason.code, message));
+        serde_json::to_string(&shorter).unwrap_or_default()
+    };
+    let (mut fits, mut over) = (0, reason.message.len());
+    while over - fits > 1 {
+        let mid = (fits + over) / 2;
+        if with(mid).len() <= MESSAGE_LIMIT {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    let mut text = with(fits);
+    // Only maps of names and ids beyond the limit would leave it too long: cut, at last.
     cut(&mut text, MESSAGE_LIMIT);
     text
 }
@@ -90,5 +123,23 @@ mod tests {
         assert!(v.get("reason").is_none());
         o.reason = Some(Reason::new(ReasonCode::Internal, "é".repeat(5000)));
         assert!(render(&o).len() <= MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn a_long_reason_is_shortened_and_the_message_stays_json() {
+        for filler in ["é", "\"", "a\n"] {
+            let o = Outcome {
+                participant: "datamon".into(),
+                reason: Some(Reason::new(ReasonCode::InputFailed, filler.repeat(3000))),
+                ..Outcome::default()
+            };
+            let text = render(&o);
+            assert!(text.len() <= MESSAGE_LIMIT, "{filler:?}: {}", text.len());
+            assert!(text.len() > MESSAGE_LIMIT - 64, "{filler:?}: cut too much");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["reason"]["code"], "input_failed");
+            let m = v["reason"]["message"].as_str().unwrap();
+            assert!(m.starts_with(filler) && m.ends_with('…'), "{filler:?}");
+        }
     }
 }
