@@ -6,7 +6,8 @@
 #                      bundles carry) + `pg_ctl start -w`
 #   save               the application's exit → the sidecar's exit (sessions ended,
 #                      CHECKPOINT, fast stop, prune, upload, label) against
-#                      `pg_ctl stop -m fast` + `cp -r` + `b2sum`
+#                      `pg_ctl stop -m fast` + the same pruning + `cp -r` + `b2sum`, each
+#                      side after the same application (`pgbench -i`, then `sync`)
 #   migration 14 → 18  the agent's migration step (from its log: "migrating" → "migrated")
 #                      against bare `initdb` + `pg_upgrade --copy` on the same data directory;
 #                      and the whole restore with migration against the hand-made chain
@@ -147,15 +148,28 @@ record baseline.restore.cp "$b_cp"
 record baseline.restore.b2sum "$b_sum"
 record baseline.restore.start "$b_start"
 
-echo "== save" >&2
-settle
+echo "== save (both sides from the same state: the application's pgbench -i, then sync)" >&2
+# The agent's save above followed its application's `pgbench -i` (then `sync`); the hand-run
+# server (the copy, still up from the last restore round) gets the same work, so each side
+# stops a server with the same dirty buffers and the same WAL to checkpoint. Then, timed:
+# the fast stop, the recycled WAL segments and the postmaster's files removed as the agent
+# prunes them (the copy need not carry them), `cp -r` and `b2sum` of what is left.
+as_pg "$new/pgbench" -h "$work/pg" -p "$port" -U postgres -i -q -s "$scale" db > "$work/pg/pgbench.out" 2>&1 \
+  || { echo "pgbench on the hand-run server failed:" >&2; tail -20 "$work/pg/pgbench.out" >&2; exit 1; }
+sync
 t0=$EPOCHREALTIME
 as_pg "$new/pg_ctl" -D "$work/copy" -m fast -w stop > /dev/null
+redo=$("$new/pg_controldata" -D "$work/copy" | sed -n "s/^Latest checkpoint's REDO WAL file: *//p")
+find "$work/copy/pg_wal" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9A-F]{24}' \
+  ! -name "$redo" -delete
+rm -f "$work/copy/postmaster.opts" "$work/copy/pg_stat_tmp"/*
 t1=$EPOCHREALTIME
 cp -r "$work/copy" "$work/copy2"
 t2=$EPOCHREALTIME
 tree_b2sum "$work/copy2"
 t3=$EPOCHREALTIME
+[ -n "$redo" ] || { echo "pg_controldata named no REDO WAL file" >&2; exit 1; }
+printf '  hand-saved data directory: %d MiB\n' $(($(du -sb "$work/copy2" | cut -f1) / 1048576)) >&2
 record baseline.save.stop "$(span "$t0" "$t1")"
 record baseline.save.cp "$(span "$t1" "$t2")"
 record baseline.save.b2sum "$(span "$t2" "$t3")"
@@ -197,7 +211,7 @@ base_save = s("baseline.save.stop") + s("baseline.save.cp") + s("baseline.save.b
 base_chain = base_restore - s("baseline.restore.start") + s("baseline.pg_upgrade") + s("baseline.restore.start")
 rows = [
     ("restore to ready", s("agent.restore"), base_restore, "cp -r + b2sum + pg_ctl start -w", 1.0),
-    ("save", s("agent.save"), base_save, "pg_ctl stop -m fast + cp -r + b2sum", 1.0),
+    ("save", s("agent.save"), base_save, "pg_ctl stop -m fast + prune + cp -r + b2sum", 1.0),
     ("migration step 14 → 18", s("agent.migrate.step"), s("baseline.pg_upgrade"), "initdb + pg_upgrade --copy", 1 / 1.1),
     ("restore with migration", s("agent.migrate.restore"), base_chain, "cp -r + b2sum + initdb + pg_upgrade --copy + start", None),
 ]

@@ -19,10 +19,15 @@ lib_run_at_exit() {
   for code in "${lib_at_exit[@]}"; do eval "$code" || true; done
 }
 
-# make_work TEMPLATE: sets $work to a new directory (mktemp -d TEMPLATE), removed at exit.
+# make_work TEMPLATE: sets $work to a new directory (mktemp -d TEMPLATE), removed at exit
+# unless BENCH_KEEP=1 (then its path is printed, to read the logs of each step).
 make_work() {
   work="$(mktemp -d "$1")"
-  at_exit 'rm -rf "$work"'
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    at_exit 'echo "kept: $work" >&2'
+  else
+    at_exit 'rm -rf "$work"'
+  fi
 }
 
 # stop_process PID: SIGTERM to PID if it still runs, then wait for it. No PID, no-op.
