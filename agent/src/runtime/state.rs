@@ -113,7 +113,8 @@ pub enum TransferKind {
     Mount,
     /// An output uploaded as a new bundle.
     Upload,
-    /// A database restored from its bundle (and migrated, started, readied).
+    /// A database's data directory downloaded from its bundle (the migration and the
+    /// start that follow are not part of it).
     Restore,
     /// A database saved as a new bundle.
     Save,
