@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
+use crate::tuning::MemoryBudget;
 
 use bytes::Bytes;
 
@@ -53,6 +54,12 @@ impl BufferPool {
             keep,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A pool of leaf buffers for a transfer under `budget`: it keeps as many idle ones as
+    /// the budget lets exist at once, since each leaf in flight holds one.
+    pub fn for_budget(leaf_bytes: usize, budget: &MemoryBudget) -> Arc<Self> {
+        Self::new(leaf_bytes, budget.bytes() / leaf_bytes.max(1))
     }
 
     /// Idle buffers held.

@@ -90,11 +90,8 @@ pub async fn download(
     let progress = Progress::new("download", entries.len() as u64, total);
     let _reporter = progress.report(Duration::from_secs(5));
     let budget = MemoryBudget::new(tuning.memory_budget);
-    // A leaf's buffer lives from its read to its write: the budget's worth of them.
-    let buffers = BufferPool::new(
-        leaf_size.get() as usize,
-        budget.bytes() / leaf_size.get() as usize,
-    );
+    // A leaf's buffer lives from its read to its write.
+    let buffers = BufferPool::for_budget(leaf_size.get() as usize, &budget);
     let fetcher = FileFetcher {
         reader: BlobReader::new(stores.blob.clone(), leaf_size).with_buffers(buffers),
         budget,

@@ -61,7 +61,7 @@ impl BlobReader {
         };
         got.ok_or_else(|| Error::MissingBlob {
             what,
-            key: key.to_hex(),
+            key: name,
             file: file.to_string(),
             bucket: self.bucket.url().to_string(),
         })

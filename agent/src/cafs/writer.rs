@@ -49,12 +49,11 @@ pub struct BlobWriter {
 impl BlobWriter {
     /// A writer into `bucket` with leaves of `leaf_size`.
     pub fn new(bucket: Bucket, leaf_size: LeafSize, budget: MemoryBudget) -> Self {
-        let keep = budget.bytes() / (leaf_size.get() as usize).max(1);
         Self {
             bucket,
             leaf_size,
+            buffers: BufferPool::for_budget(leaf_size.get() as usize, &budget),
             budget,
-            buffers: BufferPool::new(leaf_size.get() as usize, keep),
             stats: Arc::default(),
         }
     }
